@@ -1,0 +1,1 @@
+//! The candle backend: placeholder until its issue lands.

@@ -1,0 +1,96 @@
+use crate::{BatchShape, Device, ModelSpec, Result};
+
+/// What a user asks of a backend when loading a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// Where to run.
+    pub device: Device,
+    /// Intra-op threads the backend may use; `None` means "one per core".
+    ///
+    /// Backends own these threads. Engines never call a backend from inside
+    /// their own rayon workers, so the two pools never nest (ARCHITECTURE.md).
+    pub threads: Option<usize>,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            threads: None,
+        }
+    }
+}
+
+/// A loaded model that turns a batch of fields into a batch of deltas.
+///
+/// Implementations are immutable once loaded and shareable between threads
+/// (`Send + Sync`): several engines may step on several threads while sharing
+/// one backend. Any per-thread mutable state (scratch buffers, non-`Sync`
+/// library handles) lives behind the implementation's own synchronisation.
+///
+/// # The threading rule
+/// A backend owns its intra-op threads. Callers must invoke [`forward`] from an
+/// ordinary thread, never from inside a rayon worker: a backend that runs its
+/// own pool inside another pool's worker is the nesting that froze the C++
+/// engine this project replaces.
+///
+/// [`forward`]: ComputeBackend::forward
+pub trait ComputeBackend: Send + Sync {
+    /// Short backend name: `candle`, `tch` or `onnx`.
+    fn name(&self) -> &'static str;
+
+    /// The model this backend runs.
+    fn spec(&self) -> &ModelSpec;
+
+    /// Where the model runs.
+    fn device(&self) -> Device;
+
+    /// Runs the model on `input` (f32, NCHW `shape`, channels = `2 * d_state`)
+    /// and writes the delta, of the same shape, into `output`.
+    ///
+    /// `input.len()` and `output.len()` must equal `shape.len()`. Backends must
+    /// check the shape against the spec (channels, `spatial_multiple`) and
+    /// return an error rather than panic. Steady-state calls with the same
+    /// shape should not allocate on the Rust side.
+    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()>;
+
+    /// A one-line description for logs (backend, device, provider in use).
+    fn describe(&self) -> String {
+        format!("{} on {}", self.name(), self.device())
+    }
+}
+
+/// Checks the arguments of a [`ComputeBackend::forward`] call against a spec.
+///
+/// Every backend calls this first so that a wrong call is one clear error,
+/// the same on every backend.
+pub fn check_forward_args(
+    spec: &ModelSpec,
+    input: &[f32],
+    shape: BatchShape,
+    output: &[f32],
+) -> Result<()> {
+    let expected = 2 * spec.d_state;
+    if shape.channels != expected {
+        return Err(crate::Error::InvalidArgument(format!(
+            "batch {shape} has {} channels but model `{}` takes {expected} (2 x d_state {})",
+            shape.channels, spec.name, spec.d_state
+        )));
+    }
+    let m = spec.spatial_multiple.max(1);
+    if shape.height % m != 0 || shape.width % m != 0 {
+        return Err(crate::Error::InvalidArgument(format!(
+            "batch {shape}: height and width must be multiples of {m} for model `{}`",
+            spec.name
+        )));
+    }
+    let len = shape.checked_len()?;
+    if input.len() != len || output.len() != len {
+        return Err(crate::Error::InvalidArgument(format!(
+            "batch {shape} needs {len} values but input has {} and output {}",
+            input.len(),
+            output.len()
+        )));
+    }
+    Ok(())
+}

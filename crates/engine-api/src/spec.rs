@@ -1,0 +1,403 @@
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The `format` value every `model.json` carries.
+pub const MODEL_FORMAT: &str = "atheria-model/1";
+
+/// Upper bound on `d_state`: far above any trained law, low enough that a typo
+/// cannot make an engine allocate terabytes before it notices.
+const MAX_D_STATE: usize = 4096;
+
+/// The network a model package holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// One 3x3 convolution 2D -> 2D with bias (the seed's benchmark model).
+    Conv3x3,
+    /// Per-cell 1x1 convolutions 2D -> h -> h -> 2D with ELU between.
+    Mlp,
+    /// A fixed neighbour-sum depthwise 3x3 conv then a per-cell MLP.
+    DeepQca,
+    /// A two-level U-Net (global: depends on the whole field).
+    Unet,
+    /// The U-Net with the unitary update rule.
+    UnetUnitary,
+    /// Anything else, runnable only from TorchScript or ONNX files.
+    Custom,
+}
+
+impl Architecture {
+    /// Every architecture, in the order the docs list them.
+    pub const ALL: [Architecture; 6] = [
+        Architecture::Conv3x3,
+        Architecture::Mlp,
+        Architecture::DeepQca,
+        Architecture::Unet,
+        Architecture::UnetUnitary,
+        Architecture::Custom,
+    ];
+
+    /// The name used in model.json and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Conv3x3 => "conv3x3",
+            Architecture::Mlp => "mlp",
+            Architecture::DeepQca => "deep_qca",
+            Architecture::Unet => "unet",
+            Architecture::UnetUnitary => "unet_unitary",
+            Architecture::Custom => "custom",
+        }
+    }
+
+    /// The receptive radius the architecture implies, if it is fixed by the
+    /// architecture: `Some(Some(r))` for local laws, `Some(None)` for global
+    /// ones, `None` when the package decides (custom).
+    pub fn implied_radius(self) -> Option<Option<usize>> {
+        match self {
+            Architecture::Conv3x3 | Architecture::DeepQca => Some(Some(1)),
+            Architecture::Mlp => Some(Some(0)),
+            Architecture::Unet | Architecture::UnetUnitary => Some(None),
+            Architecture::Custom => None,
+        }
+    }
+
+    /// True when the architecture has a `hidden_channels` parameter.
+    pub fn has_hidden(self) -> bool {
+        matches!(
+            self,
+            Architecture::Mlp
+                | Architecture::DeepQca
+                | Architecture::Unet
+                | Architecture::UnetUnitary
+        )
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Architecture::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Architecture::ALL.iter().map(|a| a.as_str()).collect();
+                Error::InvalidArgument(format!(
+                    "unknown architecture `{s}`: expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// How a model's output becomes the change of the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateRule {
+    /// delta = M(x).
+    Additive,
+    /// delta = M(x) * psi (complex multiply per cell and channel).
+    Unitary,
+}
+
+impl fmt::Display for UpdateRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpdateRule::Additive => "additive",
+            UpdateRule::Unitary => "unitary",
+        })
+    }
+}
+
+/// The model files a package lists, relative to its directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFiles {
+    /// Weights for the candle backend, named as PyTorch's `state_dict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safetensors: Option<PathBuf>,
+    /// TorchScript module for the tch backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torchscript: Option<PathBuf>,
+    /// ONNX graph for the ONNX Runtime backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx: Option<PathBuf>,
+}
+
+/// The description of a model: the contents of a package's `model.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Always [`MODEL_FORMAT`].
+    pub format: String,
+    /// Human-readable model name.
+    pub name: String,
+    /// The network.
+    pub architecture: Architecture,
+    /// Complex channels per cell (D); the model takes and returns 2D channels.
+    pub d_state: usize,
+    /// Width of the hidden layers, where the architecture has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_channels: Option<usize>,
+    /// The update rule.
+    pub update: UpdateRule,
+    /// Cells the output at one cell can see in each direction; `None` for a
+    /// global model (its output at a cell depends on the whole field).
+    pub receptive_radius: Option<usize>,
+    /// Height and width must be multiples of this (1 unless the model pools).
+    #[serde(default = "one")]
+    pub spatial_multiple: usize,
+    /// The model files in the package.
+    pub files: ModelFiles,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Fields a `model.json` must spell out, even where their value may be null:
+/// a missing `receptive_radius` is a mistake, not a global model.
+const REQUIRED_FIELDS: [&str; 7] = [
+    "format",
+    "name",
+    "architecture",
+    "d_state",
+    "update",
+    "receptive_radius",
+    "files",
+];
+
+impl ModelSpec {
+    /// Parses and validates `model.json` text. `origin` names the file in errors.
+    pub fn from_json(text: &str, origin: &Path) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::model(origin, format!("not valid JSON: {e}")))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| Error::model(origin, "model.json must hold a JSON object"))?;
+        for field in REQUIRED_FIELDS {
+            if !object.contains_key(field) {
+                return Err(Error::model(
+                    origin,
+                    format!("model.json is missing the field `{field}`"),
+                ));
+            }
+        }
+        let spec: ModelSpec = serde_json::from_value(value)
+            .map_err(|e| Error::model(origin, format!("model.json: {e}")))?;
+        spec.validate().map_err(|m| Error::model(origin, m))?;
+        Ok(spec)
+    }
+
+    /// Checks the fields against each other; returns the problem as a message.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.format != MODEL_FORMAT {
+            return Err(format!(
+                "format is `{}`, expected `{MODEL_FORMAT}`",
+                self.format
+            ));
+        }
+        if self.d_state == 0 || self.d_state > MAX_D_STATE {
+            return Err(format!(
+                "d_state {} is out of range 1..={MAX_D_STATE}",
+                self.d_state
+            ));
+        }
+        if self.spatial_multiple == 0 || self.spatial_multiple > 1024 {
+            return Err(format!(
+                "spatial_multiple {} is out of range 1..=1024",
+                self.spatial_multiple
+            ));
+        }
+        let arch = self.architecture;
+        match self.hidden_channels {
+            None if arch.has_hidden() => {
+                return Err(format!("architecture {arch} needs `hidden_channels`"))
+            }
+            Some(0) => return Err("hidden_channels must be at least 1".into()),
+            Some(h) if h > 65536 => {
+                return Err(format!("hidden_channels {h} is out of range 1..=65536"))
+            }
+            _ => {}
+        }
+        if let Some(implied) = arch.implied_radius() {
+            if implied != self.receptive_radius {
+                return Err(format!(
+                    "receptive_radius {} does not match architecture {arch} (expected {})",
+                    show_radius(self.receptive_radius),
+                    show_radius(implied)
+                ));
+            }
+        }
+        if matches!(self.receptive_radius, Some(r) if r > 64) {
+            return Err(
+                "receptive_radius above 64 is not supported: use null for a global model".into(),
+            );
+        }
+        if matches!(arch, Architecture::Unet | Architecture::UnetUnitary)
+            && self.spatial_multiple % 4 != 0
+        {
+            return Err(format!(
+                "architecture {arch} pools twice: spatial_multiple must be a multiple of 4"
+            ));
+        }
+        if arch == Architecture::UnetUnitary && self.update != UpdateRule::Unitary {
+            return Err("architecture unet_unitary needs update `unitary`".into());
+        }
+        Ok(())
+    }
+
+    /// Model input and output channels: `2 * d_state`.
+    pub fn channels(&self) -> usize {
+        2 * self.d_state
+    }
+
+    /// True when the output at a cell depends on the whole field.
+    pub fn is_global(&self) -> bool {
+        self.receptive_radius.is_none()
+    }
+}
+
+fn show_radius(r: Option<usize>) -> String {
+    r.map_or_else(|| "null".to_string(), |r| r.to_string())
+}
+
+/// A model package: a directory holding `model.json` and the files it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPackage {
+    /// The package directory.
+    pub dir: PathBuf,
+    /// Its parsed, validated `model.json`.
+    pub spec: ModelSpec,
+}
+
+impl ModelPackage {
+    /// Reads and validates `dir/model.json`.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(Error::model(&dir, "not a directory: pass the folder that holds model.json (make one with python/export.py)"));
+        }
+        let json = dir.join("model.json");
+        let text = std::fs::read_to_string(&json)
+            .map_err(|e| Error::model(&json, format!("cannot read: {e}")))?;
+        let spec = ModelSpec::from_json(&text, &json)?;
+        Ok(Self { dir, spec })
+    }
+
+    /// The path of one of the package's files, or an error naming what is
+    /// missing. `kind` is the key in `files` (`safetensors`, `torchscript`, `onnx`).
+    pub fn file(&self, kind: &str) -> Result<PathBuf> {
+        let rel = match kind {
+            "safetensors" => &self.spec.files.safetensors,
+            "torchscript" => &self.spec.files.torchscript,
+            "onnx" => &self.spec.files.onnx,
+            _ => &None,
+        };
+        let rel = rel.as_ref().ok_or_else(|| {
+            Error::model(
+                &self.dir,
+                format!("model.json lists no `{kind}` file; export one with python/export.py"),
+            )
+        })?;
+        let path = self.dir.join(rel);
+        if !path.is_file() {
+            return Err(Error::model(
+                &path,
+                format!("the `{kind}` file listed in model.json does not exist"),
+            ));
+        }
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(extra: &str) -> String {
+        format!(
+            r#"{{"format":"atheria-model/1","name":"t","architecture":"conv3x3","d_state":4,
+               "update":"additive","receptive_radius":1,"files":{{"safetensors":"model.safetensors"}}{extra}}}"#
+        )
+    }
+
+    fn parse(text: &str) -> Result<ModelSpec> {
+        ModelSpec::from_json(text, Path::new("model.json"))
+    }
+
+    #[test]
+    fn a_complete_spec_parses_with_defaults() {
+        let spec = parse(&json("")).unwrap();
+        assert_eq!(spec.architecture, Architecture::Conv3x3);
+        assert_eq!(spec.spatial_multiple, 1);
+        assert_eq!(spec.channels(), 8);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let err = parse(&json(r#","colour":"blue""#)).unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_radius_is_an_error_not_a_global_model() {
+        let text = json("").replace(r#""receptive_radius":1,"#, "");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("missing the field `receptive_radius`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_unknown_architectures_and_rules_are_named() {
+        let err = parse(&json("").replace(r#""d_state":4"#, r#""d_state":"four""#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("d_state") || err.contains("invalid type"),
+            "{err}"
+        );
+        let err = parse(&json("").replace("conv3x3", "resnet"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("resnet"), "{err}");
+        let err = parse(&json("").replace("additive", "sideways"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sideways"), "{err}");
+    }
+
+    #[test]
+    fn radius_must_agree_with_architecture() {
+        let err = parse(&json("").replace(r#""receptive_radius":1"#, r#""receptive_radius":null"#))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not match architecture conv3x3"), "{err}");
+    }
+
+    #[test]
+    fn zero_and_huge_d_state_are_rejected() {
+        assert!(parse(&json("").replace(r#""d_state":4"#, r#""d_state":0"#)).is_err());
+        assert!(parse(&json("").replace(r#""d_state":4"#, r#""d_state":100000000"#)).is_err());
+        assert!(parse(&json("").replace(r#""d_state":4"#, r#""d_state":-3"#)).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            let _ = parse(&text);
+        }
+    }
+}
