@@ -1,0 +1,210 @@
+//! The dense engine: one forward over the whole H x W grid per step, then
+//! the fused update in parallel over rows. It computes exactly what the
+//! PyTorch engine computes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine_api::{BatchShape, ComputeBackend, Error, Result};
+use rayon::prelude::*;
+
+use crate::update::{first_non_finite, update_run, PlaneRun, UpdateParams};
+use crate::{DenseState, StepStats};
+
+/// Options of a step that are not part of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepOptions {
+    /// Decay term (0 = off).
+    pub gamma: f32,
+    /// Existence threshold; `None` (the default) keeps every cell, as the
+    /// PyTorch engine does.
+    pub threshold: Option<f32>,
+}
+
+/// Steps a [`DenseState`] with a [`ComputeBackend`].
+pub struct DenseEngine {
+    backend: Arc<dyn ComputeBackend>,
+    state: DenseState,
+    params: UpdateParams,
+    /// The last delta, `[2D][H][W]`: the forward's output buffer, reused.
+    delta: Vec<f32>,
+    /// Per-cell scratch for the update's norms, reused.
+    norm: Vec<f32>,
+    /// Occupancy written by the update, swapped in only when a step succeeds.
+    next_occupied: Vec<u8>,
+}
+
+/// Pointers to the state, shared by the row workers of one update. Every
+/// worker touches only its own row of every plane, so the writes are disjoint.
+#[derive(Clone, Copy)]
+struct Planes {
+    psi: *mut f32,
+    delta: *const f32,
+}
+// SAFETY: see the struct doc: rows are disjoint, and the engine holds `&mut`
+// to the buffers for the whole parallel update.
+unsafe impl Send for Planes {}
+unsafe impl Sync for Planes {}
+
+impl DenseEngine {
+    /// An engine over `state`. The state must have the model's d_state and a
+    /// size that is a multiple of the model's `spatial_multiple`.
+    pub fn new(
+        backend: Arc<dyn ComputeBackend>,
+        state: DenseState,
+        options: StepOptions,
+    ) -> Result<Self> {
+        let spec = backend.spec();
+        if state.d_state() != spec.d_state {
+            return Err(Error::InvalidArgument(format!(
+                "the state has d_state {} but model `{}` has d_state {}",
+                state.d_state(),
+                spec.name,
+                spec.d_state
+            )));
+        }
+        let m = spec.spatial_multiple.max(1);
+        if state.height() % m != 0 || state.width() % m != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "grid {} x {}: model `{}` ({}) needs height and width that are multiples of {m}",
+                state.height(),
+                state.width(),
+                spec.name,
+                spec.architecture
+            )));
+        }
+        check_options(&options)?;
+        let params = UpdateParams {
+            d_state: spec.d_state,
+            rule: spec.update,
+            gamma: options.gamma,
+            threshold: options.threshold,
+        };
+        let n = state.cells();
+        Ok(Self {
+            backend,
+            delta: vec![0.0; state.planes().len()],
+            norm: vec![0.0; n],
+            next_occupied: vec![0; n],
+            state,
+            params,
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &DenseState {
+        &self.state
+    }
+
+    /// Takes the state out of the engine.
+    pub fn into_state(self) -> DenseState {
+        self.state
+    }
+
+    /// The delta of the last step, `[2D][H][W]` (zeros before the first).
+    pub fn last_delta(&self) -> &[f32] {
+        &self.delta
+    }
+
+    /// The backend this engine calls.
+    pub fn backend(&self) -> &Arc<dyn ComputeBackend> {
+        &self.backend
+    }
+
+    /// Advances one step. On error the state is exactly as before the call.
+    pub fn step(&mut self) -> Result<StepStats> {
+        let s = &mut self.state;
+        let (h, w, d) = (s.height(), s.width(), s.d_state());
+        let n = h * w;
+        let step = s.step;
+        let fail = |message: String| Error::Step { step, message };
+
+        let t0 = Instant::now();
+        let shape = BatchShape::new(1, 2 * d, h, w);
+        // The state's planes are the model input as they are: no copy.
+        self.backend
+            .forward(s.planes(), shape, &mut self.delta)
+            .map_err(|e| fail(e.to_string()))?;
+        let forward = t0.elapsed();
+
+        let t1 = Instant::now();
+        let delta = PlaneRun {
+            ptr: self.delta.as_ptr(),
+            stride: n,
+        };
+        // SAFETY: `delta` holds 2D planes of n cells.
+        if let Some((i, c)) = unsafe { first_non_finite(delta, n, 2 * d) } {
+            let (part, ch) = if c < d {
+                ("real", c)
+            } else {
+                ("imaginary", c - d)
+            };
+            return Err(fail(format!(
+                "the model returned a non-finite delta at row {}, column {} ({part} part of channel {ch})",
+                i / w,
+                i % w
+            )));
+        }
+        let planes = Planes {
+            psi: s.planes_mut().as_mut_ptr(),
+            delta: self.delta.as_ptr(),
+        };
+        let params = self.params;
+        self.norm
+            .par_chunks_mut(w)
+            .zip(self.next_occupied.par_chunks_mut(w))
+            .enumerate()
+            .for_each(|(y, (norm, occ))| {
+                let p = planes;
+                // SAFETY: row y of every plane lies inside the buffers, and
+                // only this worker touches row y.
+                unsafe {
+                    update_run(
+                        PlaneRun {
+                            ptr: p.psi.add(y * w),
+                            stride: n,
+                        },
+                        PlaneRun {
+                            ptr: p.delta.add(y * w),
+                            stride: n,
+                        },
+                        w,
+                        &params,
+                        norm,
+                        occ,
+                    )
+                }
+            });
+        s.swap_occupied(&mut self.next_occupied);
+        s.step += 1;
+        let update = t1.elapsed();
+        let occupied = s.occupied().iter().filter(|&&o| o != 0).count();
+        Ok(StepStats {
+            step: s.step,
+            occupied_cells: occupied,
+            active_tiles: 0,
+            window: Some((h, w)),
+            gather: Duration::ZERO,
+            forward,
+            scatter: update,
+        })
+    }
+}
+
+/// Checks the step options a user chose.
+pub(crate) fn check_options(o: &StepOptions) -> Result<()> {
+    if !o.gamma.is_finite() || o.gamma < 0.0 {
+        return Err(Error::InvalidArgument(format!(
+            "gamma {} must be a finite number >= 0",
+            o.gamma
+        )));
+    }
+    if let Some(t) = o.threshold {
+        if !t.is_finite() || t < 0.0 {
+            return Err(Error::InvalidArgument(format!(
+                "threshold {t} must be a finite number >= 0"
+            )));
+        }
+    }
+    Ok(())
+}

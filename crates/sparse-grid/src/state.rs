@@ -1,0 +1,194 @@
+//! The dense field: H x W cells of D complex channels, stored as 2D
+//! contiguous f32 planes (all real planes, then all imaginary planes), which
+//! is exactly a model's NCHW input for a batch of one.
+
+use engine_api::{Error, Result};
+
+/// Cells a state may hold unless the caller raises the limit: about 2^28
+/// cells is 16 GiB at D = 8, already most of a 24 GiB machine.
+pub const DEFAULT_MAX_CELLS: usize = 1 << 28;
+
+/// A dense block of the lattice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseState {
+    height: usize,
+    width: usize,
+    d_state: usize,
+    /// `[2D][H][W]`: plane c < D is Re psi_c, plane D + c is Im psi_c.
+    data: Vec<f32>,
+    /// `[H][W]`: 1 where the cell holds matter, 0 for vacuum.
+    occupied: Vec<u8>,
+    /// Lattice coordinates (x = column, y = row) of cell (0, 0).
+    pub origin: (i32, i32),
+    /// Steps taken since the run began.
+    pub step: u64,
+}
+
+/// Checks sizes a user chose before anything is allocated; returns H*W.
+pub fn check_size(height: usize, width: usize, d_state: usize, max_cells: usize) -> Result<usize> {
+    if height == 0 || width == 0 || d_state == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "grid {height} x {width} with d_state {d_state}: every size must be at least 1"
+        )));
+    }
+    let cells = height
+        .checked_mul(width)
+        .filter(|&c| c <= max_cells)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "grid {height} x {width} exceeds the limit of {max_cells} cells (raise it with --max-cells)"
+            ))
+        })?;
+    cells
+        .checked_mul(2 * d_state)
+        .and_then(|v| v.checked_mul(4))
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!("grid {height} x {width} x {d_state} is too large"))
+        })?;
+    Ok(cells)
+}
+
+impl DenseState {
+    /// An all-zero (vacuum) state. Sizes are checked before allocating.
+    pub fn zeros(height: usize, width: usize, d_state: usize) -> Result<Self> {
+        Self::zeros_limited(height, width, d_state, DEFAULT_MAX_CELLS)
+    }
+
+    /// As [`DenseState::zeros`] with an explicit cell limit.
+    pub fn zeros_limited(
+        height: usize,
+        width: usize,
+        d_state: usize,
+        max_cells: usize,
+    ) -> Result<Self> {
+        let cells = check_size(height, width, d_state, max_cells)?;
+        Ok(Self {
+            height,
+            width,
+            d_state,
+            data: vec![0.0; 2 * d_state * cells],
+            occupied: vec![0; cells],
+            origin: (0, 0),
+            step: 0,
+        })
+    }
+
+    /// A state from planes laid out `[2D][H][W]` and an occupancy mask `[H][W]`.
+    pub fn from_planes(
+        height: usize,
+        width: usize,
+        d_state: usize,
+        data: Vec<f32>,
+        occupied: Vec<u8>,
+    ) -> Result<Self> {
+        let cells = check_size(height, width, d_state, usize::MAX)?;
+        if data.len() != 2 * d_state * cells || occupied.len() != cells {
+            return Err(Error::InvalidArgument(format!(
+                "state {height} x {width} x {d_state} needs {} values and {cells} mask bytes, got {} and {}",
+                2 * d_state * cells,
+                data.len(),
+                occupied.len()
+            )));
+        }
+        Ok(Self {
+            height,
+            width,
+            d_state,
+            data,
+            occupied,
+            origin: (0, 0),
+            step: 0,
+        })
+    }
+
+    /// Rows.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+    /// Columns.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+    /// Complex channels per cell.
+    pub fn d_state(&self) -> usize {
+        self.d_state
+    }
+    /// Cells (H * W).
+    pub fn cells(&self) -> usize {
+        self.height * self.width
+    }
+    /// The planes, `[2D][H][W]`: the model input for a batch of one.
+    pub fn planes(&self) -> &[f32] {
+        &self.data
+    }
+    /// Mutable planes.
+    pub fn planes_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+    /// The occupancy mask, `[H][W]`.
+    pub fn occupied(&self) -> &[u8] {
+        &self.occupied
+    }
+    /// Mutable occupancy mask.
+    pub fn occupied_mut(&mut self) -> &mut [u8] {
+        &mut self.occupied
+    }
+    /// Planes and mask at once, for the engines' fused update.
+    pub fn split_mut(&mut self) -> (&mut [f32], &mut [u8]) {
+        (&mut self.data, &mut self.occupied)
+    }
+
+    /// Psi at channel `c` of the cell in row `y`, column `x`, as (re, im).
+    pub fn get(&self, y: usize, x: usize, c: usize) -> (f32, f32) {
+        let n = self.cells();
+        let i = y * self.width + x;
+        (self.data[c * n + i], self.data[(c + self.d_state) * n + i])
+    }
+
+    /// Sets psi at channel `c` of the cell in row `y`, column `x`.
+    pub fn set(&mut self, y: usize, x: usize, c: usize, value: (f32, f32)) {
+        let n = self.cells();
+        let i = y * self.width + x;
+        self.data[c * n + i] = value.0;
+        self.data[(c + self.d_state) * n + i] = value.1;
+    }
+
+    /// Sum over channels of |psi|^2 per cell, `[H][W]`.
+    pub fn density(&self) -> Vec<f32> {
+        let n = self.cells();
+        let mut out = vec![0.0; n];
+        for plane in self.data.chunks_exact(n) {
+            for (o, v) in out.iter_mut().zip(plane) {
+                *o += v * v;
+            }
+        }
+        out
+    }
+
+    /// The phase (argument) of channel `c` per cell, `[H][W]`, in (-pi, pi].
+    pub fn phase(&self, c: usize) -> Vec<f32> {
+        let n = self.cells();
+        let re = &self.data[c * n..(c + 1) * n];
+        let im = &self.data[(c + self.d_state) * n..(c + self.d_state + 1) * n];
+        re.iter().zip(im).map(|(r, i)| i.atan2(*r)).collect()
+    }
+
+    /// Exchanges the occupancy mask with `other` (same length), so an engine
+    /// can build the next mask aside and commit it only when a step succeeds.
+    pub(crate) fn swap_occupied(&mut self, other: &mut Vec<u8>) {
+        debug_assert_eq!(other.len(), self.occupied.len());
+        std::mem::swap(&mut self.occupied, other);
+    }
+
+    /// Sets every unoccupied cell to zero, as a dense run reads vacuum.
+    pub fn zero_vacuum(&mut self) {
+        let n = self.cells();
+        for plane in self.data.chunks_exact_mut(n) {
+            for (v, &o) in plane.iter_mut().zip(&self.occupied) {
+                if o == 0 {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+}

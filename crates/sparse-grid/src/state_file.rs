@@ -1,0 +1,276 @@
+//! The state file: safetensors holding `psi_real` and `psi_imag` as f32
+//! `[H, W, D]` (the layout of the PyTorch engine's `psi[0]`, so numpy and
+//! PyTorch read it directly), an optional `occupied` u8 `[H, W]`, and string
+//! metadata `format`, `step`, `origin_x`, `origin_y`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use engine_api::{Error, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::state::check_size;
+use crate::DenseState;
+
+/// The `format` metadata value of a state file.
+pub const STATE_FORMAT: &str = "atheria-state/1";
+
+/// Reads a state file; every problem is an [`Error::State`] naming the file.
+pub fn read_state(path: &Path, max_cells: usize) -> Result<DenseState> {
+    let bytes = std::fs::read(path).map_err(|e| Error::state(path, format!("cannot read: {e}")))?;
+    parse_state(&bytes, max_cells).map_err(|m| Error::state(path, m))
+}
+
+/// Parses state-file bytes; the error is a message for [`Error::State`].
+pub fn parse_state(bytes: &[u8], max_cells: usize) -> std::result::Result<DenseState, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    let (_, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let tensors =
+        SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let empty = HashMap::new();
+    let meta = meta.metadata().as_ref().unwrap_or(&empty);
+    match meta.get("format").map(String::as_str) {
+        Some(STATE_FORMAT) => {}
+        Some(other) => {
+            return Err(format!(
+                "metadata format is `{other}`, expected `{STATE_FORMAT}`"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "no `format` metadata: not an Atheria state file (expected `{STATE_FORMAT}`)"
+            ))
+        }
+    }
+    let number = |key: &str| -> std::result::Result<i64, String> {
+        match meta.get(key) {
+            None => Ok(0),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| format!("metadata `{key}` is `{v}`, not an integer")),
+        }
+    };
+    let step =
+        u64::try_from(number("step")?).map_err(|_| "metadata `step` is negative".to_string())?;
+    let coord = |key: &str| -> std::result::Result<i32, String> {
+        i32::try_from(number(key)?)
+            .map_err(|_| format!("metadata `{key}` is outside the lattice (i32)"))
+    };
+    let origin = (coord("origin_x")?, coord("origin_y")?);
+
+    let re = tensor(&tensors, "psi_real")?;
+    let im = tensor(&tensors, "psi_imag")?;
+    for t in [&re, &im] {
+        if t.dtype() != Dtype::F32 || t.shape().len() != 3 {
+            return Err(format!(
+                "psi tensors must be f32 [H, W, D], found {:?} {:?}",
+                t.dtype(),
+                t.shape()
+            ));
+        }
+    }
+    if re.shape() != im.shape() {
+        return Err(format!(
+            "psi_real is {:?} but psi_imag is {:?}: they must match",
+            re.shape(),
+            im.shape()
+        ));
+    }
+    let (h, w, d) = (re.shape()[0], re.shape()[1], re.shape()[2]);
+    let cells = check_size(h, w, d, max_cells).map_err(|e| e.to_string())?;
+    let mut state = DenseState::zeros_limited(h, w, d, max_cells).map_err(|e| e.to_string())?;
+    state.origin = origin;
+    state.step = step;
+    let (planes, mask) = state.split_mut();
+    for (values, half) in [(&re, 0), (&im, d)] {
+        // [H, W, D] -> planes [2D][H][W]: a transpose, done once per file.
+        for (i, chunk) in values.data().chunks_exact(4 * d).enumerate() {
+            for (c, b) in chunk.chunks_exact(4).enumerate() {
+                planes[(half + c) * cells + i] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+    }
+    match tensors.tensor("occupied") {
+        Err(_) => mask.fill(1),
+        Ok(t) => {
+            if t.dtype() != Dtype::U8 || t.shape() != [h, w] {
+                return Err(format!(
+                    "occupied must be u8 [{h}, {w}], found {:?} {:?}",
+                    t.dtype(),
+                    t.shape()
+                ));
+            }
+            for (m, &b) in mask.iter_mut().zip(t.data()) {
+                *m = (b != 0) as u8;
+            }
+        }
+    }
+    if let Some(i) = planes.iter().position(|v| !v.is_finite()) {
+        let cell = i % cells;
+        return Err(format!(
+            "non-finite value at row {}, column {}",
+            cell / w,
+            cell % w
+        ));
+    }
+    state.zero_vacuum();
+    Ok(state)
+}
+
+fn tensor<'a>(
+    tensors: &'a SafeTensors<'a>,
+    name: &str,
+) -> std::result::Result<TensorView<'a>, String> {
+    tensors.tensor(name).map_err(|_| {
+        format!("missing tensor `{name}` (a state file holds psi_real and psi_imag, f32 [H, W, D])")
+    })
+}
+
+/// Serialises a state to state-file bytes. `occupied` is written only when
+/// some cell is vacuum.
+pub fn state_bytes(state: &DenseState) -> Result<Vec<u8>> {
+    let (h, w, d) = (state.height(), state.width(), state.d_state());
+    let cells = state.cells();
+    let planes = state.planes();
+    let hwd = |half: usize| -> Vec<u8> {
+        let mut out = Vec::with_capacity(cells * d * 4);
+        for i in 0..cells {
+            for c in 0..d {
+                out.extend_from_slice(&planes[(half + c) * cells + i].to_le_bytes());
+            }
+        }
+        out
+    };
+    let (re, im) = (hwd(0), hwd(d));
+    let bad = |e: safetensors::SafeTensorError| {
+        Error::InvalidArgument(format!("cannot encode state: {e}"))
+    };
+    let mut views = vec![
+        (
+            "psi_real".to_string(),
+            TensorView::new(Dtype::F32, vec![h, w, d], &re).map_err(bad)?,
+        ),
+        (
+            "psi_imag".to_string(),
+            TensorView::new(Dtype::F32, vec![h, w, d], &im).map_err(bad)?,
+        ),
+    ];
+    if state.occupied().iter().any(|&o| o == 0) {
+        views.push((
+            "occupied".to_string(),
+            TensorView::new(Dtype::U8, vec![h, w], state.occupied()).map_err(bad)?,
+        ));
+    }
+    let meta = HashMap::from([
+        ("format".to_string(), STATE_FORMAT.to_string()),
+        ("step".to_string(), state.step.to_string()),
+        ("origin_x".to_string(), state.origin.0.to_string()),
+        ("origin_y".to_string(), state.origin.1.to_string()),
+    ]);
+    safetensors::serialize(views, Some(meta)).map_err(bad)
+}
+
+/// Writes a state file atomically: to a temporary file beside `path`, then a
+/// rename, so a run killed mid-write never leaves a truncated state.
+pub fn write_state(state: &DenseState, path: &Path) -> Result<()> {
+    let bytes = state_bytes(state)?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::{fill, InitKind};
+    use proptest::prelude::*;
+
+    fn sample(h: usize, w: usize, d: usize) -> DenseState {
+        let mut s = DenseState::zeros(h, w, d).unwrap();
+        s.origin = (-5, 7);
+        s.step = 42;
+        fill(&mut s, InitKind::Random, 3);
+        s
+    }
+
+    #[test]
+    fn round_trip_keeps_values_origin_step_and_mask() {
+        let mut s = sample(3, 5, 2);
+        s.occupied_mut()[4] = 0;
+        s.zero_vacuum();
+        let back = parse_state(&state_bytes(&s).unwrap(), usize::MAX).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn written_files_are_replaced_atomically() {
+        let dir = std::env::temp_dir().join(format!("atheria-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.safetensors");
+        write_state(&sample(2, 2, 1), &path).unwrap();
+        write_state(&sample(4, 3, 2), &path).unwrap();
+        assert_eq!(read_state(&path, usize::MAX).unwrap().width(), 3);
+        let leftovers = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(leftovers, 1, "temporary files left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        assert!(parse_state(b"", 100).unwrap_err().contains("empty"));
+        assert!(parse_state(b"garbage!", 100)
+            .unwrap_err()
+            .contains("not a safetensors"));
+        let bytes = state_bytes(&sample(3, 3, 2)).unwrap();
+        assert!(
+            parse_state(&bytes[..bytes.len() - 5], 100).is_err(),
+            "truncated file accepted"
+        );
+        assert!(
+            parse_state(&bytes, 4).unwrap_err().contains("limit"),
+            "cell limit ignored"
+        );
+    }
+
+    #[test]
+    fn disagreeing_tensors_are_named() {
+        let re = vec![0u8; 2 * 2 * 1 * 4];
+        let im = vec![0u8; 2 * 3 * 1 * 4];
+        let views = vec![
+            (
+                "psi_real",
+                TensorView::new(Dtype::F32, vec![2, 2, 1], &re).unwrap(),
+            ),
+            (
+                "psi_imag",
+                TensorView::new(Dtype::F32, vec![2, 3, 1], &im).unwrap(),
+            ),
+        ];
+        let meta = HashMap::from([("format".to_string(), STATE_FORMAT.to_string())]);
+        let bytes = safetensors::serialize(views, Some(meta)).unwrap();
+        let err = parse_state(&bytes, 100).unwrap_err();
+        assert!(err.contains("must match"), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// The reader's fuzz target: arbitrary bytes, and valid files with
+        /// bytes flipped, never panic or allocate beyond the cell limit.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512),
+                                       flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8)) {
+            let _ = parse_state(&bytes, 1 << 16);
+            let mut good = state_bytes(&sample(2, 3, 2)).unwrap();
+            for (i, b) in flips {
+                let n = good.len();
+                good[i % n] ^= b;
+            }
+            let _ = parse_state(&good, 1 << 16);
+        }
+    }
+}

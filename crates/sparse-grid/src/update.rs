@@ -1,0 +1,238 @@
+//! The update rule: how a model's delta changes the state, fused into one
+//! pass per run of cells. Dense and sparse engines both call [`update_run`],
+//! so the physics is written once.
+
+use engine_api::UpdateRule;
+
+/// Added to the norm before dividing, exactly as the PyTorch engine does.
+pub const NORM_EPS: f32 = 1e-9;
+
+/// Everything about a step's update except the data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpdateParams {
+    /// Complex channels per cell.
+    pub d_state: usize,
+    /// Additive or unitary (delta = delta * psi).
+    pub rule: UpdateRule,
+    /// Decay: delta -= gamma * psi when gamma > 0.
+    pub gamma: f32,
+    /// Existence threshold: a cell whose norm before normalisation is below
+    /// it becomes vacuum. `None` keeps every cell (the PyTorch engine's rule).
+    pub threshold: Option<f32>,
+}
+
+/// A run of `n` cells laid out as 2D planes (real planes, then imaginary),
+/// plane `c` starting at `ptr + c * stride`.
+#[derive(Debug, Clone, Copy)]
+pub struct PlaneRun<P> {
+    /// First cell of plane 0.
+    pub ptr: P,
+    /// Distance in f32s between planes.
+    pub stride: usize,
+}
+
+/// Updates `n` cells of psi in place from their delta, then normalises each
+/// cell, writing 1 (matter) or 0 (vacuum) per cell to `occupied` when a
+/// threshold is set. `norm` is scratch of at least `n` values.
+///
+/// Steps 3 to 5 of the physics (ARCHITECTURE.md), in two sweeps over the
+/// channels so that the inner loops are plain, vectorisable arrays.
+///
+/// # Safety
+/// For every channel c < 2D, `psi.ptr + c * psi.stride .. + n` must be valid
+/// for reads and writes and `delta.ptr + c * delta.stride .. + n` valid for
+/// reads, and no other thread may touch those psi cells during the call.
+pub unsafe fn update_run(
+    psi: PlaneRun<*mut f32>,
+    delta: PlaneRun<*const f32>,
+    n: usize,
+    p: &UpdateParams,
+    norm: &mut [f32],
+    occupied: &mut [u8],
+) {
+    let d = p.d_state;
+    let norm = &mut norm[..n];
+    let occupied = &mut occupied[..n];
+    norm.fill(0.0);
+    let decay = p.gamma > 0.0;
+    for c in 0..d {
+        // SAFETY: the caller guarantees these ranges; real and imaginary
+        // planes of one channel never overlap (c < D <= c + D).
+        let (pr, pi, dr, di) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(psi.ptr.add(c * psi.stride), n),
+                std::slice::from_raw_parts_mut(psi.ptr.add((c + d) * psi.stride), n),
+                std::slice::from_raw_parts(delta.ptr.add(c * delta.stride), n),
+                std::slice::from_raw_parts(delta.ptr.add((c + d) * delta.stride), n),
+            )
+        };
+        for i in 0..n {
+            let (a, b) = (pr[i], pi[i]);
+            let (mut u, mut v) = (dr[i], di[i]);
+            if p.rule == UpdateRule::Unitary {
+                (u, v) = (u * a - v * b, u * b + v * a);
+            }
+            if decay {
+                u -= p.gamma * a;
+                v -= p.gamma * b;
+            }
+            let (a, b) = (a + u, b + v);
+            pr[i] = a;
+            pi[i] = b;
+            norm[i] += a * a + b * b;
+        }
+    }
+    for i in 0..n {
+        let len = norm[i].sqrt();
+        let alive = p.threshold.is_none_or(|t| len >= t);
+        occupied[i] = alive as u8;
+        norm[i] = if alive { 1.0 / (len + NORM_EPS) } else { 0.0 };
+    }
+    for c in 0..2 * d {
+        // SAFETY: as above.
+        let plane = unsafe { std::slice::from_raw_parts_mut(psi.ptr.add(c * psi.stride), n) };
+        for (x, s) in plane.iter_mut().zip(norm.iter()) {
+            *x *= s;
+        }
+    }
+}
+
+/// The first non-finite value in a run of delta planes, as (cell, channel).
+///
+/// # Safety
+/// As for `delta` in [`update_run`].
+pub unsafe fn first_non_finite(
+    delta: PlaneRun<*const f32>,
+    n: usize,
+    channels: usize,
+) -> Option<(usize, usize)> {
+    for c in 0..channels {
+        // SAFETY: the caller guarantees the range.
+        let plane = unsafe { std::slice::from_raw_parts(delta.ptr.add(c * delta.stride), n) };
+        // Summing first keeps the common, all-finite case a vectorised pass.
+        if plane.iter().fold(0.0f32, |s, x| s + x * 0.0).is_nan() {
+            if let Some(i) = plane.iter().position(|x| !x.is_finite()) {
+                return Some((i, c));
+            }
+        }
+    }
+    None
+}
+
+/// Updates one whole contiguous field (planes of `n` cells each, stride `n`):
+/// the safe entry point for callers that hold the field as one slice.
+pub fn update_field(
+    psi: &mut [f32],
+    delta: &[f32],
+    n: usize,
+    p: &UpdateParams,
+    norm: &mut [f32],
+    occupied: &mut [u8],
+) {
+    let len = 2 * p.d_state * n;
+    assert!(psi.len() >= len && delta.len() >= len && norm.len() >= n && occupied.len() >= n);
+    // SAFETY: the asserts above bound every plane; `psi` is exclusively borrowed.
+    unsafe {
+        update_run(
+            PlaneRun {
+                ptr: psi.as_mut_ptr(),
+                stride: n,
+            },
+            PlaneRun {
+                ptr: delta.as_ptr(),
+                stride: n,
+            },
+            n,
+            p,
+            norm,
+            occupied,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+    use proptest::prelude::*;
+
+    /// The physics written out per cell with complex numbers, as the PyTorch
+    /// engine computes it: the specification the fused kernel must meet.
+    fn reference(psi: &[f32], delta: &[f32], n: usize, p: &UpdateParams) -> Vec<f32> {
+        let d = p.d_state;
+        let mut out = psi.to_vec();
+        for i in 0..n {
+            let mut cells = Vec::new();
+            for c in 0..d {
+                let (a, b) = (psi[c * n + i] as f64, psi[(c + d) * n + i] as f64);
+                let (mut u, mut v) = (delta[c * n + i] as f64, delta[(c + d) * n + i] as f64);
+                if p.rule == UpdateRule::Unitary {
+                    (u, v) = (u * a - v * b, u * b + v * a);
+                }
+                if p.gamma > 0.0 {
+                    u -= p.gamma as f64 * a;
+                    v -= p.gamma as f64 * b;
+                }
+                cells.push((a + u, b + v));
+            }
+            let norm = cells.iter().map(|(a, b)| a * a + b * b).sum::<f64>().sqrt();
+            let keep = p.threshold.is_none_or(|t| norm >= t as f64);
+            for (c, (a, b)) in cells.into_iter().enumerate() {
+                let s = if keep { 1.0 / (norm + 1e-9) } else { 0.0 };
+                out[c * n + i] = (a * s) as f32;
+                out[(c + d) * n + i] = (b * s) as f32;
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn fused_update_matches_the_per_cell_physics(
+            d in 1usize..5, n in 1usize..40, unitary in any::<bool>(), gamma in prop_oneof![Just(0.0f32), 0.0f32..0.5],
+            threshold in proptest::option::of(0.0f32..1.5), seed in any::<u64>(),
+        ) {
+            let values = |k: u64| -> Vec<f32> {
+                (0..2 * d * n).map(|i| crate::rng::normal(&[seed, k, i as u64])).collect()
+            };
+            let (psi0, delta) = (values(0), values(1));
+            let rule = if unitary { UpdateRule::Unitary } else { UpdateRule::Additive };
+            let p = UpdateParams { d_state: d, rule, gamma, threshold };
+            let mut psi = psi0.clone();
+            let (mut norm, mut occ) = (vec![0.0; n], vec![0; n]);
+            update_field(&mut psi, &delta, n, &p, &mut norm, &mut occ);
+            let want = reference(&psi0, &delta, n, &p);
+            for (got, want) in psi.iter().zip(&want) {
+                prop_assert!((got - want).abs() <= 1e-5 + 1e-5 * want.abs(), "{got} vs {want}");
+            }
+            for i in 0..n {
+                let sq: f32 = (0..2 * d).map(|c| psi[c * n + i].powi(2)).sum();
+                if occ[i] == 1 {
+                    assert_relative_eq!(sq, 1.0, epsilon = 1e-4);
+                } else {
+                    prop_assert_eq!(sq, 0.0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_non_finite_names_cell_and_channel() {
+        let n = 6;
+        let mut delta = vec![0.5f32; 4 * n];
+        let run = |d: &[f32]| unsafe {
+            first_non_finite(
+                PlaneRun {
+                    ptr: d.as_ptr(),
+                    stride: n,
+                },
+                n,
+                4,
+            )
+        };
+        assert_eq!(run(&delta), None);
+        delta[2 * n + 4] = f32::INFINITY;
+        delta[3 * n + 1] = f32::NAN;
+        assert_eq!(run(&delta), Some((4, 2)));
+    }
+}
