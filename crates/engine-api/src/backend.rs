@@ -78,7 +78,7 @@ pub fn check_forward_args(
         )));
     }
     let m = spec.spatial_multiple.max(1);
-    if shape.height % m != 0 || shape.width % m != 0 {
+    if !shape.height.is_multiple_of(m) || !shape.width.is_multiple_of(m) {
         return Err(crate::Error::InvalidArgument(format!(
             "batch {shape}: height and width must be multiples of {m} for model `{}`",
             spec.name

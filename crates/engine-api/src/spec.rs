@@ -245,7 +245,7 @@ impl ModelSpec {
             );
         }
         if matches!(arch, Architecture::Unet | Architecture::UnetUnitary)
-            && self.spatial_multiple % 4 != 0
+            && !self.spatial_multiple.is_multiple_of(4)
         {
             return Err(format!(
                 "architecture {arch} pools twice: spatial_multiple must be a multiple of 4"

@@ -64,7 +64,7 @@ impl DenseEngine {
             )));
         }
         let m = spec.spatial_multiple.max(1);
-        if state.height() % m != 0 || state.width() % m != 0 {
+        if !state.height().is_multiple_of(m) || !state.width().is_multiple_of(m) {
             return Err(Error::InvalidArgument(format!(
                 "grid {} x {}: model `{}` ({}) needs height and width that are multiples of {m}",
                 state.height(),

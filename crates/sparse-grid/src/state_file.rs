@@ -160,7 +160,7 @@ pub fn state_bytes(state: &DenseState) -> Result<Vec<u8>> {
             TensorView::new(Dtype::F32, vec![h, w, d], &im).map_err(bad)?,
         ),
     ];
-    if state.occupied().iter().any(|&o| o == 0) {
+    if state.occupied().contains(&0) {
         views.push((
             "occupied".to_string(),
             TensorView::new(Dtype::U8, vec![h, w], state.occupied()).map_err(bad)?,
@@ -239,8 +239,8 @@ mod tests {
 
     #[test]
     fn disagreeing_tensors_are_named() {
-        let re = vec![0u8; 2 * 2 * 1 * 4];
-        let im = vec![0u8; 2 * 3 * 1 * 4];
+        let re = vec![0u8; (2 * 2) * 4];
+        let im = vec![0u8; (2 * 3) * 4];
         let views = vec![
             (
                 "psi_real",
