@@ -1,1 +1,24 @@
-//! placeholder
+//! Atheria Native: neural quantum-cellular-automaton simulations in Rust.
+//!
+//! This crate is the facade an embedding program uses: it re-exports the
+//! shared API ([`engine_api`]) and the engines ([`sparse_grid`]), and picks
+//! the inference backend by Cargo feature (`candle` by default, `tch`, `onnx`).
+//!
+//! - [`backends`]: load a model on a backend chosen at run time.
+//! - [`default_law`]: the built-in law `atheria run` uses without `--model`.
+//! - [`render`]: PNG pictures of fields (phase, density, delta magnitude).
+//! - [`watchdog`]: turns a stage that hangs into an error naming the stage.
+
+pub mod backends;
+pub mod default_law;
+pub mod render;
+pub mod watchdog;
+
+pub use backends::BackendKind;
+pub use engine_api::{
+    Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelPackage,
+    ModelSpec, Result, UpdateRule,
+};
+pub use sparse_grid::{
+    init, state_file, DenseEngine, DenseState, InitKind, StepOptions, StepStats,
+};
