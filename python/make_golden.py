@@ -11,6 +11,9 @@ the PyTorch engine apart), and case.json. Also
 tests/fixtures/checkpoint_unet_d2_h8.pt: a training-style checkpoint holding
 the same weights as golden/unet_d2_h8, so converting it must reproduce that
 package's safetensors exactly.
+
+Rerunning reproduces every file byte for byte except model.pt, whose zip holds
+a random serialization id and debug records (its weights and graph are the same).
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import json
+import struct
+
 from safetensors import safe_open
-from safetensors.numpy import save_file
 
 STATE_FORMAT = "atheria-state/1"
 
@@ -51,7 +53,32 @@ def write_state(path, state: State) -> None:
         "origin_x": str(int(state.origin_x)),
         "origin_y": str(int(state.origin_y)),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    with open(path, "wb") as f:
+        f.write(serialize(tensors, metadata))
+
+
+_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8"}
+
+
+def serialize(tensors: dict, metadata: dict) -> bytes:
+    """safetensors bytes with a fixed key order.
+
+    The safetensors library writes metadata from a hash map, so the same
+    state would give different bytes on every run; committed fixtures should
+    not change when they are regenerated.
+    """
+    header = {"__metadata__": metadata}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        data = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _DTYPES[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
 
 
 def read_state(path) -> State:
