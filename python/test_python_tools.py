@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Tests of the exporter, the checkpoint conversion, the state file and the reference engine.
+
+    /work/main/.venv/bin/python python/test_python_tools.py      (or: -m unittest from python/)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+sys.path.insert(0, str(HERE))
+
+from atheria_ref.engine import ReferenceEngine, initial_state, step  # noqa: E402
+from atheria_ref.exporter import ExportError, export_package, make_model, model_from_checkpoint  # noqa: E402
+from atheria_ref.models import ARCHITECTURES, build_model, init_weights  # noqa: E402
+from atheria_ref.state_io import State, StateFileError, read_state, write_state  # noqa: E402
+
+PY = sys.executable
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+
+
+def sizes(arch):
+    return (2, 8) if ARCHITECTURES[arch][3] else (3, None)
+
+
+class ExporterTest(unittest.TestCase):
+    def test_every_arch_round_trips_with_state_dict_names(self):
+        for arch in ARCHITECTURES:
+            with self.subTest(arch=arch), tempfile.TemporaryDirectory() as tmp:
+                d, h = sizes(arch)
+                model, d, h = make_model(arch, d, h, seed=5)
+                export_package(model, arch, d, h, tmp, f"t_{arch}", quiet=True)
+                sd = model.state_dict()
+                with safe_open(str(Path(tmp) / "model.safetensors"), framework="pt") as f:
+                    self.assertEqual(sorted(f.keys()), sorted(sd.keys()))
+                    for k in f.keys():
+                        t = f.get_tensor(k)
+                        self.assertEqual(t.dtype, torch.float32, k)
+                        self.assertTrue(torch.equal(t, sd[k]), k)
+                spec = json.loads((Path(tmp) / "model.json").read_text())
+                update, radius, multiple, has_hidden = ARCHITECTURES[arch]
+                self.assertEqual(spec["format"], "atheria-model/1")
+                self.assertEqual(spec["architecture"], arch)
+                self.assertEqual(spec["d_state"], d)
+                self.assertEqual(spec.get("hidden_channels"), h if has_hidden else None)
+                self.assertEqual((spec["update"], spec["receptive_radius"], spec["spatial_multiple"]),
+                                 (update, radius, multiple))
+                self.assertIn("receptive_radius", spec)
+                for kind in ("safetensors", "torchscript", "onnx"):
+                    self.assertTrue((Path(tmp) / spec["files"][kind]).is_file(), kind)
+
+    def test_last_layer_is_not_near_zero_and_deep_qca_kernel_is_fixed(self):
+        for arch in ARCHITECTURES:
+            d, h = sizes(arch)
+            model = init_weights(build_model(arch, d, h), arch, 0)
+            x = torch.randn(1, 2 * d, 8, 8)
+            with torch.no_grad():
+                self.assertGreater(model(x).abs().mean().item(), 0.05, arch)
+        model = init_weights(build_model("deep_qca", 2, 8), "deep_qca", 0)
+        w = model.conv_neighbors.weight
+        self.assertEqual(tuple(w.shape), (32, 1, 3, 3))
+        self.assertTrue(torch.all(w[:, :, 1, 1] == 0))
+        self.assertEqual(w.sum().item(), 32 * 8)
+
+    def test_unet_state_dict_names_follow_the_brief(self):
+        names = set(build_model("unet", 2, 8).state_dict())
+        for k in ["inc.conv_block.0.weight", "inc.conv_block.1.weight", "inc.conv_block.4.bias",
+                  "down1.1.conv_block.3.weight", "down2.1.conv_block.0.weight", "bot.conv_block.0.weight",
+                  "up1.weight", "up1.bias", "conv_up1.conv_block.0.weight", "up2.weight",
+                  "conv_up2.conv_block.0.weight", "outc.weight", "outc.bias"]:
+            self.assertIn(k, names)
+        self.assertFalse(any(k.endswith("conv_block.0.bias") for k in names))
+        sd = build_model("unet", 2, 8).state_dict()
+        self.assertEqual(tuple(sd["conv_up1.conv_block.0.weight"].shape), (32, 48, 3, 3))
+        self.assertEqual(tuple(sd["conv_up2.conv_block.0.weight"].shape), (8, 24, 3, 3))
+        self.assertEqual(build_model("unet", 2, 8).bot.conv_block[1].num_groups, 8)
+
+    def test_zero_bias_and_identity(self):
+        model, _, _ = make_model("mlp", 2, 8, seed=1, zero_bias=True)
+        for n, p in model.named_parameters():
+            if n.endswith("bias"):
+                self.assertEqual(p.abs().max().item(), 0.0, n)
+        with self.assertRaises(ExportError):
+            make_model("mlp", 2, 8, seed=1, init="identity")
+
+
+class CheckpointTest(unittest.TestCase):
+    ckpt = FIXTURES / "checkpoint_unet_d2_h8.pt"
+
+    def test_training_checkpoint_converts_to_the_golden_package(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run_cli(HERE / "export.py", "--arch", "unet", "--checkpoint", self.ckpt, "--out", tmp)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("model.onnx", r.stderr)
+            spec = json.loads((Path(tmp) / "model.json").read_text())
+            self.assertEqual((spec["d_state"], spec["hidden_channels"]), (2, 8))
+            got = load_file(str(Path(tmp) / "model.safetensors"))
+            want = load_file(str(FIXTURES / "golden" / "unet_d2_h8" / "model.safetensors"))
+            self.assertEqual(sorted(got), sorted(want))
+            for k in want:
+                np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+    def test_plain_state_dict_and_prefixes(self):
+        sd = torch.load(self.ckpt, weights_only=True)["model_state_dict"]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "plain.pt"
+            torch.save({"module." + k: v for k, v in sd.items()}, path)
+            model, d, h = model_from_checkpoint("unet", path)
+            self.assertEqual((d, h), (2, 8))
+
+    def _bad(self, mutate, *flags):
+        sd = dict(torch.load(self.ckpt, weights_only=True)["model_state_dict"])
+        mutate(sd)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bad.pt"
+            torch.save({"model_state_dict": sd}, path)
+            r = run_cli(HERE / "export.py", "--arch", "unet", "--checkpoint", path, "--out", Path(tmp) / "o", *flags)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertNotIn("Traceback", r.stderr)
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        return errors[0]
+
+    def test_wrong_keys_are_one_clear_error(self):
+        def mutate(sd):
+            sd["bot.conv_block.0.weights"] = sd.pop("bot.conv_block.0.weight")
+            sd["extra.bias"] = torch.zeros(3)
+            del sd["outc.bias"]
+        err = self._bad(mutate)
+        self.assertIn("missing keys: bot.conv_block.0.weight, outc.bias", err)
+        self.assertIn("unexpected keys: bot.conv_block.0.weights, extra.bias", err)
+
+    def test_wrong_shape_is_one_clear_error(self):
+        def mutate(sd):
+            sd["bot.conv_block.3.weight"] = torch.zeros(64, 32, 3, 3)
+        err = self._bad(mutate)
+        self.assertIn("shape mismatches: bot.conv_block.3.weight [64, 32, 3, 3] (model wants [64, 64, 3, 3])", err)
+        self.assertNotIn("missing", err)
+
+    def test_flags_are_checked_against_the_checkpoint(self):
+        err = self._bad(lambda sd: None, "--d-state", "3")
+        self.assertIn("d_state 2 but --d-state is 3", err)
+        err = self._bad(lambda sd: None, "--hidden", "16")
+        self.assertIn("hidden 8 but --hidden is 16", err)
+
+    def test_not_a_checkpoint(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "junk.pt"
+            path.write_text("not a checkpoint")
+            r = run_cli(HERE / "export.py", "--arch", "unet", "--checkpoint", path, "--out", Path(tmp) / "o")
+        self.assertEqual(r.returncode, 1)
+        self.assertNotIn("Traceback", r.stderr)
+
+
+class StateFileTest(unittest.TestCase):
+    def test_round_trip_with_metadata_and_occupied(self):
+        psi = (np.random.default_rng(0).standard_normal((5, 7, 3)) * (1 + 1j)).astype(np.complex64)
+        occ = (np.arange(35).reshape(5, 7) % 2).astype(np.uint8)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "s.safetensors"
+            write_state(path, State(psi, step=42, origin_x=-3, origin_y=9, occupied=occ))
+            with safe_open(str(path), framework="np") as f:
+                self.assertEqual(f.metadata(), {"format": "atheria-state/1", "step": "42",
+                                                "origin_x": "-3", "origin_y": "9"})
+                self.assertEqual(f.get_tensor("psi_real").dtype, np.float32)
+            s = read_state(path)
+            np.testing.assert_array_equal(s.psi, psi)
+            np.testing.assert_array_equal(s.occupied, occ)
+            self.assertEqual((s.step, s.origin_x, s.origin_y), (42, -3, 9))
+            bad = Path(tmp) / "bad.safetensors"
+            from safetensors.numpy import save_file
+            save_file({"psi_real": psi.real.copy()}, str(bad), metadata={"format": "atheria-state/1"})
+            with self.assertRaisesRegex(StateFileError, "psi_imag"):
+                read_state(bad)
+
+
+class EngineTest(unittest.TestCase):
+    def test_every_cell_has_unit_norm(self):
+        for arch in ARCHITECTURES:
+            d, h = sizes(arch)
+            model = init_weights(build_model(arch, d, h), arch, 3)
+            for kind in ("complex_noise", "random"):
+                psi0 = initial_state(kind, 8, 12, d, seed=1)
+                e = ReferenceEngine(model, psi0, gamma=0.05, unitary=ARCHITECTURES[arch][0] == "unitary")
+                psi = e.run(4)
+                norms = psi.abs().pow(2).sum(-1).sqrt()
+                self.assertLess((norms - 1).abs().max().item(), 1e-5, (arch, kind))
+                self.assertGreater((psi - psi0 / psi0.abs().pow(2).sum(-1, keepdim=True).sqrt()).abs().max().item(),
+                                   1e-2, f"{arch}: the model changed nothing")
+
+    def test_identity_conv3x3_leaves_normalised_psi_unchanged(self):
+        model = init_weights(build_model("conv3x3", 4), "conv3x3", 0, init="identity")
+        psi0 = initial_state("random", 9, 13, 4, seed=2)
+        psi = ReferenceEngine(model, psi0).run(5)
+        self.assertLess((psi - psi0).abs().max().item(), 1e-6)
+
+    def test_initial_states(self):
+        psi = initial_state("complex_noise", 4, 6, 3, seed=0)
+        self.assertEqual(tuple(psi.shape), (1, 4, 6, 3))
+        self.assertTrue(torch.allclose(psi.abs(), torch.ones(1, 4, 6, 3)))
+        self.assertLess(psi.angle().abs().max().item(), 1.0)
+        self.assertTrue(torch.equal(psi, initial_state("complex_noise", 4, 6, 3, seed=0)))
+        self.assertFalse(torch.equal(psi, initial_state("complex_noise", 4, 6, 3, seed=1)))
+        r = initial_state("random", 4, 6, 3, seed=0)
+        self.assertLess((r.abs().pow(2).sum(-1) - 1).abs().max().item(), 1e-5)
+        self.assertEqual(initial_state("zeros", 2, 3, 2).abs().max().item(), 0.0)
+
+    def test_unitary_rule_multiplies_by_psi(self):
+        model = build_model("unet_unitary", 1, 4)
+        psi = initial_state("zeros", 4, 4, 1)
+        with torch.inference_mode():
+            self.assertEqual(step(model, psi, 0.0, unitary=True).abs().max().item(), 0.0)
+
+    def test_golden_fixtures_are_reproduced_by_the_cli(self):
+        for case_dir in sorted((FIXTURES / "golden").iterdir()):
+            with self.subTest(case=case_dir.name), tempfile.TemporaryDirectory() as tmp:
+                case = json.loads((case_dir / "case.json").read_text())
+                out = Path(tmp) / "out.safetensors"
+                r = run_cli(HERE / "reference_engine.py", "run", "--model", case_dir,
+                            "--init", case_dir / "initial.safetensors", "--steps", case["steps"],
+                            "--gamma", case["gamma"], "--threads", 1, "--save", out)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                got, want = read_state(out), read_state(case_dir / "expected.safetensors")
+                self.assertEqual(got.psi.shape, (case["height"], case["width"], want.psi.shape[2]))
+                self.assertEqual(got.step, want.step)
+                np.testing.assert_allclose(got.psi, want.psi, atol=1e-5)
+                fwd = load_file(str(case_dir / "forward.safetensors"))
+                self.assertEqual(fwd["x"].shape[0], 2)
+
+    def test_bench_prints_one_json_line(self):
+        pkg = FIXTURES / "golden" / "mlp_d2_h8"
+        r = run_cli(HERE / "reference_engine.py", "bench", "--model", pkg, "--grid", 16, "--steps", 6,
+                    "--warmup", 1, "--threads", 1, "--windows", 3)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.strip().splitlines()
+        self.assertEqual(len(lines), 1, r.stdout)
+        res = json.loads(lines[0])
+        self.assertEqual((res["engine"], res["threads"], res["grid"]), ("pytorch", 1, 16))
+        self.assertEqual(len(res["steps_per_s_windows"]), 3)
+        self.assertGreater(res["steps_per_s_median"], 0)
+        self.assertIn("load_model", res["startup_s"])
+
+    def test_run_rejects_a_grid_the_unet_cannot_pool(self):
+        r = run_cli(HERE / "reference_engine.py", "run", "--model", FIXTURES / "golden" / "unet_d2_h8",
+                    "--init", "zeros", "--grid", "10", "--steps", 1, "--save", "/tmp/never.safetensors")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("multiples of 4", r.stderr)
+        self.assertNotIn("Traceback", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
