@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+mod doctor;
 mod progress;
 mod run;
 
@@ -25,12 +26,15 @@ pub struct Cli {
 enum Command {
     /// Run a simulation (the embedded default law unless --model is given).
     Run(run::RunArgs),
+    /// Check that each backend works here: library, version, a tiny model, one forward.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Runs the chosen subcommand.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Doctor(args) => doctor::doctor(args),
     }
 }
 

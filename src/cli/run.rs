@@ -84,7 +84,7 @@ pub struct RunArgs {
     pub max_cells: Option<usize>,
 }
 
-fn parse_backend(s: &str) -> Result<BackendKind, String> {
+pub fn parse_backend(s: &str) -> Result<BackendKind, String> {
     s.parse().map_err(|e: atheria::Error| e.to_string())
 }
 
