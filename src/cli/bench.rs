@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use atheria::{
-    default_law, BackendKind, BackendOptions, ComputeBackend, DenseEngine, DenseState, InitKind,
-    ModelPackage, StepOptions,
+    BackendKind, BackendOptions, ComputeBackend, DenseEngine, DenseState, InitKind, ModelPackage,
+    StepOptions,
 };
 use clap::Args;
 use serde_json::{json, Value};
@@ -144,8 +144,8 @@ fn package_for(cfg: &Config, cache: &Path) -> anyhow::Result<Option<ModelPackage
 
 /// Identity conv3x3 weights built in code, so candle benches without Python.
 #[cfg(feature = "candle")]
-fn identity_conv(d: usize) -> (atheria::ModelSpec, default_law::NamedTensors) {
-    let mut spec = default_law::spec();
+fn identity_conv(d: usize) -> (atheria::ModelSpec, atheria::default_law::NamedTensors) {
+    let mut spec = atheria::default_law::spec();
     spec.name = format!("identity-conv3x3-d{d}");
     spec.d_state = d;
     let c = 2 * d;
