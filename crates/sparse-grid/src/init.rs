@@ -17,6 +17,8 @@ pub(crate) mod stream {
     pub const RANDOM_RE: u64 = 2;
     /// Imaginary part of `random`.
     pub const RANDOM_IM: u64 = 3;
+    /// Phases of the sparse engine's harmonic vacuum.
+    pub const VACUUM: u64 = 4;
 }
 
 /// The strength of `complex_noise`'s phase noise (theta ~ N(0,1) * 0.1).

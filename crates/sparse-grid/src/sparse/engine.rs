@@ -1,0 +1,474 @@
+//! [`SparseEngine`]: the public face of the sparse lattice.
+
+use std::sync::Arc;
+
+use engine_api::{ComputeBackend, Error, Result};
+
+use super::local::{LocalBatch, StepContext};
+use super::query::{occupied_in, slots_overlapping, CellBox, CellValues};
+use super::tiles::TileStore;
+use super::window::WindowBatch;
+use super::{Field, SparseOptions};
+use crate::state::check_size;
+use crate::update::UpdateParams;
+use crate::{DenseState, StepStats, DEFAULT_MAX_CELLS};
+
+/// How a step runs, decided by the model's receptive radius.
+enum Mode {
+    /// A local model: tiles with halos, batched.
+    Local(LocalBatch),
+    /// A global model: one dense window.
+    Global(WindowBatch),
+}
+
+/// An unbounded lattice (i32 per axis) of cells holding D complex channels,
+/// stored as tiles, stepped by a [`ComputeBackend`] at a cost proportional to
+/// its matter. See the [module docs](super) for what a step computes.
+pub struct SparseEngine {
+    backend: Arc<dyn ComputeBackend>,
+    options: SparseOptions,
+    params: UpdateParams,
+    tiles: TileStore,
+    step: u64,
+    mode: Mode,
+}
+
+impl SparseEngine {
+    /// An empty lattice (all vacuum) at step 0, stepped by `backend`.
+    pub fn new(backend: Arc<dyn ComputeBackend>, options: SparseOptions) -> Result<Self> {
+        options.validate()?;
+        let spec = backend.spec();
+        let params = UpdateParams {
+            d_state: spec.d_state,
+            rule: spec.update,
+            gamma: options.gamma,
+            threshold: Some(options.threshold),
+        };
+        let mode = match spec.receptive_radius {
+            Some(r) => Mode::Local(LocalBatch::new(r, options.tile, spec.spatial_multiple)),
+            None => Mode::Global(WindowBatch::new(spec.spatial_multiple)),
+        };
+        Ok(Self {
+            tiles: TileStore::new(options.tile, spec.d_state),
+            backend,
+            options,
+            params,
+            step: 0,
+            mode,
+        })
+    }
+
+    /// The backend this engine calls.
+    pub fn backend(&self) -> &Arc<dyn ComputeBackend> {
+        &self.backend
+    }
+
+    /// The options the engine was made with.
+    pub fn options(&self) -> &SparseOptions {
+        &self.options
+    }
+
+    /// Complex channels per cell (the model's d_state).
+    pub fn d_state(&self) -> usize {
+        self.tiles.d
+    }
+
+    /// True when the model is global and steps run on one dense window.
+    pub fn is_global(&self) -> bool {
+        matches!(self.mode, Mode::Global(_))
+    }
+
+    /// Steps taken (or set by [`SparseEngine::import`]).
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Sets the step counter (it keys the harmonic vacuum's noise).
+    pub fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    /// Cells holding matter.
+    pub fn occupied_count(&self) -> usize {
+        self.tiles.occupied
+    }
+
+    /// Tiles holding matter.
+    pub fn tile_count(&self) -> usize {
+        self.tiles.map.len()
+    }
+
+    /// Slots in the tile slab, live or free. The slab reuses freed slots and
+    /// never shrinks, so this is the engine's high-water mark of tiles.
+    pub fn tile_slots(&self) -> usize {
+        self.tiles.slots()
+    }
+
+    /// Makes (x, y) matter holding `values` (one (re, im) per channel, taken
+    /// as given: the next step normalises). Fails, changing nothing, on a
+    /// wrong channel count, a non-finite value, or when a new cell would
+    /// exceed `max_cells`.
+    pub fn insert(&mut self, x: i32, y: i32, values: &[(f32, f32)]) -> Result<()> {
+        let d = self.d_state();
+        if values.len() != d {
+            return Err(Error::InvalidArgument(format!(
+                "cell ({x}, {y}): {} values given but the model has d_state {d}",
+                values.len()
+            )));
+        }
+        if values.iter().any(|(a, b)| !a.is_finite() || !b.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "cell ({x}, {y}): values must be finite"
+            )));
+        }
+        let (key, i) = self.tiles.locate(x, y);
+        let present = self
+            .tiles
+            .slot(key)
+            .is_some_and(|s| self.tiles.is_occupied(s, i));
+        if !present {
+            self.check_room(1)?;
+        }
+        let (s, _) = self.tiles.get_or_create(key);
+        self.tiles.set_cell(s, i, values.iter().copied());
+        Ok(())
+    }
+
+    /// The values at (x, y), or `None` for vacuum.
+    pub fn get(&self, x: i32, y: i32) -> Option<CellValues<'_>> {
+        let (key, i) = self.tiles.locate(x, y);
+        let s = self.tiles.slot(key)?;
+        self.tiles
+            .is_occupied(s, i)
+            .then(|| CellValues::new(&self.tiles, s, i))
+    }
+
+    /// Makes (x, y) vacuum; returns the values it held, if it was matter.
+    pub fn remove(&mut self, x: i32, y: i32) -> Option<Vec<(f32, f32)>> {
+        let old = self.get(x, y)?.to_vec();
+        let (key, i) = self.tiles.locate(x, y);
+        let s = self.tiles.slot(key)?;
+        self.tiles.clear_cell(s, i);
+        if self.tiles.count[s] == 0 {
+            self.tiles.release(s);
+        }
+        Some(old)
+    }
+
+    /// Writes the occupied cells of `state` at its origin, leaving the rest
+    /// of the lattice as it is; returns the cells written. Fails, changing
+    /// nothing, when the state reaches past the i32 lattice, has another
+    /// d_state, holds a non-finite value in an occupied cell, or would
+    /// exceed `max_cells`.
+    pub fn insert_dense(&mut self, state: &DenseState) -> Result<usize> {
+        let area = self.check_dense(state)?;
+        let (mut written, mut new) = (0usize, 0usize);
+        for_each_occupied(state, |gx, gy, _| {
+            written += 1;
+            new += self.get(gx, gy).is_none() as usize;
+        });
+        self.check_room(new)?;
+        self.write_dense(state, area, false);
+        Ok(written)
+    }
+
+    /// Replaces the lattice inside `state`'s box with `state`: its occupied
+    /// cells become matter, its other cells vacuum; the step counter becomes
+    /// `state.step`. Fails, changing nothing, as [`SparseEngine::insert_dense`].
+    pub fn import(&mut self, state: &DenseState) -> Result<()> {
+        let area = self.check_dense(state)?;
+        let inside = self.cells_in(area).count();
+        let incoming = state.occupied().iter().filter(|&&o| o != 0).count();
+        let after = self.tiles.occupied - inside + incoming;
+        if after > self.options.max_cells {
+            return Err(self.too_many(after));
+        }
+        self.write_dense(state, area, true);
+        self.step = state.step;
+        Ok(())
+    }
+
+    /// The cells of `area` as a [`DenseState`]: planes, occupancy mask,
+    /// origin (the box's first cell) and the step counter; vacuum is zero.
+    pub fn export(&self, area: CellBox) -> Result<DenseState> {
+        area.check("export")?;
+        let (w, d) = (area.width(), self.d_state());
+        let mut out = DenseState::zeros(area.height(), w, d)?;
+        out.origin = (area.min_x, area.min_y);
+        out.step = self.step;
+        let n = out.cells();
+        let (planes, mask) = out.split_mut();
+        for (x, y, v) in self.cells_in(area) {
+            let i = (y as i64 - area.min_y as i64) as usize * w
+                + (x as i64 - area.min_x as i64) as usize;
+            mask[i] = 1;
+            for (c, (re, im)) in v.iter().enumerate() {
+                planes[c * n + i] = re;
+                planes[(c + d) * n + i] = im;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The smallest box holding every cell of matter, or `None` when there
+    /// is none.
+    pub fn bounding_box(&self) -> Option<CellBox> {
+        let mut cells = self.cells();
+        let (x, y, _) = cells.next()?;
+        let mut b = CellBox::new(x, y, x, y);
+        for (x, y, _) in cells {
+            b = CellBox::new(
+                b.min_x.min(x),
+                b.min_y.min(y),
+                b.max_x.max(x),
+                b.max_y.max(y),
+            );
+        }
+        Some(b)
+    }
+
+    /// Every cell of matter as (x, y, values), in no particular order.
+    pub fn cells(&self) -> impl Iterator<Item = (i32, i32, CellValues<'_>)> + '_ {
+        let all = CellBox::new(i32::MIN, i32::MIN, i32::MAX, i32::MAX);
+        occupied_in(&self.tiles, self.tiles.live_slots().collect(), all)
+    }
+
+    /// The cells of matter inside `area` (bounds included).
+    pub fn cells_in(&self, area: CellBox) -> impl Iterator<Item = (i32, i32, CellValues<'_>)> + '_ {
+        let slots = if area.is_empty() {
+            Vec::new()
+        } else {
+            slots_overlapping(&self.tiles, &area)
+        };
+        occupied_in(&self.tiles, slots, area)
+    }
+
+    /// The cells of matter within Euclidean distance `radius` of (x, y).
+    pub fn cells_within(
+        &self,
+        x: i32,
+        y: i32,
+        radius: u32,
+    ) -> impl Iterator<Item = (i32, i32, CellValues<'_>)> + '_ {
+        let r = radius as i64;
+        let clamp = |v: i64| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        let (cx, cy) = (x as i64, y as i64);
+        let area = CellBox::new(clamp(cx - r), clamp(cy - r), clamp(cx + r), clamp(cy + r));
+        self.cells_in(area).filter(move |&(px, py, _)| {
+            let (dx, dy) = (px as i64 - cx, py as i64 - cy);
+            dx * dx + dy * dy <= r * r
+        })
+    }
+
+    /// A per-cell quantity over `area`, row-major `[height][width]`.
+    pub fn field(&self, area: CellBox, field: Field) -> Result<Vec<f32>> {
+        area.check("field")?;
+        let (h, w, d) = (area.height(), area.width(), self.d_state());
+        let n = check_size(h, w, 1, DEFAULT_MAX_CELLS)?;
+        let mut out = vec![0.0f32; n];
+        let at = |x: i64, y: i64| {
+            (y - area.min_y as i64) as usize * w + (x - area.min_x as i64) as usize
+        };
+        match field {
+            Field::Density => {
+                for (x, y, v) in self.cells_in(area) {
+                    out[at(x as i64, y as i64)] = v.iter().map(|(a, b)| a * a + b * b).sum();
+                }
+            }
+            Field::Phase(c) => {
+                if c >= d {
+                    return Err(Error::InvalidArgument(format!(
+                        "phase of channel {c}: the model has channels 0..{d}"
+                    )));
+                }
+                for (x, y, v) in self.cells_in(area) {
+                    let (re, im) = v.get(c);
+                    out[at(x as i64, y as i64)] = im.atan2(re);
+                }
+            }
+            Field::DeltaMagnitude => self.delta_magnitude(area, &mut out),
+        }
+        Ok(out)
+    }
+
+    /// The window a global model's next step runs on (see the module docs);
+    /// `None` for a local model or an empty lattice.
+    pub fn next_window(&self) -> Result<Option<CellBox>> {
+        match &self.mode {
+            Mode::Local(_) => Ok(None),
+            Mode::Global(g) => g.next_window(&self.tiles).map_err(Error::InvalidArgument),
+        }
+    }
+
+    /// Advances one step. On error the lattice and the step counter are
+    /// exactly as before the call.
+    pub fn step(&mut self) -> Result<StepStats> {
+        let cx = StepContext {
+            backend: self.backend.as_ref(),
+            params: self.params,
+            vacuum: self.options.vacuum,
+            seed: self.options.seed,
+            step: self.step,
+            max_cells: self.options.max_cells,
+            forward_bytes: self.options.forward_bytes,
+        };
+        let stats = match &mut self.mode {
+            Mode::Local(batch) => batch.step(&mut self.tiles, &cx)?,
+            Mode::Global(batch) => batch.step(&mut self.tiles, &cx)?,
+        };
+        self.step += 1;
+        Ok(stats)
+    }
+
+    /// Fills `out` (over `area`) with |delta| of the last step.
+    fn delta_magnitude(&self, area: CellBox, out: &mut [f32]) {
+        let (w, d2) = (area.width(), 2 * self.d_state());
+        let mut put = |x: i64, y: i64, delta: &[f32], i: usize, plane: usize| {
+            if area.contains(x as i32, y as i32) {
+                let sq: f32 = (0..d2).map(|c| delta[c * plane + i].powi(2)).sum();
+                out[(y - area.min_y as i64) as usize * w + (x - area.min_x as i64) as usize] =
+                    sq.sqrt();
+            }
+        };
+        match &self.mode {
+            Mode::Local(b) => {
+                let (t, r, side) = (self.tiles.t, b.r, b.side);
+                let fl = d2 * side * side;
+                for (j, &key) in b.keys.iter().enumerate() {
+                    let (ox, oy) = self.tiles.origin(key);
+                    let tile_box = (ox, oy, ox + t as i64 - 1, oy + t as i64 - 1);
+                    if tile_box.2 < area.min_x as i64
+                        || tile_box.0 > area.max_x as i64
+                        || tile_box.3 < area.min_y as i64
+                        || tile_box.1 > area.max_y as i64
+                    {
+                        continue;
+                    }
+                    let delta = &b.delta[j * fl..(j + 1) * fl];
+                    for ly in 0..t {
+                        for lx in 0..t {
+                            let i = (ly + r) * side + lx + r;
+                            put(ox + lx as i64, oy + ly as i64, delta, i, side * side);
+                        }
+                    }
+                }
+            }
+            Mode::Global(g) => {
+                let Some(win) = g.window else { return };
+                let (ww, n) = (win.width(), win.width() * win.height());
+                for y in area.min_y.max(win.min_y)..=area.max_y.min(win.max_y) {
+                    for x in area.min_x.max(win.min_x)..=area.max_x.min(win.max_x) {
+                        let i = (y as i64 - win.min_y as i64) as usize * ww
+                            + (x as i64 - win.min_x as i64) as usize;
+                        put(x as i64, y as i64, &g.delta, i, n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks a dense state against the lattice; returns its box.
+    fn check_dense(&self, state: &DenseState) -> Result<CellBox> {
+        let d = self.d_state();
+        if state.d_state() != d {
+            return Err(Error::InvalidArgument(format!(
+                "the state has d_state {} but model `{}` has d_state {d}",
+                state.d_state(),
+                self.backend.spec().name
+            )));
+        }
+        let area = CellBox::from_origin(
+            state.origin.0,
+            state.origin.1,
+            state.width(),
+            state.height(),
+        )?;
+        let n = state.cells();
+        let planes = state.planes();
+        let mut bad = None;
+        for_each_occupied(state, |gx, gy, i| {
+            if bad.is_none() && (0..2 * d).any(|c| !planes[c * n + i].is_finite()) {
+                bad = Some((gx, gy));
+            }
+        });
+        if let Some((x, y)) = bad {
+            return Err(Error::InvalidArgument(format!(
+                "the state holds a non-finite value at x = {x}, y = {y}"
+            )));
+        }
+        Ok(area)
+    }
+
+    /// Writes `state` tile by tile; with `replace`, its vacuum cells clear
+    /// the lattice too. The caller has checked everything.
+    fn write_dense(&mut self, state: &DenseState, area: CellBox, replace: bool) {
+        let (t, d, n, w) = (
+            self.tiles.t as i64,
+            self.d_state(),
+            state.cells(),
+            state.width(),
+        );
+        let (planes, mask) = (state.planes(), state.occupied());
+        let (x0, y0) = (area.min_x as i64, area.min_y as i64);
+        let (x1, y1) = (area.max_x as i64, area.max_y as i64);
+        for ty in y0.div_euclid(t)..=y1.div_euclid(t) {
+            for tx in x0.div_euclid(t)..=x1.div_euclid(t) {
+                let (xa, xb) = (x0.max(tx * t), x1.min(tx * t + t - 1));
+                let (ya, yb) = (y0.max(ty * t), y1.min(ty * t + t - 1));
+                let idx = |x: i64, y: i64| (y - y0) as usize * w + (x - x0) as usize;
+                let any = (ya..=yb).any(|y| (xa..=xb).any(|x| mask[idx(x, y)] != 0));
+                let key = (tx as i32, ty as i32);
+                let slot = if any {
+                    Some(self.tiles.get_or_create(key).0)
+                } else if replace {
+                    self.tiles.slot(key)
+                } else {
+                    None
+                };
+                let Some(s) = slot else { continue };
+                for y in ya..=yb {
+                    for x in xa..=xb {
+                        let (i, li) = (idx(x, y), ((y - ty * t) * t + (x - tx * t)) as usize);
+                        if mask[i] != 0 {
+                            let v = (0..d).map(|c| (planes[c * n + i], planes[(c + d) * n + i]));
+                            self.tiles.set_cell(s, li, v);
+                        } else if replace {
+                            self.tiles.clear_cell(s, li);
+                        }
+                    }
+                }
+                if self.tiles.count[s] == 0 {
+                    self.tiles.release(s);
+                }
+            }
+        }
+    }
+
+    /// An error unless `new` more cells of matter fit under `max_cells`.
+    fn check_room(&self, new: usize) -> Result<()> {
+        let after = self.tiles.occupied + new;
+        if after > self.options.max_cells {
+            return Err(self.too_many(after));
+        }
+        Ok(())
+    }
+
+    fn too_many(&self, after: usize) -> Error {
+        Error::InvalidArgument(format!(
+            "{after} cells of matter would exceed max_cells {}: raise max_cells",
+            self.options.max_cells
+        ))
+    }
+}
+
+/// Calls `f(x, y, i)` for every occupied cell of `state`, with its lattice
+/// coordinates and its index in the state's planes. The state's box must fit
+/// the lattice (checked by the caller).
+fn for_each_occupied(state: &DenseState, mut f: impl FnMut(i32, i32, usize)) {
+    let (w, (ox, oy)) = (state.width(), state.origin);
+    for (i, &o) in state.occupied().iter().enumerate() {
+        if o != 0 {
+            f(ox + (i % w) as i32, oy + (i / w) as i32, i);
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! The tiled step of a local model (receptive radius r): find the active
+//! tiles, gather each with a halo of r into one batch, run the model on
+//! chunks of it from the stepping thread, check the delta, then apply the
+//! update in place, tile by tile in parallel.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use engine_api::{BatchShape, ComputeBackend, Error, Result};
+use rayon::prelude::*;
+
+use super::tiles::{TileKey, TileStore};
+use super::Vacuum;
+use crate::update::{first_non_finite, update_run, PlaneRun, UpdateParams};
+use crate::StepStats;
+
+/// What a step needs besides the tiles and the batch buffers.
+pub(crate) struct StepContext<'a> {
+    pub backend: &'a dyn ComputeBackend,
+    pub params: UpdateParams,
+    pub vacuum: Vacuum,
+    pub seed: u64,
+    pub step: u64,
+    pub max_cells: usize,
+    pub forward_bytes: usize,
+}
+
+impl StepContext<'_> {
+    pub fn fail(&self, message: String) -> Error {
+        Error::Step {
+            step: self.step,
+            message,
+        }
+    }
+}
+
+/// Marks a slot that is not in the batch.
+const NOT_ACTIVE: u32 = u32::MAX;
+
+/// The batch of a local step, with every buffer reused from step to step.
+pub(crate) struct LocalBatch {
+    /// Receptive radius.
+    pub r: usize,
+    /// Side of one field of the batch: T + 2r, rounded up to the model's
+    /// `spatial_multiple` (the extra cells lie beyond the halo).
+    pub side: usize,
+    /// Active tiles of the last successful step, sorted by (y, x): the
+    /// layout of `delta`. Empty when no step has completed.
+    pub keys: Vec<TileKey>,
+    /// The delta of the whole batch, `[B][2D][side][side]`.
+    pub delta: Vec<f32>,
+    wanted: Vec<TileKey>,
+    slots: Vec<u32>,
+    created: Vec<u32>,
+    mark: Vec<bool>,
+    reach_lo: Vec<i64>,
+    reach_hi: Vec<i64>,
+    input: Vec<f32>,
+    halo: Vec<u8>,
+    hmax: Vec<u8>,
+    reach: Vec<u8>,
+    checks: Vec<TileCheck>,
+    slot_batch: Vec<u32>,
+}
+
+/// What the read-only pass found in one tile.
+#[derive(Clone, Copy, Default)]
+struct TileCheck {
+    /// First non-finite delta: (row, column, channel) within the tile.
+    bad: Option<(usize, usize, usize)>,
+    /// Cells of matter after the update.
+    count: u32,
+}
+
+thread_local! {
+    /// Per-thread scratch of the read-only pass: one row of psi.
+    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl LocalBatch {
+    /// An empty batch for radius `r` and tiles of side `t`.
+    pub fn new(r: usize, t: usize, spatial_multiple: usize) -> Self {
+        let m = spatial_multiple.max(1);
+        Self {
+            r,
+            side: (t + 2 * r).div_ceil(m) * m,
+            keys: Vec::new(),
+            delta: Vec::new(),
+            wanted: Vec::new(),
+            slots: Vec::new(),
+            created: Vec::new(),
+            mark: Vec::new(),
+            reach_lo: Vec::new(),
+            reach_hi: Vec::new(),
+            input: Vec::new(),
+            halo: Vec::new(),
+            hmax: Vec::new(),
+            reach: Vec::new(),
+            checks: Vec::new(),
+            slot_batch: Vec::new(),
+        }
+    }
+
+    /// One step. On error the tiles are as before the call.
+    pub fn step(&mut self, store: &mut TileStore, cx: &StepContext) -> Result<StepStats> {
+        let t0 = Instant::now();
+        self.find_active(store, cx)?;
+        self.slots.clear();
+        self.created.clear();
+        for &key in &self.wanted {
+            let (s, new) = store.get_or_create(key);
+            self.slots.push(s as u32);
+            if new {
+                self.created.push(s as u32);
+            }
+        }
+        match self.run(store, cx, t0) {
+            Ok(stats) => {
+                store.release_empty(&self.slots);
+                std::mem::swap(&mut self.keys, &mut self.wanted);
+                Ok(stats)
+            }
+            Err(e) => {
+                store.release_empty(&self.created);
+                self.keys.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Fills `wanted` with every occupied tile plus every tile an occupied
+    /// cell reaches within r, sorted by (y, x).
+    fn find_active(&mut self, store: &TileStore, cx: &StepContext) -> Result<()> {
+        let (t, r) = (store.t as i64, self.r as i64);
+        self.reach_lo.clear();
+        self.reach_hi.clear();
+        for l in 0..t {
+            self.reach_lo.push((l - r).div_euclid(t));
+            self.reach_hi.push((l + r).div_euclid(t));
+        }
+        let k_lo = (-r).div_euclid(t);
+        let span = ((t - 1 + r).div_euclid(t) - k_lo + 1) as usize;
+        self.wanted.clear();
+        for slot in store.live_slots() {
+            let key = store.keys[slot];
+            self.wanted.push(key);
+            if r == 0 {
+                continue;
+            }
+            self.mark.clear();
+            self.mark.resize(span * span, false);
+            let area = store.area();
+            let occ = &store.occ[slot * area..(slot + 1) * area];
+            for (ly, row) in occ.chunks_exact(t as usize).enumerate() {
+                let Some(first) = row.iter().position(|&o| o != 0) else {
+                    continue;
+                };
+                let last = row.iter().rposition(|&o| o != 0).unwrap_or(first);
+                for dy in self.reach_lo[ly]..=self.reach_hi[ly] {
+                    for dx in self.reach_lo[first]..=self.reach_hi[last] {
+                        self.mark[(dy - k_lo) as usize * span + (dx - k_lo) as usize] = true;
+                    }
+                }
+            }
+            for (m, _) in self.mark.iter().enumerate().filter(|(_, &m)| m) {
+                let (dy, dx) = ((m / span) as i64 + k_lo, (m % span) as i64 + k_lo);
+                if (dx, dy) == (0, 0) {
+                    continue;
+                }
+                match store.key_in_range(key.0 as i64 + dx, key.1 as i64 + dy) {
+                    Some(k) => self.wanted.push(k),
+                    None => return Err(cx.fail(edge_message(store, slot, self.r))),
+                }
+            }
+        }
+        self.wanted.sort_unstable_by_key(|&(x, y)| (y, x));
+        self.wanted.dedup();
+        Ok(())
+    }
+
+    /// Gather, forward, check and commit, once the active tiles exist.
+    fn run(&mut self, store: &mut TileStore, cx: &StepContext, t0: Instant) -> Result<StepStats> {
+        let (t, r, side, d) = (store.t, self.r, self.side, store.d);
+        let area = store.area();
+        let b = self.slots.len();
+        let fl = 2 * d * side * side;
+        let hs = t + 2 * r;
+        let chunk = (cx.forward_bytes / (4 * fl)).clamp(1, b.max(1));
+        let total_len = b
+            .checked_mul(fl)
+            .ok_or_else(|| cx.fail(format!("{b} active tiles are too many to batch")))?;
+        self.delta.resize(total_len, 0.0);
+        self.reach.resize(b * area, 0);
+        self.input.resize(chunk * fl, 0.0);
+        self.halo.resize(chunk * hs * hs, 0);
+        self.hmax.resize(chunk * hs * t, 0);
+
+        let mut gather = t0.elapsed();
+        let mut forward = Duration::ZERO;
+        for b0 in (0..b).step_by(chunk) {
+            let n = chunk.min(b - b0);
+            let tg = Instant::now();
+            let st: &TileStore = store;
+            let keys = &self.wanted[b0..b0 + n];
+            self.input[..n * fl]
+                .par_chunks_mut(fl)
+                .zip(self.halo.par_chunks_mut(hs * hs))
+                .zip(self.hmax.par_chunks_mut(hs * t))
+                .zip(self.reach[b0 * area..(b0 + n) * area].par_chunks_mut(area))
+                .zip(keys.par_iter())
+                .for_each(|((((field, halo), hmax), reach), &key)| {
+                    gather_tile(st, key, cx, r, side, field, halo);
+                    reach_mask(halo, hmax, reach, t, r);
+                });
+            gather += tg.elapsed();
+            let tf = Instant::now();
+            cx.backend
+                .forward(
+                    &self.input[..n * fl],
+                    BatchShape::new(n, 2 * d, side, side),
+                    &mut self.delta[b0 * fl..(b0 + n) * fl],
+                )
+                .map_err(|e| cx.fail(e.to_string()))?;
+            forward += tf.elapsed();
+        }
+
+        let ts = Instant::now();
+        let st: &TileStore = store;
+        let (delta, reach, slots) = (&self.delta, &self.reach, &self.slots);
+        (0..b)
+            .into_par_iter()
+            .map(|j| {
+                check_tile(
+                    st,
+                    slots[j] as usize,
+                    &delta[j * fl..(j + 1) * fl],
+                    &reach[j * area..(j + 1) * area],
+                    &cx.params,
+                    r,
+                    side,
+                )
+            })
+            .collect_into_vec(&mut self.checks);
+        if let Some((j, (ly, lx, c))) = self
+            .checks
+            .iter()
+            .enumerate()
+            .find_map(|(j, k)| k.bad.map(|bad| (j, bad)))
+        {
+            let (ox, oy) = store.origin(self.wanted[j]);
+            return Err(cx.fail(non_finite_message(ox + lx as i64, oy + ly as i64, c, d)));
+        }
+        let total: usize = self.checks.iter().map(|k| k.count as usize).sum();
+        if total > cx.max_cells {
+            return Err(cx.fail(format!(
+                "the step would leave {total} cells of matter, above max_cells {}: raise max_cells or raise the threshold",
+                cx.max_cells
+            )));
+        }
+
+        self.slot_batch.clear();
+        self.slot_batch.resize(store.slots(), NOT_ACTIVE);
+        for (j, &s) in self.slots.iter().enumerate() {
+            self.slot_batch[s as usize] = j as u32;
+        }
+        let tl = store.tile_len();
+        let params = cx.params;
+        let (delta, reach) = (&self.delta, &self.reach);
+        store
+            .data
+            .par_chunks_mut(tl)
+            .zip(store.occ.par_chunks_mut(area))
+            .zip(store.count.par_iter_mut())
+            .zip(self.slot_batch.par_iter())
+            .for_each(|(((tile, occ), count), &j)| {
+                if j == NOT_ACTIVE {
+                    return;
+                }
+                let j = j as usize;
+                *count = commit_tile(
+                    tile,
+                    occ,
+                    &delta[j * fl..(j + 1) * fl],
+                    &reach[j * area..(j + 1) * area],
+                    &params,
+                    t,
+                    r,
+                    side,
+                );
+            });
+        store.occupied = total;
+        debug_assert_eq!(
+            store.count.iter().map(|&c| c as usize).sum::<usize>(),
+            total
+        );
+        Ok(StepStats {
+            step: cx.step + 1,
+            occupied_cells: total,
+            active_tiles: b,
+            window: None,
+            gather,
+            forward,
+            scatter: ts.elapsed(),
+        })
+    }
+}
+
+/// Copies the `side` x `side` field of the tile `key` (its cells plus a halo
+/// of r, starting r cells up and left of the tile) into `field`, with vacuum
+/// where there is no matter, and its occupancy (the first T + 2r rows and
+/// columns) into `halo`.
+fn gather_tile(
+    store: &TileStore,
+    key: TileKey,
+    cx: &StepContext,
+    r: usize,
+    side: usize,
+    field: &mut [f32],
+    halo: &mut [u8],
+) {
+    let (t, d, area) = (store.t as i64, store.d, store.area());
+    let (tl, plane) = (store.tile_len(), side * side);
+    let hs = t as usize + 2 * r;
+    let (ox, oy) = store.origin(key);
+    let (fx0, fy0) = (ox - r as i64, oy - r as i64);
+    let (fx1, fy1) = (fx0 + side as i64, fy0 + side as i64);
+    for ty in fy0.div_euclid(t)..=(fy1 - 1).div_euclid(t) {
+        let (ya, yb) = (fy0.max(ty * t), fy1.min((ty + 1) * t));
+        for tx in fx0.div_euclid(t)..=(fx1 - 1).div_euclid(t) {
+            let (xa, xb) = (fx0.max(tx * t), fx1.min((tx + 1) * t));
+            let len = (xb - xa) as usize;
+            let slot = store.key_in_range(tx, ty).and_then(|k| store.slot(k));
+            let (fxa, lxa) = ((xa - fx0) as usize, (xa - tx * t) as usize);
+            for y in ya..yb {
+                let (fy, ly) = ((y - fy0) as usize, (y - ty * t) as usize);
+                let dst = fy * side + fxa;
+                let src = ly * t as usize + lxa;
+                match slot {
+                    Some(s) => {
+                        let tile = &store.data[s * tl..(s + 1) * tl];
+                        for c in 0..2 * d {
+                            field[c * plane + dst..][..len]
+                                .copy_from_slice(&tile[c * area + src..][..len]);
+                        }
+                    }
+                    None => {
+                        for c in 0..2 * d {
+                            field[c * plane + dst..][..len].fill(0.0);
+                        }
+                    }
+                }
+                let occ = slot.map(|s| &store.occ[s * area + src..][..len]);
+                if fy < hs && fxa < hs {
+                    let n = len.min(hs - fxa);
+                    let h = &mut halo[fy * hs + fxa..][..n];
+                    match occ {
+                        Some(o) => h.copy_from_slice(&o[..n]),
+                        None => h.fill(0),
+                    }
+                }
+                if !cx.vacuum.is_zero() {
+                    for i in 0..len {
+                        if occ.is_some_and(|o| o[i] != 0) {
+                            continue;
+                        }
+                        for c in 0..d {
+                            let (re, im) = cx.vacuum.value(cx.seed, xa + i as i64, y, cx.step, c);
+                            field[c * plane + dst + i] = re;
+                            field[(c + d) * plane + dst + i] = im;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `reach[ly][lx]` = 1 when an occupied cell lies within r (Chebyshev) of
+/// the tile's cell (lx, ly): the light cone, as a max filter of the halo's
+/// occupancy, one axis at a time.
+fn reach_mask(halo: &[u8], hmax: &mut [u8], reach: &mut [u8], t: usize, r: usize) {
+    let hs = t + 2 * r;
+    for fy in 0..hs {
+        let row = &halo[fy * hs..(fy + 1) * hs];
+        for lx in 0..t {
+            hmax[fy * t + lx] = row[lx..=lx + 2 * r].iter().fold(0, |a, &b| a | b);
+        }
+    }
+    for ly in 0..t {
+        for lx in 0..t {
+            reach[ly * t + lx] = (ly..=ly + 2 * r).fold(0, |a, fy| a | hmax[fy * t + lx]);
+        }
+    }
+}
+
+/// The read-only pass over one tile: finds the first non-finite delta among
+/// its cells and counts the matter the update would leave, by running the
+/// update on a copy of each row.
+fn check_tile(
+    store: &TileStore,
+    slot: usize,
+    delta: &[f32],
+    reach: &[u8],
+    params: &UpdateParams,
+    r: usize,
+    side: usize,
+) -> TileCheck {
+    let (t, d, area) = (store.t, store.d, store.area());
+    let tile = &store.data[slot * store.tile_len()..(slot + 1) * store.tile_len()];
+    for ly in 0..t {
+        let run = PlaneRun {
+            ptr: delta[(ly + r) * side + r..].as_ptr(),
+            stride: side * side,
+        };
+        // SAFETY: plane c of the run starts at c * side^2 + (ly + r) * side + r
+        // and spans t <= side - r cells of `delta`, which holds 2D planes.
+        if let Some((lx, c)) = unsafe { first_non_finite(run, t, 2 * d) } {
+            return TileCheck {
+                bad: Some((ly, lx, c)),
+                count: 0,
+            };
+        }
+    }
+    let mut count = 0;
+    ROW.with_borrow_mut(|row| {
+        row.resize(2 * d * t + t, 0.0);
+        let (psi, norm) = row.split_at_mut(2 * d * t);
+        let mut occ = [0u8; 1024];
+        for ly in 0..t {
+            for c in 0..2 * d {
+                psi[c * t..(c + 1) * t].copy_from_slice(&tile[c * area + ly * t..][..t]);
+            }
+            // SAFETY: `psi` holds 2D rows of t cells (stride t); the delta run
+            // is bounded as above; `psi` is this thread's own scratch.
+            unsafe {
+                update_run(
+                    PlaneRun {
+                        ptr: psi.as_mut_ptr(),
+                        stride: t,
+                    },
+                    PlaneRun {
+                        ptr: delta[(ly + r) * side + r..].as_ptr(),
+                        stride: side * side,
+                    },
+                    t,
+                    params,
+                    norm,
+                    &mut occ[..t],
+                )
+            };
+            count += occ[..t]
+                .iter()
+                .zip(&reach[ly * t..(ly + 1) * t])
+                .filter(|(&o, &k)| o & k != 0)
+                .count() as u32;
+        }
+    });
+    TileCheck { bad: None, count }
+}
+
+/// Applies the update to one tile in place and returns its matter count.
+/// Cells outside the light cone become vacuum (zeros) whatever the model said.
+#[allow(clippy::too_many_arguments)]
+fn commit_tile(
+    tile: &mut [f32],
+    occ: &mut [u8],
+    delta: &[f32],
+    reach: &[u8],
+    params: &UpdateParams,
+    t: usize,
+    r: usize,
+    side: usize,
+) -> u32 {
+    let area = t * t;
+    let d2 = 2 * params.d_state;
+    let mut norm = [0f32; 1024];
+    let mut count = 0;
+    for ly in 0..t {
+        // SAFETY: the tile holds 2D planes of t*t cells; row ly spans t cells
+        // of each; the delta run is bounded as in `check_tile`; `tile` is
+        // exclusively borrowed.
+        unsafe {
+            update_run(
+                PlaneRun {
+                    ptr: tile[ly * t..].as_mut_ptr(),
+                    stride: area,
+                },
+                PlaneRun {
+                    ptr: delta[(ly + r) * side + r..].as_ptr(),
+                    stride: side * side,
+                },
+                t,
+                params,
+                &mut norm[..t],
+                &mut occ[ly * t..(ly + 1) * t],
+            )
+        };
+        for lx in 0..t {
+            let i = ly * t + lx;
+            if occ[i] != 0 && reach[i] == 0 {
+                occ[i] = 0;
+                for c in 0..d2 {
+                    tile[c * area + i] = 0.0;
+                }
+            }
+            count += occ[i] as u32;
+        }
+    }
+    count
+}
+
+/// The message for matter whose reach leaves the i32 lattice.
+fn edge_message(store: &TileStore, slot: usize, r: usize) -> String {
+    let (t, area) = (store.t, store.area());
+    let (ox, oy) = store.origin(store.keys[slot]);
+    let r = r as i64;
+    let outside = |v: i64| v - r < i32::MIN as i64 || v + r > i32::MAX as i64;
+    let cell = (0..area)
+        .filter(|&i| store.occ[slot * area + i] != 0)
+        .map(|i| (ox + (i % t) as i64, oy + (i / t) as i64))
+        .find(|&(x, y)| outside(x) || outside(y))
+        .unwrap_or((ox, oy));
+    format!(
+        "matter at x = {}, y = {} lies within the receptive radius {r} of the edge of the lattice (coordinates are i32): the step would need cells beyond it; move the pattern inward",
+        cell.0, cell.1
+    )
+}
+
+/// The message for a non-finite model output at lattice cell (x, y).
+pub(crate) fn non_finite_message(x: i64, y: i64, c: usize, d: usize) -> String {
+    let (part, ch) = if c < d {
+        ("real", c)
+    } else {
+        ("imaginary", c - d)
+    };
+    format!(
+        "the model returned a non-finite delta at x = {x}, y = {y} ({part} part of channel {ch})"
+    )
+}

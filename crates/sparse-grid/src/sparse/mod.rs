@@ -1,0 +1,47 @@
+//! The sparse engine: an unbounded lattice (i32 per axis) stored as tiles of
+//! T x T cells, whose step costs what its matter costs.
+//!
+//! # The equivalence
+//! With the zero vacuum and a local model (receptive radius r) that maps an
+//! all-vacuum neighbourhood to a zero delta (no bias), one step of
+//! [`SparseEngine`] equals one step of [`crate::DenseEngine`] with the same
+//! threshold, cell for cell (values and occupancy), on any dense grid large
+//! enough that no matter comes within r of its border. Both compute the same
+//! model output at every cell within r of matter; every other cell sees only
+//! vacuum, so its delta is zero and it stays vacuum in both engines.
+//!
+//! # The light cone
+//! A step may turn a vacuum cell into matter only if it lies within r
+//! (Chebyshev distance) of matter at the start of the step; cells beyond stay
+//! vacuum whatever the model says. For the models of the equivalence this
+//! changes nothing (their delta there is zero); for a model with a bias, or
+//! with the harmonic vacuum, it makes the result independent of the tile
+//! size, which only decides how the work is batched.
+//!
+//! # Global models
+//! A model without a receptive radius (the U-Net) sees the whole field, so the
+//! sparse engine steps one dense window: the tiles holding matter plus one
+//! ring of tiles, padded with vacuum to the model's `spatial_multiple`. The
+//! result over that window equals a [`crate::DenseEngine`] step on the same
+//! window. A global law's output depends on the window it is shown (how much
+//! vacuum surrounds the matter): that is the model's nature, not an engine
+//! error, and [`SparseEngine::next_window`] says which window a step will use.
+//!
+//! # Cost
+//! A local step runs the model on every active tile plus a halo of r cells,
+//! so the model does (T + 2r)^2 / T^2 of the useful work (1.27 at T = 16,
+//! r = 1); the rest of a step is copying (gather, scatter) and the update.
+
+mod engine;
+mod hasher;
+mod local;
+mod options;
+mod query;
+mod tiles;
+mod vacuum;
+mod window;
+
+pub use engine::SparseEngine;
+pub use options::{Field, SparseOptions, DEFAULT_FORWARD_BYTES, DEFAULT_THRESHOLD, DEFAULT_TILE};
+pub use query::{CellBox, CellValues};
+pub use vacuum::Vacuum;

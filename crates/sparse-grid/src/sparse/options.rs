@@ -1,0 +1,100 @@
+//! What a user chooses about a sparse run, apart from the model.
+
+use engine_api::{Error, Result};
+
+use super::Vacuum;
+use crate::DEFAULT_MAX_CELLS;
+
+/// Cells per tile side unless the caller chooses: small enough that a lone
+/// cell costs little, large enough that the halo (r = 1) adds only 27%.
+pub const DEFAULT_TILE: usize = 16;
+
+/// Existence threshold unless the caller chooses.
+pub const DEFAULT_THRESHOLD: f32 = 0.01;
+
+/// Bytes of model input handed to one `forward` call unless the caller
+/// chooses: bounds the backend's working memory on large worlds.
+pub const DEFAULT_FORWARD_BYTES: usize = 64 << 20;
+
+/// Options of a [`super::SparseEngine`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SparseOptions {
+    /// Tile side T in cells: a power of two from 4 to 1024.
+    pub tile: usize,
+    /// Existence threshold: a cell whose norm before normalisation is below
+    /// it becomes vacuum. Must be > 0: it is what keeps the lattice sparse.
+    pub threshold: f32,
+    /// What a cell without matter looks like to the model.
+    pub vacuum: Vacuum,
+    /// Decay term (0 = off), as in [`crate::StepOptions::gamma`].
+    pub gamma: f32,
+    /// The most cells that may hold matter; an insert or a step that would
+    /// exceed it fails (changing nothing) instead of growing without bound.
+    /// A global model's window is held to it too.
+    pub max_cells: usize,
+    /// Seed of the harmonic vacuum's noise.
+    pub seed: u64,
+    /// Upper bound on the bytes of model input per `forward` call; the
+    /// active tiles go through the model in chunks of at most this size
+    /// (at least one tile per chunk).
+    pub forward_bytes: usize,
+}
+
+impl Default for SparseOptions {
+    fn default() -> Self {
+        Self {
+            tile: DEFAULT_TILE,
+            threshold: DEFAULT_THRESHOLD,
+            vacuum: Vacuum::Zero,
+            gamma: 0.0,
+            max_cells: DEFAULT_MAX_CELLS,
+            seed: 0,
+            forward_bytes: DEFAULT_FORWARD_BYTES,
+        }
+    }
+}
+
+impl SparseOptions {
+    /// Checks the values against each other; one clear error per mistake.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if !self.tile.is_power_of_two() || !(4..=1024).contains(&self.tile) {
+            return bad(format!(
+                "tile size {} must be a power of two from 4 to 1024 (16 is a good default)",
+                self.tile
+            ));
+        }
+        if !self.threshold.is_finite() || self.threshold <= 0.0 {
+            return bad(format!(
+                "threshold {} must be a finite number > 0: the sparse engine turns cells below it into vacuum, which keeps the lattice sparse",
+                self.threshold
+            ));
+        }
+        if !self.gamma.is_finite() || self.gamma < 0.0 {
+            return bad(format!("gamma {} must be a finite number >= 0", self.gamma));
+        }
+        if let Vacuum::Harmonic { strength } = self.vacuum {
+            if !strength.is_finite() {
+                return bad(format!(
+                    "harmonic vacuum strength {strength} must be finite"
+                ));
+            }
+        }
+        if self.max_cells == 0 {
+            return bad("max_cells must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A per-cell quantity to read over a window ([`super::SparseEngine::field`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// Sum over channels of |psi|^2 (0 for vacuum).
+    Density,
+    /// The phase of channel `c` in (-pi, pi] (0 for vacuum).
+    Phase(usize),
+    /// |delta| over all 2D channels, of the model output at the last step
+    /// (before the update rule); 0 where the model did not run.
+    DeltaMagnitude,
+}

@@ -1,0 +1,251 @@
+//! Exact reference backends for the engine tests: the reference modules'
+//! arithmetic written out in plain Rust, batched, summing in a fixed order so
+//! that a cell's output does not depend on where its field lies in a batch.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use engine_api::{
+    check_forward_args, Architecture, BatchShape, ComputeBackend, Device, ModelFiles, ModelSpec,
+    Result, UpdateRule, MODEL_FORMAT,
+};
+
+/// A deterministic stream of numbers for weights and patterns.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+pub fn spec(arch: Architecture, d: usize, hidden: Option<usize>, update: UpdateRule) -> ModelSpec {
+    ModelSpec {
+        format: MODEL_FORMAT.into(),
+        name: format!("reference-{arch}"),
+        architecture: arch,
+        d_state: d,
+        hidden_channels: hidden,
+        update,
+        receptive_radius: arch.implied_radius().unwrap_or(None),
+        spatial_multiple: 1,
+        files: ModelFiles::default(),
+    }
+}
+
+/// The network a [`Reference`] runs.
+pub enum Net {
+    /// `conv.weight` [2D, 2D, 3, 3] and `conv.bias` [2D], zero padding.
+    Conv3x3 { w: Vec<f32>, b: Vec<f32> },
+    /// The fixed neighbour sum, then 1x1 convs 16D -> h -> h -> 2D with ELU.
+    DeepQca {
+        h: usize,
+        w0: Vec<f32>,
+        b0: Vec<f32>,
+        w2: Vec<f32>,
+        b2: Vec<f32>,
+        w4: Vec<f32>,
+        b4: Vec<f32>,
+    },
+    /// A global law: out[o] = sum_i a[o][i] * mean(in[i]) + sum_i c[o][i] * in[i].
+    Global { a: Vec<f32>, c: Vec<f32> },
+}
+
+/// A reference backend. `poison`: an input value in channel 0 that makes the
+/// output at that cell NaN (to test the engines' checks).
+pub struct Reference {
+    pub spec: ModelSpec,
+    pub net: Net,
+    pub poison: Option<f32>,
+    pub calls: AtomicU64,
+}
+
+impl Reference {
+    pub fn new(spec: ModelSpec, net: Net) -> Self {
+        Self {
+            spec,
+            net,
+            poison: None,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// A conv3x3 law with random weights of size `scale` and zero bias.
+    pub fn conv3x3(d: usize, update: UpdateRule, scale: f32, seed: u64) -> Self {
+        let c = 2 * d;
+        let mut rng = Rng::new(seed);
+        let w = (0..c * c * 9).map(|_| rng.uniform() * scale).collect();
+        Self::new(
+            spec(Architecture::Conv3x3, d, None, update),
+            Net::Conv3x3 { w, b: vec![0.0; c] },
+        )
+    }
+
+    /// A deep_qca law with random weights and zero biases.
+    pub fn deep_qca(d: usize, h: usize, update: UpdateRule, scale: f32, seed: u64) -> Self {
+        let c = 2 * d;
+        let mut rng = Rng::new(seed);
+        let mut v = |n: usize, s: f32| -> Vec<f32> { (0..n).map(|_| rng.uniform() * s).collect() };
+        let net = Net::DeepQca {
+            h,
+            w0: v(h * 8 * c, scale / 4.0),
+            b0: vec![0.0; h],
+            w2: v(h * h, scale),
+            b2: vec![0.0; h],
+            w4: v(c * h, scale),
+            b4: vec![0.0; c],
+        };
+        Self::new(spec(Architecture::DeepQca, d, Some(h), update), net)
+    }
+
+    /// The tiny global law, spatial multiple `m`.
+    pub fn global(d: usize, m: usize, seed: u64) -> Self {
+        let c = 2 * d;
+        let mut rng = Rng::new(seed);
+        let a = (0..c * c).map(|_| rng.uniform() * 3.0).collect();
+        let cc = (0..c * c).map(|_| rng.uniform() * 0.5).collect();
+        let mut spec = spec(Architecture::Custom, d, None, UpdateRule::Additive);
+        spec.receptive_radius = None;
+        spec.spatial_multiple = m;
+        Self::new(spec, Net::Global { a, c: cc })
+    }
+
+    fn field(&self, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        let c2 = self.spec.channels();
+        let n = h * w;
+        match &self.net {
+            Net::Conv3x3 { w: k, b } => {
+                for o in 0..c2 {
+                    let out = &mut out[o * n..(o + 1) * n];
+                    out.fill(b[o]);
+                    for i in 0..c2 {
+                        let src = &x[i * n..(i + 1) * n];
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let wv = k[((o * c2 + i) * 3 + ky) * 3 + kx];
+                                for y in 0..h {
+                                    let sy = y as isize + ky as isize - 1;
+                                    if sy < 0 || sy >= h as isize {
+                                        continue;
+                                    }
+                                    for xx in 0..w {
+                                        let sx = xx as isize + kx as isize - 1;
+                                        if sx < 0 || sx >= w as isize {
+                                            continue;
+                                        }
+                                        out[y * w + xx] += wv * src[sy as usize * w + sx as usize];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Net::DeepQca {
+                h: hid,
+                w0,
+                b0,
+                w2,
+                b2,
+                w4,
+                b4,
+            } => {
+                let elu = |v: f32| if v > 0.0 { v } else { v.exp_m1() };
+                let mut feat = vec![0f32; 8 * c2];
+                let (mut h0, mut h1) = (vec![0f32; *hid], vec![0f32; *hid]);
+                for y in 0..h {
+                    for xx in 0..w {
+                        for i in 0..c2 {
+                            let mut s = 0.0;
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (sy, sx) = (y as isize + ky - 1, xx as isize + kx - 1);
+                                    if (ky, kx) == (1, 1)
+                                        || sy < 0
+                                        || sx < 0
+                                        || sy >= h as isize
+                                        || sx >= w as isize
+                                    {
+                                        continue;
+                                    }
+                                    s += x[i * n + sy as usize * w + sx as usize];
+                                }
+                            }
+                            feat[8 * i..8 * i + 8].fill(s);
+                        }
+                        for j in 0..*hid {
+                            let v: f32 = (0..8 * c2).map(|f| w0[j * 8 * c2 + f] * feat[f]).sum();
+                            h0[j] = elu(v + b0[j]);
+                        }
+                        for j in 0..*hid {
+                            let v: f32 = (0..*hid).map(|f| w2[j * hid + f] * h0[f]).sum();
+                            h1[j] = elu(v + b2[j]);
+                        }
+                        for o in 0..c2 {
+                            let v: f32 = (0..*hid).map(|f| w4[o * hid + f] * h1[f]).sum();
+                            out[o * n + y * w + xx] = v + b4[o];
+                        }
+                    }
+                }
+            }
+            Net::Global { a, c } => {
+                let means: Vec<f32> = (0..c2)
+                    .map(|i| x[i * n..(i + 1) * n].iter().sum::<f32>() / n as f32)
+                    .collect();
+                for o in 0..c2 {
+                    let g: f32 = (0..c2).map(|i| a[o * c2 + i] * means[i]).sum();
+                    for p in 0..n {
+                        let l: f32 = (0..c2).map(|i| c[o * c2 + i] * x[i * n + p]).sum();
+                        out[o * n + p] = g + l;
+                    }
+                }
+            }
+        }
+        if let Some(v) = self.poison {
+            for p in 0..n {
+                if x[p] == v {
+                    out[p] = f32::NAN;
+                }
+            }
+        }
+    }
+}
+
+impl ComputeBackend for Reference {
+    fn name(&self) -> &'static str {
+        "reference"
+    }
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
+        check_forward_args(&self.spec, input, shape, output)?;
+        assert!(
+            rayon::current_thread_index().is_none(),
+            "forward called from inside a rayon worker"
+        );
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let fl = shape.field_len();
+        for (x, y) in input.chunks_exact(fl).zip(output.chunks_exact_mut(fl)) {
+            self.field(x, shape.height, shape.width, y);
+        }
+        Ok(())
+    }
+}

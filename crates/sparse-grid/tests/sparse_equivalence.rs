@@ -1,0 +1,218 @@
+//! The sparse engine against the dense engine: one sparse step equals one
+//! dense step (zero vacuum, bias-free local law, same threshold), cell for
+//! cell, on any dense grid that keeps matter r cells from its border.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Reference, Rng};
+use engine_api::{ComputeBackend, UpdateRule};
+use proptest::prelude::*;
+use sparse_grid::sparse::CellBox;
+use sparse_grid::{DenseEngine, DenseState, SparseEngine, SparseOptions, StepOptions};
+
+/// A cell of a pattern: x, y and D values.
+type Cell = (i32, i32, Vec<(f32, f32)>);
+
+/// Where patterns are placed: the origin, tile edges, negative and far
+/// coordinates, and both ends of the i32 lattice.
+const BASES: [(i32, i32); 8] = [
+    (0, 0),
+    (-37, 5),
+    (15, -17),
+    (-16, -16),
+    (1_000_000_000, -1_000_000_000),
+    (-1_000_000_007, 999_999_937),
+    (i32::MAX - 90, 3),
+    (i32::MIN + 20, i32::MIN + 20),
+];
+
+/// A random pattern of matter: cells relative to the base, with values.
+fn pattern(kind: u8, d: usize, rng: &mut Rng) -> Vec<Cell> {
+    let mut pos: Vec<(i32, i32)> = match kind % 4 {
+        // Scattered cells.
+        0 => (0..1 + rng.below(30))
+            .map(|_| (rng.below(48) as i32, rng.below(48) as i32))
+            .collect(),
+        // A blob.
+        1 => {
+            let (x0, y0) = (rng.below(20) as i32, rng.below(20) as i32);
+            let (w, h) = (1 + rng.below(20) as i32, 1 + rng.below(20) as i32);
+            (0..h)
+                .flat_map(|y| (0..w).map(move |x| (x0 + x, y0 + y)))
+                .collect()
+        }
+        // Along a tile edge (columns 15 and 16, 31 and 32 at T = 16).
+        2 => (0..1 + rng.below(40))
+            .map(|_| {
+                (
+                    15 + 16 * rng.below(2) as i32 + rng.below(2) as i32,
+                    rng.below(48) as i32,
+                )
+            })
+            .collect(),
+        // Around tile corners.
+        _ => (0..1 + rng.below(12))
+            .map(|_| {
+                let (cx, cy) = (
+                    16 * (1 + rng.below(2) as i32),
+                    16 * (1 + rng.below(2) as i32),
+                );
+                (cx - 1 + rng.below(2) as i32, cy - 1 + rng.below(2) as i32)
+            })
+            .collect(),
+    };
+    pos.sort_unstable();
+    pos.dedup();
+    pos.into_iter()
+        .map(|(x, y)| {
+            let v: Vec<(f32, f32)> = (0..d).map(|_| (rng.uniform(), rng.uniform())).collect();
+            let norm = v.iter().map(|(a, b)| a * a + b * b).sum::<f32>().sqrt() + 1e-6;
+            (
+                x,
+                y,
+                v.into_iter().map(|(a, b)| (a / norm, b / norm)).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Runs both engines `steps` steps and compares every cell after each step.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    backend: Arc<dyn ComputeBackend>,
+    base: (i32, i32),
+    cells: &[Cell],
+    steps: usize,
+    threshold: f32,
+    gamma: f32,
+    tile: usize,
+    tol: f32,
+) -> Result<(), TestCaseError> {
+    let d = backend.spec().d_state;
+    let r = backend.spec().receptive_radius.unwrap() as i32;
+    let margin = (steps as i32 + 1) * r + 2;
+    let (w, h) = (48 + 2 * margin, 48 + 2 * margin);
+    let mut dense = DenseState::zeros(h as usize, w as usize, d).unwrap();
+    dense.origin = (base.0 - margin, base.1 - margin);
+    for (x, y, v) in cells {
+        for (c, &val) in v.iter().enumerate() {
+            dense.set((y + margin) as usize, (x + margin) as usize, c, val);
+        }
+        dense.occupied_mut()[((y + margin) * w + x + margin) as usize] = 1;
+    }
+    let mut sparse = SparseEngine::new(
+        backend.clone(),
+        SparseOptions {
+            tile,
+            threshold,
+            gamma,
+            ..SparseOptions::default()
+        },
+    )
+    .unwrap();
+    sparse.insert_dense(&dense).unwrap();
+    let region =
+        CellBox::from_origin(dense.origin.0, dense.origin.1, w as usize, h as usize).unwrap();
+    let mut engine = DenseEngine::new(
+        backend,
+        dense,
+        StepOptions {
+            gamma,
+            threshold: Some(threshold),
+        },
+    )
+    .unwrap();
+    for step in 1..=steps {
+        engine.step().unwrap();
+        let stats = sparse.step().unwrap();
+        let want = engine.state();
+        let got = sparse.export(region).unwrap();
+        prop_assert_eq!(stats.step, step as u64);
+        prop_assert_eq!(
+            got.occupied(),
+            want.occupied(),
+            "occupancy differs at step {}",
+            step
+        );
+        let dense_count = want.occupied().iter().filter(|&&o| o != 0).count();
+        prop_assert_eq!(
+            sparse.occupied_count(),
+            dense_count,
+            "matter outside the dense grid"
+        );
+        prop_assert_eq!(stats.occupied_cells, dense_count);
+        for (i, (a, b)) in got.planes().iter().zip(want.planes()).enumerate() {
+            prop_assert!(
+                (a - b).abs() <= tol,
+                "step {step}, value {i}: sparse {a} vs dense {b}"
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sparse_equals_dense_conv3x3(
+        seed in any::<u64>(), base in 0usize..BASES.len(), kind in any::<u8>(),
+        d in 1usize..4, unitary in any::<bool>(), scale in 0.05f32..0.6,
+        threshold in prop_oneof![Just(0.01f32), 0.01f32..1.1], gamma in prop_oneof![Just(0.0f32), 0.0f32..0.3],
+        tile in prop_oneof![Just(16usize), Just(4), Just(8)], steps in 1usize..4,
+    ) {
+        let mut rng = Rng::new(seed);
+        let rule = if unitary { UpdateRule::Unitary } else { UpdateRule::Additive };
+        let backend = Arc::new(Reference::conv3x3(d, rule, scale, seed));
+        let cells = pattern(kind, d, &mut rng);
+        check(backend, BASES[base], &cells, steps, threshold, gamma, tile, 1e-5)?;
+    }
+
+    #[test]
+    fn sparse_equals_dense_deep_qca(
+        seed in any::<u64>(), base in 0usize..BASES.len(), kind in any::<u8>(),
+        d in 1usize..3, hidden in 2usize..9, scale in 0.2f32..1.5,
+        threshold in prop_oneof![Just(0.01f32), 0.01f32..1.1],
+        tile in prop_oneof![Just(16usize), Just(4)], steps in 1usize..4,
+    ) {
+        let mut rng = Rng::new(seed);
+        let backend = Arc::new(Reference::deep_qca(d, hidden, UpdateRule::Additive, scale, seed));
+        let cells = pattern(kind, d, &mut rng);
+        check(backend, BASES[base], &cells, steps, threshold, 0.0, tile, 1e-5)?;
+    }
+}
+
+#[test]
+fn a_small_forward_budget_splits_the_batch_without_changing_the_result() {
+    let d = 2;
+    let backend = Arc::new(Reference::conv3x3(d, UpdateRule::Additive, 0.3, 5));
+    let mut rng = Rng::new(9);
+    let cells = pattern(1, d, &mut rng);
+    let run = |bytes: usize| {
+        let mut e = SparseEngine::new(
+            backend.clone(),
+            SparseOptions {
+                forward_bytes: bytes,
+                ..SparseOptions::default()
+            },
+        )
+        .unwrap();
+        for (x, y, v) in &cells {
+            e.insert(*x, *y, v).unwrap();
+        }
+        for _ in 0..3 {
+            e.step().unwrap();
+        }
+        e.export(e.bounding_box().unwrap()).unwrap()
+    };
+    let calls_before = backend.calls.load(std::sync::atomic::Ordering::Relaxed);
+    let one = run(1);
+    let calls = backend.calls.load(std::sync::atomic::Ordering::Relaxed) - calls_before;
+    assert!(
+        calls > 3,
+        "a one-byte budget must split every step into one tile per call"
+    );
+    assert_eq!(one, run(usize::MAX));
+}
