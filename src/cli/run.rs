@@ -274,6 +274,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
+    // Checked before any stage, so a typo costs nothing and allocates nothing.
+    if args.grid == 0 {
+        bail!("--grid must be at least 1");
+    }
+    if !(args.gamma.is_finite() && args.gamma >= 0.0) {
+        bail!("--gamma {} must be a finite number >= 0", args.gamma);
+    }
+    if let Some(t) = args.threshold {
+        if !(t.is_finite() && t >= 0.0) {
+            bail!("--threshold {t} must be a finite number >= 0");
+        }
+    }
     if args.engine == EngineKind::Sparse {
         bail!(
             "--engine sparse is not available yet (its issue has not landed); use --engine dense"
