@@ -255,8 +255,8 @@ impl SparseEngine {
         let (cx, cy) = (x as i64, y as i64);
         let area = CellBox::new(clamp(cx - r), clamp(cy - r), clamp(cx + r), clamp(cy + r));
         self.cells_in(area).filter(move |&(px, py, _)| {
-            let (dx, dy) = (px as i64 - cx, py as i64 - cy);
-            dx * dx + dy * dy <= r * r
+            let (dx, dy) = ((px as i64 - cx) as i128, (py as i64 - cy) as i128);
+            dx * dx + dy * dy <= (r as i128) * (r as i128)
         })
     }
 

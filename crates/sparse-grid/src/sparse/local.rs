@@ -117,7 +117,9 @@ impl LocalBatch {
         match self.run(store, cx, t0) {
             Ok(stats) => {
                 store.release_empty(&self.slots);
-                std::mem::swap(&mut self.keys, &mut self.wanted);
+                // A copy, not a swap: each vector keeps the capacity it needs.
+                self.keys.clear();
+                self.keys.extend_from_slice(&self.wanted);
                 Ok(stats)
             }
             Err(e) => {
