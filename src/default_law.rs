@@ -6,8 +6,12 @@
 //! zero bias (so vacuum stays vacuum and the sparse engine's equivalence holds):
 //! delta = -i dt H psi, where H hops between the four nearest neighbours
 //! (strength J), gives channel c the on-site energy E_c and couples adjacent
-//! channels (strength K). The engine's per-cell normalisation makes the explicit
-//! Euler step nonlinear: phase noise grows into travelling, interfering waves.
+//! channels (strength K), plus a little diffusion (strength G) on the real and
+//! imaginary parts so that the explicit Euler step damps the shortest waves
+//! instead of amplifying them into a checkerboard. The engine's per-cell
+//! normalisation makes the step nonlinear: from random phases (`--init random`,
+//! the default) the field coarsens into phase domains around vortices, with
+//! waves running in from the zero-padded border.
 
 use engine_api::{Architecture, ModelFiles, ModelSpec, UpdateRule, MODEL_FORMAT};
 
@@ -21,6 +25,8 @@ const HOP: f32 = 1.0;
 const ENERGY: [f32; D_STATE] = [0.0, 0.7, 1.4, 2.1];
 /// Coupling between adjacent channels.
 const COUPLING: f32 = 0.4;
+/// Diffusion; with DT and HOP it keeps every mode but the longest stable.
+const DIFFUSION: f32 = 0.5;
 
 /// Weights as (state_dict name, shape, values), the form backends load from memory.
 pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
@@ -65,14 +71,26 @@ pub fn tensors() -> NamedTensors {
             0.0
         }
     };
-    let mut set = |out: usize, inp: usize, k: usize, v: f32| w[(out * c2 + inp) * 9 + k] = v;
+    let at = |out: usize, inp: usize, k: usize| (out * c2 + inp) * 9 + k;
     for to in 0..d {
         for from in 0..d {
             for k in 0..9 {
                 let v = DT * h(to, from, k);
                 // -i dt H (a + ib) = dt H b - i dt H a
-                set(to, d + from, k, v);
-                set(d + to, from, k, -v);
+                w[at(to, d + from, k)] = v;
+                w[at(d + to, from, k)] = -v;
+            }
+        }
+        // G * laplacian, on the real and on the imaginary part of each channel.
+        for k in 0..9 {
+            let (ky, kx) = (k / 3, k % 3);
+            let lap = match (ky == 1, kx == 1) {
+                (true, true) => -4.0,
+                (true, false) | (false, true) => 1.0,
+                _ => 0.0,
+            };
+            for part in [to, d + to] {
+                w[at(part, part, k)] += DT * DIFFUSION * lap;
             }
         }
     }

@@ -54,7 +54,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Initial state: complex_noise, random, zeros, or a state file (.safetensors).
-    #[arg(long, default_value = "complex_noise", value_name = "KIND|PATH")]
+    #[arg(long, default_value = "random", value_name = "KIND|PATH")]
     pub init: String,
     /// Decay term gamma (delta -= gamma psi).
     #[arg(long, default_value_t = 0.0)]
