@@ -31,6 +31,8 @@ pub enum EngineKind {
 
 /// Arguments of `atheria run`.
 #[derive(Debug, Args)]
+// `--gamma -1` must reach our range check, not read as an unknown flag.
+#[command(allow_negative_numbers = true)]
 pub struct RunArgs {
     /// Model package directory (model.json + weights); the embedded default law when absent.
     #[arg(long, value_name = "DIR")]
