@@ -288,11 +288,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             bail!("--threshold {t} must be a finite number >= 0");
         }
     }
-    if args.engine == EngineKind::Sparse {
-        bail!(
-            "--engine sparse is not available yet (its issue has not landed); use --engine dense"
-        );
-    }
     let checkpoint = checkpoint_args(&args.checkpoint_every)?;
     if let Some(dir) = &args.png {
         std::fs::create_dir_all(dir)
