@@ -7,11 +7,11 @@
 //!   (`rustc-link-arg` only reaches the package's own targets);
 //! - re-exports the dir as `DEP_ATHERIA_TCH_LIBTORCH_LIB` (this crate's
 //!   `links = "atheria_tch"`) so the root package's build script can do the
-//!   same for the `atheria` binaries;
+//!   same for the `atheria` binaries (and `DEP_ATHERIA_TCH_CUDA` with `cuda`);
 //! - with the `cuda` feature, keeps libtorch_cuda on the link line: the
 //!   linker's `--as-needed` drops it (nothing references its symbols), and
 //!   libtorch then reports CUDA as absent at run time;
-//! - records the libtorch version for [`check`](crate::check).
+//! - records the libtorch version for `backend_tch::check`.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,8 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     let linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
     if linux && env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        // Tells the root package's build script to do the same (DEP_ATHERIA_TCH_CUDA).
+        println!("cargo:cuda=1");
         for arg in ["-Wl,--no-as-needed", "-ltorch_cuda", "-Wl,--as-needed"] {
             println!("cargo:rustc-link-arg={arg}");
         }

@@ -106,6 +106,12 @@ thread_local! {
 /// process: Atheria's models never `fork`, and libtorch refuses a second call.
 pub(crate) fn apply_threads(threads: Option<i32>) {
     INTEROP.call_once(|| {
+        if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+            tracing::info!(
+                "OMP_WAIT_POLICY is unset: libtorch's OpenMP workers spin for milliseconds after \
+                 each forward, taking CPU from the engine; start with OMP_WAIT_POLICY=PASSIVE"
+            );
+        }
         if tch::get_num_interop_threads() != 1 {
             // Fails only if someone already started inter-op work; then the
             // existing pool stays, which is harmless.
