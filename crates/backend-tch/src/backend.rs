@@ -9,7 +9,7 @@ use engine_api::{
 use tch::{CModule, IValue, Kind, Tensor};
 
 use crate::error::{run_error, torch_message, NAME};
-use crate::pool::{ModulePool, Slot};
+use crate::pool::ModulePool;
 use crate::runtime::{apply_threads, intra_op_threads, torch_device, LIBTORCH_VERSION};
 
 /// A TorchScript model run by libtorch.
@@ -89,9 +89,7 @@ impl ComputeBackend for TchBackend {
         let dims = shape.dims_i64();
         self.pool.with_module(|slot| {
             let _no_grad = tch::no_grad_guard();
-            stage_input(slot, input, dims, self.torch_device)?;
-            let staged = slot.input.as_ref().map(|(_, t)| t);
-            let staged = staged.ok_or_else(|| Error::backend(NAME, "input tensor missing"))?;
+            let staged = stage_input(&mut slot.input, input, dims, self.torch_device)?;
             let result = run(&slot.module, staged, self.output)?;
             check_output(&result, dims)?;
             copy_out(&result, output, dims)
@@ -202,19 +200,24 @@ fn strides(dims: [i64; 4]) -> [i64; 4] {
     [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1]
 }
 
-/// Copies the caller's input into the slot's input tensor, (re)allocating
-/// it only when the shape changed.
+/// Copies the caller's input into a module's input tensor, (re)allocating
+/// it only when the shape changed, and returns that tensor.
 ///
 /// The model gets a tensor libtorch owns rather than a view of `input`: a
 /// TorchScript forward may write to its input in place, and `input` is a
 /// shared borrow.
-fn stage_input(slot: &mut Slot, input: &[f32], dims: [i64; 4], device: tch::Device) -> Result<()> {
-    if !matches!(&slot.input, Some((d, _)) if *d == dims) {
+fn stage_input<'a>(
+    staged: &'a mut Option<([i64; 4], Tensor)>,
+    input: &[f32],
+    dims: [i64; 4],
+    device: tch::Device,
+) -> Result<&'a Tensor> {
+    if !matches!(staged, Some((d, _)) if *d == dims) {
         let t = Tensor::f_empty(dims, (Kind::Float, device))
             .map_err(|e| run_error("cannot allocate the input tensor", &e))?;
-        slot.input = Some((dims, t));
+        *staged = Some((dims, t));
     }
-    let Some((_, staged)) = slot.input.as_mut() else {
+    let Some((_, staged)) = staged.as_mut() else {
         return Err(Error::backend(NAME, "input tensor missing"));
     };
     // SAFETY: `input` holds exactly `dims` f32 values (check_forward_args), is
@@ -232,7 +235,8 @@ fn stage_input(slot: &mut Slot, input: &[f32], dims: [i64; 4], device: tch::Devi
     .map_err(|e| run_error("cannot view the input", &e))?;
     staged
         .f_copy_(&src)
-        .map_err(|e| run_error("cannot copy the input to libtorch", &e))
+        .map_err(|e| run_error("cannot copy the input to libtorch", &e))?;
+    Ok(staged)
 }
 
 /// Runs the module's forward and returns the output tensor.
@@ -296,4 +300,18 @@ fn copy_out(result: &Tensor, output: &mut [f32], dims: [i64; 4]) -> Result<()> {
     .map_err(|e| run_error("cannot view the output buffer", &e))?;
     dst.f_copy_(result)
         .map_err(|e| run_error("cannot copy the output from libtorch", &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_field_is_a_small_multiple_of_spatial_multiple() {
+        assert_eq!(probe_side(1), 4);
+        assert_eq!(probe_side(3), 6);
+        assert_eq!(probe_side(4), 8);
+        assert_eq!(probe_side(8), 16);
+        assert_eq!(strides([2, 8, 3, 5]), [120, 15, 5, 1]);
+    }
 }

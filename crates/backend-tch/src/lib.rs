@@ -17,20 +17,26 @@
 //! cargo test -p backend-tch                 # CPU
 //! cargo build -p backend-tch --features cuda  # keeps libtorch_cuda linked
 //! ```
-//! Other torch-sys variables: `LIBTORCH=/path/to/libtorch` (an unpacked
-//! libtorch zip instead of the wheel; then `LIBTORCH_CXX11_ABI=0|1`,
-//! default 1, `LIBTORCH_INCLUDE`, `LIBTORCH_LIB`), `LIBTORCH_STATIC=1`, and
-//! `LIBTORCH_BYPASS_VERSION_CHECK=1` (only for a libtorch other than 2.13.0:
-//! tch's generated bindings may then not match it). The wheel's ABI is read
-//! from torch, so `LIBTORCH_CXX11_ABI` is not needed with it.
+//! Without Python on `PATH` (verified, suits a `.cargo/config.toml` `[env]`
+//! table), point torch-sys at the wheel's directory as if it were a libtorch
+//! zip; the wheel uses the C++11 ABI, and torch-sys then skips its version
+//! check (the wheel has no `build-version` file), so mind the version:
+//! ```sh
+//! export LIBTORCH=/work/main/.venv/lib/python3.11/site-packages/torch LIBTORCH_CXX11_ABI=1
+//! ```
+//! Other torch-sys variables: `LIBTORCH_INCLUDE` and `LIBTORCH_LIB` (override
+//! the dirs under `LIBTORCH`), `LIBTORCH_STATIC=1`, and
+//! `LIBTORCH_BYPASS_VERSION_CHECK=1` (a libtorch other than 2.13.0, whose
+//! bindings tch may not match). With neither `LIBTORCH_USE_PYTORCH` nor
+//! `LIBTORCH` set, torch-sys fails the build with "Cannot find a libtorch
+//! install".
 //!
 //! No `LD_LIBRARY_PATH` is needed at run time: build.rs puts an rpath to the
 //! libtorch lib dir on this crate's tests and examples, and re-exports the dir
 //! as `DEP_ATHERIA_TCH_LIBTORCH_LIB` so the root package's build.rs puts it on
 //! the `atheria` binaries. Moving or deleting the venv breaks such binaries
 //! (`ldd` shows the missing `libtorch_cpu.so`). For CPU work only
-//! `libtorch_cpu`, `libtorch`, `libc10` and `libgomp` from the wheel are
-//! loaded, plus the CUDA runtime libraries `libtorch_cpu` itself depends on
+//! `libtorch_cpu`, `libc10` and `libgomp` from the wheel are loaded, plus the CUDA runtime libraries `libtorch_cpu` itself depends on
 //! (found through the wheel's own rpath to `nvidia/*/lib`).
 //!
 //! With the `cuda` feature build.rs links `libtorch_cuda` with
