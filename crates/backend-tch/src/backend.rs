@@ -1,0 +1,317 @@
+//! [`TchBackend`]: loading a TorchScript package and running its forward.
+
+use std::path::Path;
+
+use engine_api::{
+    check_forward_args, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelPackage,
+    ModelSpec, Result,
+};
+use tch::{CModule, IValue, Kind, Tensor};
+
+use crate::error::{run_error, torch_message, NAME};
+use crate::pool::ModulePool;
+use crate::runtime::{apply_threads, intra_op_threads, torch_device, LIBTORCH_VERSION};
+
+/// A TorchScript model run by libtorch.
+///
+/// `Send + Sync` without one lock around every forward: each forward checks
+/// a module out of a pool (see the crate docs for the figures), so threads
+/// that step different engines on one backend run their forwards in parallel.
+pub struct TchBackend {
+    spec: ModelSpec,
+    device: Device,
+    torch_device: tch::Device,
+    threads: Option<i32>,
+    output: OutputKind,
+    pool: ModulePool,
+}
+
+/// What the module's `forward` returns, found by the probe at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputKind {
+    /// A tensor: called through `forward_ts`, the cheaper path.
+    Tensor,
+    /// A tuple whose first element is the tensor.
+    TupleFirst,
+}
+
+impl TchBackend {
+    /// Loads the package's `torchscript` file on `options.device` and checks,
+    /// with one forward on zeros, that the model maps `2 * d_state` channels
+    /// to `2 * d_state` channels and keeps height and width.
+    ///
+    /// Also applies `options.threads` to libtorch (process-wide; see the crate
+    /// docs).
+    pub fn load(package: &ModelPackage, options: &BackendOptions) -> Result<Self> {
+        let path = package.file("torchscript")?;
+        let threads = intra_op_threads(options.threads)?;
+        let torch_device = torch_device(options.device)?;
+        apply_threads(threads);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let module = ModulePool::load_module(&bytes, torch_device, &path)?;
+        let output = probe(&module, &package.spec, torch_device, &path)?;
+        Ok(Self {
+            spec: package.spec.clone(),
+            device: options.device,
+            torch_device,
+            threads,
+            output,
+            pool: ModulePool::new(module, bytes, torch_device, path),
+        })
+    }
+
+    /// How many copies of the module the pool holds: the most forwards that
+    /// ever ran at once on this backend.
+    pub fn pooled_modules(&self) -> usize {
+        self.pool.loaded()
+    }
+}
+
+impl ComputeBackend for TchBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn device(&self) -> Device {
+        self.device
+    }
+
+    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
+        check_forward_args(&self.spec, input, shape, output)?;
+        if input.is_empty() {
+            return Ok(());
+        }
+        apply_threads(self.threads);
+        let dims = shape.dims_i64();
+        self.pool.with_module(|slot| {
+            let _no_grad = tch::no_grad_guard();
+            let staged = stage_input(&mut slot.input, input, dims, self.torch_device)?;
+            let result = run(&slot.module, staged, self.output)?;
+            check_output(&result, dims)?;
+            copy_out(&result, output, dims)
+        })
+    }
+
+    fn describe(&self) -> String {
+        let threads = self
+            .threads
+            .map_or_else(|| "default".to_string(), |n| n.to_string());
+        format!(
+            "tch (libtorch {LIBTORCH_VERSION}) on {}, intra-op threads {threads}, {} pooled module(s)",
+            self.device,
+            self.pool.loaded()
+        )
+    }
+}
+
+/// Runs the probe forward and returns how to read the module's output.
+fn probe(
+    module: &CModule,
+    spec: &ModelSpec,
+    device: tch::Device,
+    path: &Path,
+) -> Result<OutputKind> {
+    let _no_grad = tch::no_grad_guard();
+    let (d, c) = (spec.d_state, spec.channels() as i64);
+    let m = probe_side(spec.spatial_multiple) as i64;
+    let x = Tensor::f_zeros([1, c, m, m], (Kind::Float, device))
+        .map_err(|e| run_error("cannot allocate the probe input", &e))?;
+    let out = module.forward_is(&[IValue::Tensor(x)]).map_err(|e| {
+        Error::model(
+            path,
+            format!(
+                "model.json says d_state {d}, but the model fails on a [1, {c}, {m}, {m}] input: {}",
+                torch_message(&e)
+            ),
+        )
+    })?;
+    let (kind, y) = first_tensor(out).map_err(|what| {
+        Error::model(
+            path,
+            format!("forward returns {what}; it must return a Tensor or a tuple whose first element is one"),
+        )
+    })?;
+    let size = y.size();
+    let [_, y_c, y_h, y_w] = size[..] else {
+        return Err(Error::model(
+            path,
+            format!("forward returns a tensor of shape {size:?}; it must be 4-D NCHW"),
+        ));
+    };
+    if y_c != c {
+        return Err(Error::model(
+            path,
+            format!(
+                "model.json says d_state {d} ({c} channels) but the model returns {y_c} channels; \
+                 fix d_state in model.json or export the model again"
+            ),
+        ));
+    }
+    if size[..] != [1, c, m, m] {
+        return Err(Error::model(
+            path,
+            format!(
+                "for a [1, {c}, {m}, {m}] input the model returns [{}, {y_c}, {y_h}, {y_w}]; \
+                 it must keep batch, height and width",
+                size[0]
+            ),
+        ));
+    }
+    Ok(kind)
+}
+
+/// Side of the probe field: a small multiple of `spatial_multiple`, at least
+/// 4 so that 3x3 convolutions see interior cells.
+fn probe_side(spatial_multiple: usize) -> usize {
+    let m = spatial_multiple.max(1);
+    m * 4usize.div_ceil(m).max(2)
+}
+
+/// The tensor a forward returned, or what it returned instead, for errors.
+fn first_tensor(out: IValue) -> std::result::Result<(OutputKind, Tensor), &'static str> {
+    match out {
+        IValue::Tensor(t) => Ok((OutputKind::Tensor, t)),
+        IValue::Tuple(items) => match items.into_iter().next() {
+            Some(IValue::Tensor(t)) => Ok((OutputKind::TupleFirst, t)),
+            _ => Err("a tuple that does not start with a Tensor"),
+        },
+        IValue::None => Err("None"),
+        IValue::TensorList(_) => Err("a list of tensors"),
+        IValue::GenericList(_)
+        | IValue::IntList(_)
+        | IValue::DoubleList(_)
+        | IValue::BoolList(_)
+        | IValue::StringList(_) => Err("a list"),
+        IValue::GenericDict(_) => Err("a dict"),
+        IValue::Double(_) | IValue::Int(_) | IValue::Bool(_) => Err("a number"),
+        IValue::String(_) => Err("a string"),
+        IValue::Object(_) => Err("an object"),
+        IValue::Device(_) => Err("a device"),
+        _ => Err("an unsupported value"),
+    }
+}
+
+/// Contiguous NCHW strides.
+fn strides(dims: [i64; 4]) -> [i64; 4] {
+    [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1]
+}
+
+/// Copies the caller's input into a module's input tensor, (re)allocating
+/// it only when the shape changed, and returns that tensor.
+///
+/// The model gets a tensor libtorch owns rather than a view of `input`: a
+/// TorchScript forward may write to its input in place, and `input` is a
+/// shared borrow.
+fn stage_input<'a>(
+    staged: &'a mut Option<([i64; 4], Tensor)>,
+    input: &[f32],
+    dims: [i64; 4],
+    device: tch::Device,
+) -> Result<&'a Tensor> {
+    if !matches!(staged, Some((d, _)) if *d == dims) {
+        let t = Tensor::f_empty(dims, (Kind::Float, device))
+            .map_err(|e| run_error("cannot allocate the input tensor", &e))?;
+        *staged = Some((dims, t));
+    }
+    let Some((_, staged)) = staged.as_mut() else {
+        return Err(Error::backend(NAME, "input tensor missing"));
+    };
+    // SAFETY: `input` holds exactly `dims` f32 values (check_forward_args), is
+    // contiguous, and outlives `src`, which is only read by the synchronous
+    // copy below and dropped before this function returns.
+    let src = unsafe {
+        Tensor::f_from_blob(
+            input.as_ptr().cast(),
+            &dims,
+            &strides(dims),
+            Kind::Float,
+            tch::Device::Cpu,
+        )
+    }
+    .map_err(|e| run_error("cannot view the input", &e))?;
+    staged
+        .f_copy_(&src)
+        .map_err(|e| run_error("cannot copy the input to libtorch", &e))?;
+    Ok(staged)
+}
+
+/// Runs the module's forward and returns the output tensor.
+fn run(module: &CModule, input: &Tensor, kind: OutputKind) -> Result<Tensor> {
+    let failed = |e: tch::TchError| run_error("forward failed", &e);
+    match kind {
+        OutputKind::Tensor => module.forward_ts(&[input]).map_err(failed),
+        OutputKind::TupleFirst => {
+            let out = module
+                .forward_is(&[IValue::Tensor(input.shallow_clone())])
+                .map_err(failed)?;
+            first_tensor(out).map(|(_, t)| t).map_err(|what| {
+                Error::backend(
+                    NAME,
+                    format!("forward returned {what}, not the tuple it returned at load"),
+                )
+            })
+        }
+    }
+}
+
+/// Checks that the output has the input's shape and a floating-point type.
+fn check_output(result: &Tensor, dims: [i64; 4]) -> Result<()> {
+    let size = result.size();
+    if size[..] != dims[..] {
+        return Err(Error::backend(
+            NAME,
+            format!("the model returned shape {size:?} for input {dims:?}; it must keep the shape"),
+        ));
+    }
+    let kind = result
+        .f_kind()
+        .map_err(|e| run_error("cannot read the output type", &e))?;
+    if !matches!(
+        kind,
+        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+    ) {
+        return Err(Error::backend(
+            NAME,
+            format!("the model returned a {kind:?} tensor; it must return floating point"),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies the model's output into the caller's buffer, converting type,
+/// layout and device in the one copy.
+fn copy_out(result: &Tensor, output: &mut [f32], dims: [i64; 4]) -> Result<()> {
+    // SAFETY: `output` holds exactly `dims` f32 values (check_forward_args), is
+    // contiguous, exclusively borrowed for this call, and outlives `dst`, which
+    // is written only by the synchronous copy below and dropped before return.
+    let mut dst = unsafe {
+        Tensor::f_from_blob(
+            output.as_mut_ptr().cast_const().cast(),
+            &dims,
+            &strides(dims),
+            Kind::Float,
+            tch::Device::Cpu,
+        )
+    }
+    .map_err(|e| run_error("cannot view the output buffer", &e))?;
+    dst.f_copy_(result)
+        .map_err(|e| run_error("cannot copy the output from libtorch", &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_field_is_a_small_multiple_of_spatial_multiple() {
+        assert_eq!(probe_side(1), 4);
+        assert_eq!(probe_side(3), 6);
+        assert_eq!(probe_side(4), 8);
+        assert_eq!(probe_side(8), 16);
+        assert_eq!(strides([2, 8, 3, 5]), [120, 15, 5, 1]);
+    }
+}
