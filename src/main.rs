@@ -9,6 +9,8 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    #[cfg(feature = "tch")]
+    passive_openmp();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -35,4 +37,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// libtorch's OpenMP workers spin after each forward by default, taking the
+/// cores the engine's rayon workers need next. The OpenMP runtime reads
+/// `OMP_WAIT_POLICY` once, before `main`, so a tch build re-executes itself
+/// with `PASSIVE` unless the user chose a policy (ARCHITECTURE.md, threading).
+#[cfg(feature = "tch")]
+fn passive_openmp() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .exec();
+    eprintln!("warning: could not re-run with OMP_WAIT_POLICY=PASSIVE ({err}); libtorch threads will spin");
 }
