@@ -1,8 +1,17 @@
 //! Times the conv3x3 law: this backend against candle's stock `conv2d`.
 //!
-//! `cargo run --release -p backend-candle --example conv_speed -- [threads]`
-//! Compare with PyTorch using the same shapes (see the crate's README note in
-//! the report): `torch.nn.functional.conv2d` with `torch.set_num_threads`.
+//! `cargo run --release -p backend-candle --example conv_speed -- [threads] [case]`
+//! (`case` picks one line of the table by index, for profiling). Figures are
+//! the fastest of many runs, since the machine may be shared. PyTorch on the
+//! same shapes, for comparison:
+//!
+//! ```text
+//! python -c "import time,torch,torch.nn.functional as F; torch.set_num_threads(2)
+//! for b,c,h in [(1,128,128),(256,8,18),(1024,8,18),(64,128,18)]:
+//!     x,w,bi=torch.randn(b,c,h,h),torch.randn(c,c,3,3),torch.randn(c); ts=[]
+//!     for _ in range(30): t=time.perf_counter(); F.conv2d(x,w,bi,padding=1); ts.append(time.perf_counter()-t)
+//!     print(b,c,h,'%.2f ms'%(min(ts[2:])*1e3))"
+//! ```
 
 use std::time::Instant;
 
@@ -56,16 +65,21 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = std::env::args().nth(1).map_or(Ok(2), |s| s.parse())?;
+    let only: Option<usize> = std::env::args().nth(2).map(|s| s.parse()).transpose()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
     println!("threads {threads}; {}", backend_candle::check()?);
-    for (d, b, hw, reps) in [
+    let cases = [
         (64, 1, 128, 30),
         (4, 256, 18, 60),
         (4, 1024, 18, 30),
         (64, 64, 18, 20),
-    ] {
+    ];
+    for (i, &(d, b, hw, reps)) in cases.iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
         let c = 2 * d;
         let weight = values(1, c * c * 9, 1.0 / (c as f32 * 9.0).sqrt());
         let bias = values(2, c, 0.1);

@@ -59,12 +59,14 @@ impl Conv2d {
         assert_eq!(d.c, self.ci);
         assert_eq!(x.len(), d.len());
         assert_eq!(out.len(), d.with_c(self.co).len());
-        let items = plan(d, target, rayon::current_num_threads());
+        let plan = plan(d, target, rayon::current_num_threads());
         let dst = SharedOut(out.as_mut_ptr());
-        items.par_iter().for_each(|item| match *item {
-            Item::Band { img, r0, r1 } => self.band(x, d, img, r0, r1, dst),
-            Item::Images { i0, i1 } => self.images(x, d, i0, i1, dst),
-        });
+        (0..plan.len())
+            .into_par_iter()
+            .for_each(|i| match plan.item(i) {
+                Item::Band { img, r0, r1 } => self.band(x, d, img, r0, r1, dst),
+                Item::Images { i0, i1 } => self.images(x, d, i0, i1, dst),
+            });
     }
 
     /// Rows `r0..r1` of one image, written straight into the output planes.
@@ -160,6 +162,10 @@ impl Conv2d {
 
 /// Writes the 3x3, padding-1 patches of rows `r0..r1` of one image `xi` into
 /// `col` (`[c * 9, stride]` row-major) from column `offset` on.
+///
+/// Each tap's row is the band shifted by one flat offset, so it is one
+/// contiguous copy plus zeroed borders: per-row copies of an 18-wide tile
+/// would spend more time in `memmove` calls than in the gemm.
 fn im2col3(
     xi: &[f32],
     d: Dims,
@@ -169,31 +175,41 @@ fn im2col3(
     stride: usize,
     offset: usize,
 ) {
-    let (h, w, hw) = (d.h, d.w, d.plane());
+    let (w, hw) = (d.w as isize, d.plane() as isize);
+    let n = (r1 - r0) * d.w;
+    let first = (r0 * d.w) as isize;
     for c in 0..d.c {
-        let plane = &xi[c * hw..][..hw];
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let row = &mut col[(c * 9 + ky * 3 + kx) * stride + offset..][..(r1 - r0) * w];
-                for (ri, r) in (r0..r1).enumerate() {
-                    let dst = &mut row[ri * w..][..w];
-                    let sy = r + ky;
-                    if sy == 0 || sy > h {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[(sy - 1) * w..][..w];
-                    match kx {
-                        0 => {
-                            dst[0] = 0.0;
-                            dst[1..].copy_from_slice(&src[..w - 1]);
-                        }
-                        1 => dst.copy_from_slice(src),
-                        _ => {
-                            dst[..w - 1].copy_from_slice(&src[1..]);
-                            dst[w - 1] = 0.0;
-                        }
-                    }
+        let plane = &xi[c * d.plane()..][..d.plane()];
+        for ky in 0..3isize {
+            for kx in 0..3isize {
+                let tap = (c * 9 + (ky * 3 + kx) as usize) * stride + offset;
+                let dst = &mut col[tap..][..n];
+                // dst[j] = plane[first + j + shift] where that index is in the plane.
+                let shift = (ky - 1) * w + (kx - 1);
+                let lo = (-(first + shift)).clamp(0, n as isize) as usize;
+                let hi = (hw - first - shift).clamp(lo as isize, n as isize) as usize;
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                if hi > lo {
+                    let src = (first + shift + lo as isize) as usize;
+                    dst[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
+                }
+                // The flat shift wraps a row's neighbour in from the next or
+                // previous row: those are padding, and so are rows outside
+                // the image (only reachable at the band's ends).
+                match kx {
+                    0 => dst.iter_mut().step_by(d.w).for_each(|v| *v = 0.0),
+                    2 => dst[d.w - 1..]
+                        .iter_mut()
+                        .step_by(d.w)
+                        .for_each(|v| *v = 0.0),
+                    _ => {}
+                }
+                if ky == 0 && r0 == 0 {
+                    dst[..d.w].fill(0.0);
+                }
+                if ky == 2 && r1 == d.h {
+                    dst[n - d.w..].fill(0.0);
                 }
             }
         }

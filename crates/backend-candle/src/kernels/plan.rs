@@ -64,40 +64,73 @@ pub fn target_columns(depth: usize) -> usize {
     (COLUMN_BUDGET / depth.max(1)).clamp(MIN_COLUMNS, MAX_COLUMNS)
 }
 
+/// How a batch is cut: `len` items, computed on demand so that planning a
+/// layer allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Every image cut into bands of `rows` rows, `bands` per image.
+    Bands {
+        h: usize,
+        rows: usize,
+        bands: usize,
+        images: usize,
+    },
+    /// Images taken `per` at a time.
+    Groups { per: usize, images: usize },
+}
+
+impl Plan {
+    /// Number of work items.
+    pub fn len(&self) -> usize {
+        match *self {
+            Plan::Bands { bands, images, .. } => bands * images,
+            Plan::Groups { per, images } => images.div_ceil(per),
+        }
+    }
+
+    /// Work item `i` (`i < len()`).
+    pub fn item(&self, i: usize) -> Item {
+        match *self {
+            Plan::Bands { h, rows, bands, .. } => {
+                let (img, band) = (i / bands, i % bands);
+                Item::Band {
+                    img,
+                    r0: band * rows,
+                    r1: ((band + 1) * rows).min(h),
+                }
+            }
+            Plan::Groups { per, images } => Item::Images {
+                i0: i * per,
+                i1: ((i + 1) * per).min(images),
+            },
+        }
+    }
+}
+
 /// Cuts a batch of `b` images of `h x w` into work items of about `target`
 /// columns each, with at least two items per thread when the batch allows.
-pub fn plan(d: Dims, target: usize, threads: usize) -> Vec<Item> {
+pub fn plan(d: Dims, target: usize, threads: usize) -> Plan {
     let cols = d.plane();
     let target = target.max(1);
     let want = (2 * threads).max(1);
     if d.b == 0 || cols == 0 {
-        return Vec::new();
+        return Plan::Groups { per: 1, images: 0 };
     }
     if cols < target && d.b > 1 {
         let per = (target / cols).clamp(1, d.b.div_ceil(want).max(1));
         if per > 1 {
-            return (0..d.b.div_ceil(per))
-                .map(|g| Item::Images {
-                    i0: g * per,
-                    i1: ((g + 1) * per).min(d.b),
-                })
-                .collect();
+            return Plan::Groups { per, images: d.b };
         }
     }
     let mut rows = (target / d.w.max(1)).clamp(1, d.h);
     let bands_wanted = want.div_ceil(d.b);
     rows = rows.min(d.h.div_ceil(bands_wanted)).max(1);
-    let bands = d.h.div_ceil(rows);
-    (0..d.b * bands)
-        .map(|i| {
-            let (img, band) = (i / bands, i % bands);
-            Item::Band {
-                img,
-                r0: band * rows,
-                r1: ((band + 1) * rows).min(d.h),
-            }
-        })
-        .collect()
+    Plan::Bands {
+        h: d.h,
+        rows,
+        bands: d.h.div_ceil(rows),
+        images: d.b,
+    }
 }
 
 /// A raw output pointer shared by work items that write disjoint regions.
@@ -131,7 +164,8 @@ mod tests {
         fn every_row_is_covered_once(b in 1usize..9, h in 1usize..40, w in 1usize..40,
                                      target in 1usize..3000, threads in 1usize..5) {
             let d = Dims::new(b, 3, h, w);
-            let items = plan(d, target, threads);
+            let p = plan(d, target, threads);
+            let items: Vec<Item> = (0..p.len()).map(|i| p.item(i)).collect();
             proptest::prop_assert!(covered(d, &items).iter().all(|&n| n == 1));
         }
     }

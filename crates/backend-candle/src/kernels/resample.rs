@@ -65,10 +65,10 @@ impl ConvTranspose2x2 {
         assert_eq!(d.c, self.ci);
         assert!(out_image >= self.co * 4 * d.plane());
         assert!(out.len() >= d.b * out_image);
-        let items = plan(d, target_columns(self.ci), rayon::current_num_threads());
+        let plan = plan(d, target_columns(self.ci), rayon::current_num_threads());
         let dst = SharedOut(out.as_mut_ptr());
-        items.par_iter().for_each(|item| {
-            let (imgs, r0, r1) = match *item {
+        (0..plan.len()).into_par_iter().for_each(|i| {
+            let (imgs, r0, r1) = match plan.item(i) {
                 Item::Band { img, r0, r1 } => (img..img + 1, r0, r1),
                 Item::Images { i0, i1 } => (i0..i1, 0, d.h),
             };
