@@ -22,6 +22,9 @@ const ENERGY: [f32; D_STATE] = [0.0, 0.7, 1.4, 2.1];
 /// Coupling between adjacent channels.
 const COUPLING: f32 = 0.4;
 
+/// Weights as (state_dict name, shape, values), the form backends load from memory.
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 /// The default law's description.
 pub fn spec() -> ModelSpec {
     ModelSpec {
@@ -39,7 +42,7 @@ pub fn spec() -> ModelSpec {
 
 /// The law's weights, named and shaped as PyTorch's `Conv2d` state_dict:
 /// `conv.weight` [2D, 2D, 3, 3] and `conv.bias` [2D].
-pub fn tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
+pub fn tensors() -> NamedTensors {
     let d = D_STATE;
     let c2 = 2 * d;
     let mut w = vec![0.0f32; c2 * c2 * 9];

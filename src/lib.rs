@@ -20,5 +20,6 @@ pub use engine_api::{
     ModelSpec, Result, UpdateRule,
 };
 pub use sparse_grid::{
-    init, state_file, DenseEngine, DenseState, InitKind, StepOptions, StepStats,
+    init, sparse, state_file, DenseEngine, DenseState, InitKind, SparseEngine, SparseOptions,
+    StepOptions, StepStats, Vacuum,
 };

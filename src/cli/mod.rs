@@ -1,5 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
+mod bench;
+mod doctor;
 mod progress;
 mod run;
 
@@ -25,12 +27,18 @@ pub struct Cli {
 enum Command {
     /// Run a simulation (the embedded default law unless --model is given).
     Run(run::RunArgs),
+    /// Benchmark every backend against the PyTorch reference engine.
+    Bench(bench::BenchArgs),
+    /// Check that each backend works here: library, version, a tiny model, one forward.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Runs the chosen subcommand.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::bench(args),
+        Command::Doctor(args) => doctor::doctor(args),
     }
 }
 

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use atheria::render::{delta_magnitude, write_png, Palette};
+use atheria::sparse::{CellBox, Field};
 use atheria::watchdog::Watchdog;
 use atheria::{
     default_law, state_file, BackendKind, BackendOptions, ComputeBackend, DenseEngine, DenseState,
-    Device, InitKind, ModelPackage, StepOptions,
+    Device, InitKind, ModelPackage, SparseEngine, SparseOptions, StepOptions, StepStats, Vacuum,
 };
 use clap::{Args, ValueEnum};
 use tracing::info;
@@ -61,6 +62,12 @@ pub struct RunArgs {
     /// Existence threshold: cells whose norm falls below it become vacuum (dense: off unless given).
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// Sparse engine: what unoccupied cells hold: `zero`, or `harmonic:S` (random phases of strength S).
+    #[arg(long, default_value = "zero", value_parser = parse_vacuum)]
+    pub vacuum: Vacuum,
+    /// Sparse engine: tile side in cells (a power of two).
+    #[arg(long, default_value_t = 16)]
+    pub tile: usize,
     /// Threads for the backend and the engine (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -84,8 +91,21 @@ pub struct RunArgs {
     pub max_cells: Option<usize>,
 }
 
-fn parse_backend(s: &str) -> Result<BackendKind, String> {
+pub fn parse_backend(s: &str) -> Result<BackendKind, String> {
     s.parse().map_err(|e: atheria::Error| e.to_string())
+}
+
+fn parse_vacuum(s: &str) -> Result<Vacuum, String> {
+    match s.split_once(':') {
+        None if s == "zero" => Ok(Vacuum::Zero),
+        Some(("harmonic", v)) => v
+            .parse()
+            .ok()
+            .filter(|x: &f32| x.is_finite() && *x >= 0.0)
+            .map(|strength| Vacuum::Harmonic { strength })
+            .ok_or_else(|| format!("harmonic strength `{v}` must be a number >= 0")),
+        _ => Err(format!("unknown vacuum `{s}`: use `zero` or `harmonic:S`")),
+    }
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
@@ -192,13 +212,16 @@ pub fn default_max_cells(d_state: usize) -> usize {
     ((available / 2) / per_cell).max(1) as usize
 }
 
-/// Builds the initial state from `--init`.
+/// Builds the initial state from `--init`. With `blob`, a generated state is a
+/// disc of matter (diameter grid / 2) centred on the lattice origin, the rest
+/// vacuum: the sparse engine's seeded start.
 pub fn initial_state(
     init: &str,
     grid: usize,
     d_state: usize,
     seed: u64,
     max_cells: usize,
+    blob: bool,
 ) -> anyhow::Result<DenseState> {
     let path = Path::new(init);
     if init.ends_with(".safetensors") || path.is_file() {
@@ -213,7 +236,22 @@ pub fn initial_state(
     }
     let kind: InitKind = init.parse()?;
     let mut state = DenseState::zeros_limited(grid, grid, d_state, max_cells)?;
+    if blob {
+        let half = i32::try_from(grid / 2).context("--grid is too large for the lattice")?;
+        state.origin = (-half, -half);
+    }
     atheria::init::fill(&mut state, kind, seed);
+    if blob {
+        let r = grid as f64 / 4.0;
+        let c = (grid as f64 - 1.0) / 2.0;
+        for (i, o) in state.occupied_mut().iter_mut().enumerate() {
+            let (y, x) = ((i / grid) as f64, (i % grid) as f64);
+            if (x - c).hypot(y - c) > r {
+                *o = 0;
+            }
+        }
+        state.zero_vacuum();
+    }
     Ok(state)
 }
 
@@ -235,6 +273,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
+    }
+    // Checked before any stage, so a typo costs nothing and allocates nothing.
+    if args.grid == 0 {
+        bail!("--grid must be at least 1");
+    }
+    if !(args.gamma.is_finite() && args.gamma >= 0.0) {
+        bail!("--gamma {} must be a finite number >= 0", args.gamma);
+    }
+    if let Some(t) = args.threshold {
+        if !(t.is_finite() && t >= 0.0) {
+            bail!("--threshold {t} must be a finite number >= 0");
+        }
     }
     if args.engine == EngineKind::Sparse {
         bail!(
@@ -281,7 +331,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .max_cells
         .unwrap_or_else(|| default_max_cells(spec.d_state));
     let state = stages.run("state init", || {
-        initial_state(&args.init, args.grid, spec.d_state, args.seed, max_cells)
+        let blob = args.engine == EngineKind::Sparse;
+        initial_state(
+            &args.init,
+            args.grid,
+            spec.d_state,
+            args.seed,
+            max_cells,
+            blob,
+        )
     })?;
     info!(
         "state {} x {} x {} from {}",
@@ -290,11 +348,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         state.d_state(),
         args.init
     );
-    let step_options = StepOptions {
-        gamma: args.gamma,
-        threshold: args.threshold,
-    };
-    let mut engine = DenseEngine::new(backend, state, step_options)?;
+    let mut engine = Sim::new(&args, backend, state, max_cells)?;
 
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -302,7 +356,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // Ctrl-C finishes the current step, then stops (and saves with --save).
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     }
-    let first_step = engine.state().step;
+    let first_step = engine.step_count();
     let mut progress = Progress::new("steps", args.steps, false);
     let loop_start = Instant::now();
     let mut steps_done = 0u64;
@@ -326,6 +380,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             s
         };
         forward_time += stats.forward;
+        if stats.active_tiles > 0 {
+            tracing::debug!(
+                "step {}: {} cells, {} tiles, gather {}, forward {}, scatter {}",
+                stats.step,
+                stats.occupied_cells,
+                stats.active_tiles,
+                ms(stats.gather),
+                ms(stats.forward),
+                ms(stats.scatter)
+            );
+        }
         steps_done += 1;
         progress.set(steps_done);
         let last = steps_done == args.steps || interrupted.load(Ordering::SeqCst);
@@ -336,20 +401,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some((k, path)) = &checkpoint {
             if steps_done % k == 0 {
-                state_file::write_state(engine.state(), path)?;
+                state_file::write_state(&engine.snapshot()?, path)?;
             }
         }
         if interrupted.load(Ordering::SeqCst) {
             progress.finish();
-            tracing::warn!("interrupted: stopped after step {}", engine.state().step);
+            tracing::warn!("interrupted: stopped after step {}", engine.step_count());
             break;
         }
     }
     progress.finish();
     let loop_time = loop_start.elapsed();
     if let Some(path) = &args.save {
-        state_file::write_state(engine.state(), path)?;
-        info!("saved state to {}", path.display());
+        let state = engine.snapshot()?;
+        state_file::write_state(&state, path)?;
+        info!(
+            "saved {} x {} state to {}",
+            state.height(),
+            state.width(),
+            path.display()
+        );
     }
     let rate = steps_done as f64 / loop_time.as_secs_f64().max(1e-9);
     let stage_list: Vec<String> = stages
@@ -372,24 +443,121 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Writes the phase of channel 0 and the magnitude of the last delta.
-fn write_pictures(dir: &Path, engine: &DenseEngine) -> anyhow::Result<()> {
-    let s = engine.state();
-    let (w, h) = (s.width(), s.height());
-    let step = s.step;
+fn write_pictures(dir: &Path, engine: &Sim) -> anyhow::Result<()> {
+    let step = engine.step_count();
+    let Some((w, h, phase, delta)) = engine.pictures()? else {
+        tracing::warn!("step {step}: no matter left, no picture");
+        return Ok(());
+    };
     write_png(
         &dir.join(format!("phase_c0_{step:06}.png")),
         w,
         h,
-        &s.phase(0),
+        &phase,
         Palette::Phase,
     )?;
-    let mag = delta_magnitude(engine.last_delta(), s.cells());
     write_png(
         &dir.join(format!("delta_{step:06}.png")),
         w,
         h,
-        &mag,
+        &delta,
         Palette::Magnitude,
     )?;
     Ok(())
+}
+
+/// The engine a run steps: the CLI's one view over both.
+enum Sim {
+    Dense(DenseEngine),
+    Sparse(Box<SparseEngine>),
+}
+
+impl Sim {
+    /// The engine `--engine` asks for, holding `state` (the sparse engine
+    /// places its occupied cells at its origin).
+    fn new(
+        args: &RunArgs,
+        backend: Arc<dyn ComputeBackend>,
+        state: DenseState,
+        max_cells: usize,
+    ) -> anyhow::Result<Self> {
+        match args.engine {
+            EngineKind::Dense => {
+                let options = StepOptions {
+                    gamma: args.gamma,
+                    threshold: args.threshold,
+                };
+                Ok(Sim::Dense(DenseEngine::new(backend, state, options)?))
+            }
+            EngineKind::Sparse => {
+                let options = SparseOptions {
+                    tile: args.tile,
+                    threshold: args.threshold.unwrap_or(atheria::sparse::DEFAULT_THRESHOLD),
+                    vacuum: args.vacuum,
+                    gamma: args.gamma,
+                    max_cells,
+                    seed: args.seed,
+                    ..SparseOptions::default()
+                };
+                let mut engine = SparseEngine::new(backend, options)?;
+                engine.import(&state)?;
+                info!(
+                    "sparse lattice: {} occupied cells in {} tiles",
+                    engine.occupied_count(),
+                    engine.tile_count()
+                );
+                Ok(Sim::Sparse(Box::new(engine)))
+            }
+        }
+    }
+
+    fn step(&mut self) -> atheria::Result<StepStats> {
+        match self {
+            Sim::Dense(e) => e.step(),
+            Sim::Sparse(e) => e.step(),
+        }
+    }
+
+    fn step_count(&self) -> u64 {
+        match self {
+            Sim::Dense(e) => e.state().step,
+            Sim::Sparse(e) => e.step_count(),
+        }
+    }
+
+    /// The state to save: the dense grid, or the sparse lattice's bounding box.
+    fn snapshot(&self) -> anyhow::Result<DenseState> {
+        match self {
+            Sim::Dense(e) => Ok(e.state().clone()),
+            Sim::Sparse(e) => {
+                let area = e.bounding_box().unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
+                Ok(e.export(area)?)
+            }
+        }
+    }
+
+    /// Width, height, phase of channel 0 and |delta| over the grid (dense) or
+    /// the bounding box (sparse); `None` when no matter is left.
+    #[allow(clippy::type_complexity)]
+    fn pictures(&self) -> anyhow::Result<Option<(usize, usize, Vec<f32>, Vec<f32>)>> {
+        match self {
+            Sim::Dense(e) => {
+                let s = e.state();
+                Ok(Some((
+                    s.width(),
+                    s.height(),
+                    s.phase(0),
+                    delta_magnitude(e.last_delta(), s.cells()),
+                )))
+            }
+            Sim::Sparse(e) => {
+                let Some(area) = e.bounding_box() else {
+                    return Ok(None);
+                };
+                let phase = e.field(area, Field::Phase(0))?;
+                let delta = e.field(area, Field::DeltaMagnitude)?;
+                Ok(Some((area.width(), area.height(), phase, delta)))
+            }
+        }
+    }
 }

@@ -55,7 +55,7 @@ pub enum Error {
     /// A step could not complete; the state is as it was before the step.
     #[error("step {step}: {message} (state left as it was before this step)")]
     Step {
-        /// The step number that failed (0-based count of completed steps).
+        /// The step that failed, counting from 1 (completed steps + 1).
         step: u64,
         /// What went wrong.
         message: String,

@@ -116,7 +116,8 @@ impl DenseEngine {
         let s = &mut self.state;
         let (h, w, d) = (s.height(), s.width(), s.d_state());
         let n = h * w;
-        let step = s.step;
+        // Errors name the step being computed, counting from 1.
+        let step = s.step + 1;
         let fail = |message: String| Error::Step { step, message };
 
         let t0 = Instant::now();

@@ -1,0 +1,354 @@
+//! Stride-1 convolutions with `k x k` kernels (k = 1 or 3, "same" padding).
+//!
+//! A 3x3 convolution is an im2col of one work item's columns followed by one
+//! gemm against the `[co, ci * 9]` weight matrix; a 1x1 convolution is the
+//! gemm alone, reading the input in place.
+
+use rayon::prelude::*;
+
+use super::plan::{plan, target_columns, Dims, Item, SharedOut};
+use super::scratch::with_scratch;
+
+/// A `Conv2d(ci, co, k, padding = k / 2)` with optional bias.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    co: usize,
+    ci: usize,
+    k: usize,
+    /// PyTorch's `[co, ci, k, k]` flattened: row `o` of a `[co, ci * k * k]` matrix.
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl Conv2d {
+    /// A convolution from PyTorch-layout weights; `k` must be 1 or 3.
+    ///
+    /// The weight loader has checked the lengths; this only asserts them.
+    pub fn new(co: usize, ci: usize, k: usize, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Self {
+        assert!(k == 1 || k == 3, "only 1x1 and 3x3 kernels are supported");
+        assert_eq!(weight.len(), co * ci * k * k);
+        assert!(bias.as_ref().is_none_or(|b| b.len() == co));
+        Self {
+            co,
+            ci,
+            k,
+            weight,
+            bias,
+        }
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.co
+    }
+
+    /// Convolves `x` (`d`, with `d.c == ci`) into `out` (`d.with_c(co)`).
+    ///
+    /// Must run inside the backend's rayon pool.
+    pub fn forward(&self, x: &[f32], d: Dims, out: &mut [f32]) {
+        self.forward_with(x, d, out, target_columns(self.depth()));
+    }
+
+    fn depth(&self) -> usize {
+        self.ci * self.k * self.k
+    }
+
+    /// [`Conv2d::forward`] with an explicit work-item width, so tests can
+    /// drive both item kinds on small shapes.
+    pub(crate) fn forward_with(&self, x: &[f32], d: Dims, out: &mut [f32], target: usize) {
+        assert_eq!(d.c, self.ci);
+        assert_eq!(x.len(), d.len());
+        assert_eq!(out.len(), d.with_c(self.co).len());
+        let items = plan(d, target, rayon::current_num_threads());
+        let dst = SharedOut(out.as_mut_ptr());
+        items.par_iter().for_each(|item| match *item {
+            Item::Band { img, r0, r1 } => self.band(x, d, img, r0, r1, dst),
+            Item::Images { i0, i1 } => self.images(x, d, i0, i1, dst),
+        });
+    }
+
+    /// Rows `r0..r1` of one image, written straight into the output planes.
+    fn band(&self, x: &[f32], d: Dims, img: usize, r0: usize, r1: usize, out: SharedOut) {
+        let (hw, n) = (d.plane(), (r1 - r0) * d.w);
+        let xi = &x[img * d.image()..][..d.image()];
+        let base = img * self.co * hw + r0 * d.w;
+        // SAFETY: item (img, r0..r1) owns columns r0*w..r1*w of image img's
+        // planes; `plan` gives each (img, row) to exactly one item.
+        let dst = unsafe { out.0.add(base) };
+        if let Some(bias) = &self.bias {
+            for (o, &b) in bias.iter().enumerate() {
+                // SAFETY: as above; this row lies inside `out`.
+                unsafe { std::slice::from_raw_parts_mut(dst.add(o * hw), n) }.fill(b);
+            }
+        }
+        let read_dst = self.bias.is_some();
+        if self.k == 1 {
+            // SAFETY: lhs is [co, ci] row-major, rhs [ci, n] with row stride hw
+            // inside `xi`, dst [co, n] with row stride hw inside `out`.
+            unsafe {
+                matmul(
+                    self.co,
+                    n,
+                    self.ci,
+                    (dst, hw),
+                    read_dst,
+                    &self.weight,
+                    (xi[r0 * d.w..].as_ptr(), hw),
+                )
+            };
+            return;
+        }
+        let depth = self.depth();
+        with_scratch(depth * n, 0, |col, _| {
+            im2col3(xi, d, r0, r1, col, n, 0);
+            // SAFETY: col is [depth, n] row-major; dst as above.
+            unsafe {
+                matmul(
+                    self.co,
+                    n,
+                    depth,
+                    (dst, hw),
+                    read_dst,
+                    &self.weight,
+                    (col.as_ptr(), n),
+                )
+            };
+        });
+    }
+
+    /// Whole images `i0..i1` gathered into one gemm, then scattered back.
+    fn images(&self, x: &[f32], d: Dims, i0: usize, i1: usize, out: SharedOut) {
+        let (hw, depth) = (d.plane(), self.depth());
+        let n = (i1 - i0) * hw;
+        with_scratch(depth * n, self.co * n, |col, res| {
+            for (j, img) in (i0..i1).enumerate() {
+                let xi = &x[img * d.image()..][..d.image()];
+                if self.k == 1 {
+                    for c in 0..self.ci {
+                        col[c * n + j * hw..][..hw].copy_from_slice(&xi[c * hw..][..hw]);
+                    }
+                } else {
+                    im2col3(xi, d, 0, d.h, col, n, j * hw);
+                }
+            }
+            // SAFETY: col is [depth, n], res [co, n], both row-major.
+            unsafe {
+                matmul(
+                    self.co,
+                    n,
+                    depth,
+                    (res.as_mut_ptr(), n),
+                    false,
+                    &self.weight,
+                    (col.as_ptr(), n),
+                )
+            };
+            for (j, img) in (i0..i1).enumerate() {
+                for o in 0..self.co {
+                    // SAFETY: images i0..i1 belong to this item alone.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(out.0.add((img * self.co + o) * hw), hw)
+                    };
+                    let src = &res[o * n + j * hw..][..hw];
+                    let b = self.bias.as_ref().map_or(0.0, |b| b[o]);
+                    dst.iter_mut().zip(src).for_each(|(y, &s)| *y = s + b);
+                }
+            }
+        });
+    }
+}
+
+/// Writes the 3x3, padding-1 patches of rows `r0..r1` of one image `xi` into
+/// `col` (`[c * 9, stride]` row-major) from column `offset` on.
+fn im2col3(
+    xi: &[f32],
+    d: Dims,
+    r0: usize,
+    r1: usize,
+    col: &mut [f32],
+    stride: usize,
+    offset: usize,
+) {
+    let (h, w, hw) = (d.h, d.w, d.plane());
+    for c in 0..d.c {
+        let plane = &xi[c * hw..][..hw];
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let row = &mut col[(c * 9 + ky * 3 + kx) * stride + offset..][..(r1 - r0) * w];
+                for (ri, r) in (r0..r1).enumerate() {
+                    let dst = &mut row[ri * w..][..w];
+                    let sy = r + ky;
+                    if sy == 0 || sy > h {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[(sy - 1) * w..][..w];
+                    match kx {
+                        0 => {
+                            dst[0] = 0.0;
+                            dst[1..].copy_from_slice(&src[..w - 1]);
+                        }
+                        1 => dst.copy_from_slice(src),
+                        _ => {
+                            dst[..w - 1].copy_from_slice(&src[1..]);
+                            dst[w - 1] = 0.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[m, n] (+)= lhs[m, k] * rhs[k, n]`, single-threaded (parallelism
+/// comes from the work items). Matrices are given as (pointer, row stride)
+/// with unit column stride; `lhs` is dense row-major.
+///
+/// # Safety
+/// `dst` and `rhs` must be valid for the rows and columns described.
+pub(super) unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut f32, usize),
+    read_dst: bool,
+    lhs: &[f32],
+    rhs: (*const f32, usize),
+) {
+    debug_assert!(lhs.len() >= m * k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !read_dst {
+            for r in 0..m {
+                std::slice::from_raw_parts_mut(dst.0.add(r * dst.1), n).fill(0.0);
+            }
+        }
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        1,
+        dst.1 as isize,
+        read_dst,
+        lhs.as_ptr(),
+        1,
+        k as isize,
+        rhs.0,
+        1,
+        rhs.1 as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// The textbook convolution, for tests: `weight` `[co, ci, k, k]`, padding `k / 2`.
+#[cfg(test)]
+pub fn naive_conv2d(
+    x: &[f32],
+    d: Dims,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    co: usize,
+    k: usize,
+) -> Vec<f32> {
+    let p = (k / 2) as isize;
+    let mut out = vec![0.0f32; d.b * co * d.plane()];
+    for b in 0..d.b {
+        for o in 0..co {
+            for y in 0..d.h {
+                for xx in 0..d.w {
+                    let mut acc = bias.map_or(0.0, |bs| bs[o]) as f64;
+                    for c in 0..d.c {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let sy = y as isize + ky as isize - p;
+                                let sx = xx as isize + kx as isize - p;
+                                if sy < 0 || sx < 0 || sy >= d.h as isize || sx >= d.w as isize {
+                                    continue;
+                                }
+                                let v = x[((b * d.c + c) * d.h + sy as usize) * d.w + sx as usize];
+                                acc += (v * weight[((o * d.c + c) * k + ky) * k + kx]) as f64;
+                            }
+                        }
+                    }
+                    out[((b * co + o) * d.h + y) * d.w + xx] = acc as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        // A small LCG: reproducible values in [-1, 1) without a rand dependency.
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn pool() -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn fast_conv_equals_naive_conv(
+            b in 1usize..=3, ci in 1usize..=6, co in 1usize..=6, h in 1usize..=9, w in 1usize..=9,
+            k in prop::sample::select(vec![1usize, 3]), with_bias: bool,
+            target in prop::sample::select(vec![1usize, 5, 40, 100, 4096]), seed: u64,
+        ) {
+            let d = Dims::new(b, ci, h, w);
+            let x = values(seed, d.len());
+            let weight = values(seed ^ 1, co * ci * k * k);
+            let bias = with_bias.then(|| values(seed ^ 2, co));
+            let conv = Conv2d::new(co, ci, k, weight.clone(), bias.clone());
+            let mut out = vec![f32::NAN; d.with_c(co).len()];
+            pool().install(|| conv.forward_with(&x, d, &mut out, target));
+            let want = naive_conv2d(&x, d, &weight, bias.as_deref(), co, k);
+            for (i, (a, e)) in out.iter().zip(&want).enumerate() {
+                prop_assert!((a - e).abs() <= 1e-4, "at {i}: fast {a} naive {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn default_plan_matches_naive_on_a_wide_conv() {
+        let d = Dims::new(2, 20, 33, 17);
+        let x = values(7, d.len());
+        let weight = values(8, 24 * 20 * 9);
+        let bias = values(9, 24);
+        let conv = Conv2d::new(24, 20, 3, weight.clone(), Some(bias.clone()));
+        let mut out = vec![0.0; d.with_c(24).len()];
+        pool().install(|| conv.forward(&x, d, &mut out));
+        let want = naive_conv2d(&x, d, &weight, Some(&bias), 24, 3);
+        for (a, e) in out.iter().zip(&want) {
+            assert!((a - e).abs() <= 1e-4, "fast {a} naive {e}");
+        }
+    }
+}

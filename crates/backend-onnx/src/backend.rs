@@ -1,0 +1,286 @@
+//! [`OnnxBackend`]: a model package's ONNX graph behind [`ComputeBackend`].
+
+use std::path::{Path, PathBuf};
+
+use engine_api::{
+    check_forward_args, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelPackage,
+    ModelSpec, Result,
+};
+use ort::session::builder::{BuilderResult, SessionBuilder};
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+use crate::pool::{Factory, SessionPool};
+use crate::provider;
+use crate::runtime::{runtime, Runtime};
+
+/// A model's ONNX graph run by ONNX Runtime.
+///
+/// `Send + Sync`: concurrent [`forward`](ComputeBackend::forward) calls each
+/// run on their own session from a small pool (see the `pool` module), so
+/// threads sharing one backend do not queue behind a single lock.
+pub struct OnnxBackend {
+    spec: ModelSpec,
+    device: Device,
+    provider: &'static str,
+    threads: Option<usize>,
+    version: &'static str,
+    pool: SessionPool<Session>,
+}
+
+/// Session settings, kept so the pool can build more sessions like the first.
+#[derive(Clone)]
+struct Recipe {
+    model: PathBuf,
+    device: Device,
+    threads: Option<usize>,
+}
+
+impl OnnxBackend {
+    /// Loads `package`'s `onnx` file and checks it against `model.json` with
+    /// one small forward.
+    pub fn load(package: &ModelPackage, options: &BackendOptions) -> Result<Self> {
+        let rt = runtime()?;
+        let recipe = Recipe {
+            model: package.file("onnx")?,
+            device: options.device,
+            threads: options.threads,
+        };
+        if recipe.threads == Some(0) {
+            return Err(Error::InvalidArgument(
+                "threads must be at least 1 (leave it unset for one per core)".into(),
+            ));
+        }
+        let (mut first, provider) = build_session(rt, &recipe)?;
+        verify(&mut first, &package.spec, &recipe.model)?;
+        let factory_recipe = recipe.clone();
+        let factory: Factory<Session> = Box::new(move || {
+            // The runtime is initialised by now; `runtime()` only reads it.
+            build_session(runtime()?, &factory_recipe).map(|(session, _)| session)
+        });
+        Ok(Self {
+            spec: package.spec.clone(),
+            device: options.device,
+            provider,
+            threads: options.threads,
+            version: &rt.version,
+            pool: SessionPool::new(first, factory, max_sessions()),
+        })
+    }
+
+    /// Sessions built so far (one per concurrent caller seen, at most the cap).
+    pub fn sessions(&self) -> usize {
+        self.pool.live()
+    }
+}
+
+impl ComputeBackend for OnnxBackend {
+    fn name(&self) -> &'static str {
+        "onnx"
+    }
+
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn device(&self) -> Device {
+        self.device
+    }
+
+    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
+        check_forward_args(&self.spec, input, shape, output)?;
+        let mut session = self.pool.checkout()?;
+        run_into(&mut session, input, shape, output).map_err(|failure| match failure {
+            RunFailure::Ort(message) => {
+                Error::backend("onnx", format!("forward on {shape} failed: {message}"))
+            }
+            RunFailure::Shape(got) => Error::backend(
+                "onnx",
+                format!("the model returned {got:?} for input {shape}; it must return the input's shape"),
+            ),
+        })
+    }
+
+    fn describe(&self) -> String {
+        let threads = match self.threads {
+            Some(n) => format!("{n} intra-op threads"),
+            None => "intra-op threads: one per core".to_string(),
+        };
+        format!(
+            "onnx on {} ({}, onnxruntime {}, {threads}, up to {} sessions)",
+            self.device,
+            self.provider,
+            self.version,
+            self.pool.max()
+        )
+    }
+}
+
+/// The pool's cap: concurrent callers beyond the core count gain nothing but
+/// another copy of the weights, and 16 bounds that copy count on big hosts.
+fn max_sessions() -> usize {
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .clamp(2, 16)
+}
+
+/// One session with the backend's settings, and the provider it runs on.
+fn build_session(rt: &Runtime, recipe: &Recipe) -> Result<(Session, &'static str)> {
+    let model = &recipe.model;
+    let setting =
+        |r: BuilderResult| r.map_err(|e| Error::backend("onnx", format!("session options: {e}")));
+    let builder = Session::builder(&rt.env).map_err(|e| Error::backend("onnx", e))?;
+    // 0 asks ONNX Runtime for its default, one thread per physical core.
+    let builder = setting(builder.with_intra_threads(recipe.threads.unwrap_or(0)))?;
+    // The graphs are chains of convolutions: nothing to run side by side, so a
+    // sequential plan and no inter-op pool.
+    let builder = setting(builder.with_parallel_execution(false))?;
+    let builder = setting(builder.with_inter_threads(1))?;
+    // ONNX Runtime's pool threads spin (busy-wait) for a while after each
+    // parallel section by default. Between two forwards the engine runs its
+    // own rayon workers on the same cores; spinning ORT threads would steal
+    // those cores and slow every step, so they must sleep instead.
+    let builder = setting(builder.with_intra_op_spinning(false))?;
+    let builder = setting(builder.with_inter_op_spinning(false))?;
+    let (mut builder, provider): (SessionBuilder, _) = provider::register(builder, recipe.device)?;
+    let session = builder.commit_from_file(model).map_err(|e| {
+        Error::model(
+            model,
+            format!(
+                "ONNX Runtime cannot load this as an ONNX model ({e}); re-export the package with python/export.py"
+            ),
+        )
+    })?;
+    Ok((session, provider))
+}
+
+/// Checks the graph's signature, then runs `[1, 2D, m, m]` through it.
+fn verify(session: &mut Session, spec: &ModelSpec, path: &Path) -> Result<()> {
+    let (inputs, outputs) = (session.inputs().len(), session.outputs().len());
+    if inputs != 1 || outputs != 1 {
+        return Err(Error::model(
+            path,
+            format!(
+                "the graph has {inputs} inputs and {outputs} outputs; an Atheria model has one input \
+                 [batch, 2 x d_state, height, width] and one output of the same shape"
+            ),
+        ));
+    }
+    let channels = spec.channels();
+    check_signature("input", session.inputs()[0].dtype(), spec, path)?;
+    check_signature("output", session.outputs()[0].dtype(), spec, path)?;
+
+    let m = spec.spatial_multiple.max(1);
+    let shape = BatchShape::new(1, channels, m, m);
+    // Varied values rather than zeros, so a graph that ignores its input or
+    // produces NaN for ordinary inputs shows up here, not mid-simulation.
+    let input: Vec<f32> = (0..shape.len())
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 12.0)
+        .collect();
+    let mut output = vec![0.0f32; shape.len()];
+    match run_into(session, &input, shape, &mut output) {
+        Ok(()) => {}
+        Err(RunFailure::Ort(message)) => {
+            return Err(Error::model(
+                path,
+                format!(
+                    "the check forward on {shape} (2 x d_state {} channels from model.json) failed: {message}",
+                    spec.d_state
+                ),
+            ))
+        }
+        Err(RunFailure::Shape(got)) => {
+            let (got_c, got_hw) = (
+                got.get(1).copied().unwrap_or(-1),
+                got.get(2..).unwrap_or(&[]),
+            );
+            return Err(Error::model(
+                path,
+                format!(
+                    "the check forward on {shape} returned {got:?}: {got_c} channels and height, width {got_hw:?}, \
+                     but model.json (d_state {}) needs {channels} channels and height, width [{m}, {m}]",
+                    spec.d_state
+                ),
+            ));
+        }
+    }
+    if output.iter().any(|v| !v.is_finite()) {
+        return Err(Error::model(
+            path,
+            format!("the check forward on {shape} produced NaN or infinite values"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a graph input or output as far as its declared type allows: f32,
+/// rank 4, `2 x d_state` channels when fixed, and dynamic batch, height and
+/// width (engines pick all three at run time).
+fn check_signature(role: &str, dtype: &ValueType, spec: &ModelSpec, path: &Path) -> Result<()> {
+    let bad = |what: String| Err(Error::model(path, format!("the graph's {role} {what}")));
+    let ValueType::Tensor { ty, shape, .. } = dtype else {
+        return bad(format!("is {dtype:?}, not a tensor"));
+    };
+    if *ty != TensorElementType::Float32 {
+        return bad(format!(
+            "has element type {ty:?}; Atheria models take and return f32"
+        ));
+    }
+    if shape.len() != 4 {
+        return bad(format!(
+            "has rank {} ({shape}); it must be NCHW [batch, 2 x d_state, height, width]",
+            shape.len()
+        ));
+    }
+    let channels = spec.channels() as i64;
+    if shape[1] >= 0 && shape[1] != channels {
+        return bad(format!(
+            "has {} channels but model.json says d_state {}, i.e. {channels} channels",
+            shape[1], spec.d_state
+        ));
+    }
+    for (axis, name) in [(0, "batch"), (2, "height"), (3, "width")] {
+        if shape[axis] >= 0 {
+            return bad(format!(
+                "has a fixed {name} of {} ({shape}); export with dynamic batch, height and width \
+                 (python/export.py does)",
+                shape[axis]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why [`run_into`] failed.
+enum RunFailure {
+    /// ONNX Runtime's own error.
+    Ort(String),
+    /// The output's shape differs from the input's.
+    Shape(Vec<i64>),
+}
+
+/// Runs `input` through `session` and copies the single output into `output`.
+///
+/// The input tensor borrows the caller's slice (no copy); the output lives in
+/// ONNX Runtime's memory and is copied once.
+fn run_into(
+    session: &mut Session,
+    input: &[f32],
+    shape: BatchShape,
+    output: &mut [f32],
+) -> std::result::Result<(), RunFailure> {
+    let ort = |e: ort::Error| RunFailure::Ort(e.to_string());
+    let dims = shape.dims_i64();
+    let tensor = TensorRef::from_array_view((dims, input)).map_err(ort)?;
+    let outputs = session.run(ort::inputs![tensor]).map_err(ort)?;
+    let value = outputs
+        .values()
+        .next()
+        .ok_or_else(|| RunFailure::Ort("the model returned no output".into()))?;
+    let (out_shape, data) = value.try_extract_tensor::<f32>().map_err(ort)?;
+    if out_shape[..] != dims[..] || data.len() != output.len() {
+        return Err(RunFailure::Shape(out_shape.to_vec()));
+    }
+    output.copy_from_slice(data);
+    Ok(())
+}

@@ -1,0 +1,10 @@
+# Source this to build and run with the tch and onnx features by hand:
+#   source scripts/env.sh && cargo build --release --features tch,onnx
+# It points the builds at the project's Python environment (scripts/setup-python.sh).
+_atheria_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# tch builds against the PyPI torch wheel (tch's documented route).
+export LIBTORCH_USE_PYTORCH=1
+export PATH="$_atheria_root/.venv/bin:$PATH"
+# Keep build outputs outside the clone so fresh clones (and CI) rebuild little.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/atheria/target}"
+unset _atheria_root

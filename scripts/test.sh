@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The README's test command: sets up everything the tests need (the project's
+# Python environment with torch, onnxruntime and safetensors), then runs every
+# test with all three backends compiled in, none skipped.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/setup-python.sh
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+export ATHERIA_REQUIRE_BACKENDS=all
+echo "== python tools"
+.venv/bin/python python/test_python_tools.py
+echo "== cargo test (features candle, tch, onnx)"
+cargo test --workspace --features candle,tch,onnx "$@"

@@ -1,0 +1,159 @@
+//! `atheria doctor`: checks each backend in its own bounded stage and says how
+//! to fix what fails. A check that hangs is reported as a timeout; the hung
+//! thread is abandoned and the process exits when the report is done.
+
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use atheria::{BackendKind, BackendOptions, BatchShape, ModelPackage};
+use clap::Args;
+
+/// Arguments of `atheria doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Backends to check (comma-separated); all known backends by default.
+    #[arg(long, value_delimiter = ',', value_parser = super::run::parse_backend)]
+    pub backends: Option<Vec<BackendKind>>,
+    /// Seconds each check may take before it is reported as hung.
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
+}
+
+/// A tiny TorchScript/ONNX/safetensors package (conv3x3, D = 4) built into the
+/// binary, so the doctor needs no files: the exporter's own output.
+const TINY: [(&str, &[u8]); 4] = [
+    (
+        "model.json",
+        include_bytes!("../../tests/fixtures/golden/conv3x3_d4/model.json"),
+    ),
+    (
+        "model.safetensors",
+        include_bytes!("../../tests/fixtures/golden/conv3x3_d4/model.safetensors"),
+    ),
+    (
+        "model.pt",
+        include_bytes!("../../tests/fixtures/golden/conv3x3_d4/model.pt"),
+    ),
+    (
+        "model.onnx",
+        include_bytes!("../../tests/fixtures/golden/conv3x3_d4/model.onnx"),
+    ),
+];
+
+fn tiny_package() -> anyhow::Result<ModelPackage> {
+    let dir = std::env::temp_dir().join(format!("atheria-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for (name, bytes) in TINY {
+        std::fs::write(dir.join(name), bytes)?;
+    }
+    Ok(ModelPackage::load(&dir)?)
+}
+
+/// Runs `f` on its own thread; gives up after `limit`.
+fn bounded<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("atheria-doctor".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })?;
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "did not finish within {:.1} s (hung?)",
+            limit.as_secs_f64()
+        ))
+    })
+}
+
+fn fix_for(kind: BackendKind) -> String {
+    match kind {
+        BackendKind::Candle => {
+            "rebuild with `--features candle` (pure Rust, nothing to install)".into()
+        }
+        _ if !kind.compiled_in() => {
+            format!("rebuild with `--features {kind}` (see README: `source scripts/env.sh`)")
+        }
+        BackendKind::Tch => {
+            "run scripts/setup-python.sh (installs torch 2.13.0 into .venv), then rebuild".into()
+        }
+        BackendKind::Onnx => {
+            "run scripts/setup-python.sh (installs onnxruntime into .venv) or set ORT_DYLIB_PATH"
+                .into()
+        }
+    }
+}
+
+/// `atheria doctor`.
+pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        anyhow::bail!(
+            "--timeout {} must be a positive number of seconds",
+            args.timeout
+        );
+    }
+    let limit = Duration::from_secs_f64(args.timeout);
+    let requested = args.backends.is_some();
+    let kinds = args.backends.unwrap_or_else(|| BackendKind::ALL.to_vec());
+    let package = tiny_package()?;
+    let mut failed = false;
+    for kind in kinds {
+        let started = Instant::now();
+        if !kind.compiled_in() {
+            println!("{kind:<7} -     not compiled in; {}", fix_for(kind));
+            failed |= requested;
+            continue;
+        }
+        let pkg = package.clone();
+        let checks = bounded(limit, move || {
+            let t = Instant::now();
+            let version = kind.check()?;
+            let t_check = t.elapsed();
+            let t = Instant::now();
+            let backend = kind.load(
+                &pkg,
+                &BackendOptions {
+                    threads: Some(1),
+                    ..Default::default()
+                },
+            )?;
+            let t_load = t.elapsed();
+            let t = Instant::now();
+            let shape = BatchShape::new(1, backend.spec().channels(), 8, 8);
+            let input = vec![0.5f32; shape.len()];
+            let mut out = vec![0.0f32; shape.len()];
+            backend.forward(&input, shape, &mut out)?;
+            anyhow::ensure!(
+                out.iter().all(|v| v.is_finite()),
+                "the forward returned non-finite values"
+            );
+            Ok((version, backend.describe(), [t_check, t_load, t.elapsed()]))
+        });
+        match checks {
+            Ok((version, describe, [c, l, f])) => println!(
+                "{kind:<7} ok    {version}; tiny model loaded ({}) and ran one forward on {describe} ({}); check {}",
+                super::run::ms(l),
+                super::run::ms(f),
+                super::run::ms(c)
+            ),
+            Err(e) => {
+                failed = true;
+                println!(
+                    "{kind:<7} FAIL  {} after {}; fix: {}",
+                    super::one_line(&e),
+                    super::run::ms(started.elapsed()),
+                    fix_for(kind)
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&package.dir);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
