@@ -1,10 +1,12 @@
 //! Where a sparse step's time and memory go.
 //!
-//! `cargo run --release -p sparse-grid --example sparse_step -- [cells] [pattern] [steps]`
-//! (defaults: 100000 blob 5; pattern `blob` or `scattered`). D = 64, radius 1,
-//! with a stand-in backend whose law is a depthwise, identity-like 3x3
-//! (delta = 0.1 x + 0.02 * neighbour sum, per channel): cheap, so the figures
-//! show the engine's own cost (gather, scatter) next to a minimal forward.
+//! `cargo run --release -p sparse-grid --example sparse_step -- [cells] [pattern] [steps] [backend]`
+//! (defaults: 100000 blob 5 depthwise; pattern `blob` or `scattered`;
+//! backend `depthwise` or `candle`). D = 64, radius 1, one law: an
+//! identity-like 3x3 (delta = 0.1 x + 0.02 * neighbour sum, per channel).
+//! `depthwise` computes it as such, cheaply, so the figures show the engine's
+//! own cost (gather, scatter) next to a minimal forward; `candle` runs it as
+//! the full conv3x3 (2D x 2D x 3 x 3 weights) that a trained law costs.
 //! Prints the split per step and the peak resident memory (VmHWM) against
 //! the raw state (2 * 64 * 4 bytes per cell).
 
@@ -107,7 +109,29 @@ fn main() -> Result<()> {
         threshold: 0.2,
         ..SparseOptions::default()
     };
-    let mut e = SparseEngine::new(Arc::new(Depthwise { spec }), options)?;
+    let backend: Arc<dyn ComputeBackend> = match args.get(4).map_or("depthwise", String::as_str) {
+        "candle" => {
+            let c = 2 * D;
+            let mut w = vec![0.0f32; c * c * 9];
+            for o in 0..c {
+                for k in 0..9 {
+                    w[(o * c + o) * 9 + k] = if k == 4 { 0.1 } else { 0.02 };
+                }
+            }
+            let tensors = vec![
+                ("conv.weight".to_string(), vec![c, c, 3, 3], w),
+                ("conv.bias".to_string(), vec![c], vec![0.0; c]),
+            ];
+            Arc::new(backend_candle::CandleBackend::from_tensors(
+                spec,
+                tensors,
+                &engine_api::BackendOptions::default(),
+            )?)
+        }
+        _ => Arc::new(Depthwise { spec }),
+    };
+    println!("backend: {}", backend.describe());
+    let mut e = SparseEngine::new(backend, options)?;
     let value = (1.0 / (D as f32).sqrt(), 0.0);
     match pattern {
         "blob" => {
