@@ -154,7 +154,7 @@ fn check(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn sparse_equals_dense_conv3x3(
@@ -162,10 +162,16 @@ proptest! {
         d in 1usize..4, unitary in any::<bool>(), scale in 0.05f32..0.6,
         threshold in prop_oneof![Just(0.01f32), 0.01f32..1.1], gamma in prop_oneof![Just(0.0f32), 0.0f32..0.3],
         tile in prop_oneof![Just(16usize), Just(4), Just(8)], steps in 1usize..4,
+        candle in any::<bool>(),
     ) {
         let mut rng = Rng::new(seed);
         let rule = if unitary { UpdateRule::Unitary } else { UpdateRule::Additive };
-        let backend = Arc::new(Reference::conv3x3(d, rule, scale, seed));
+        let reference = Reference::conv3x3(d, rule, scale, seed);
+        let backend: Arc<dyn ComputeBackend> = if candle {
+            Arc::new(reference.candle())
+        } else {
+            Arc::new(reference)
+        };
         let cells = pattern(kind, d, &mut rng);
         check(backend, BASES[base], &cells, steps, threshold, gamma, tile, 1e-5)?;
     }
@@ -176,9 +182,15 @@ proptest! {
         d in 1usize..3, hidden in 2usize..9, scale in 0.2f32..1.5,
         threshold in prop_oneof![Just(0.01f32), 0.01f32..1.1],
         tile in prop_oneof![Just(16usize), Just(4)], steps in 1usize..4,
+        candle in any::<bool>(),
     ) {
         let mut rng = Rng::new(seed);
-        let backend = Arc::new(Reference::deep_qca(d, hidden, UpdateRule::Additive, scale, seed));
+        let reference = Reference::deep_qca(d, hidden, UpdateRule::Additive, scale, seed);
+        let backend: Arc<dyn ComputeBackend> = if candle {
+            Arc::new(reference.candle())
+        } else {
+            Arc::new(reference)
+        };
         let cells = pattern(kind, d, &mut rng);
         check(backend, BASES[base], &cells, steps, threshold, 0.0, tile, 1e-5)?;
     }
@@ -215,4 +227,32 @@ fn a_small_forward_budget_splits_the_batch_without_changing_the_result() {
         "a one-byte budget must split every step into one tile per call"
     );
     assert_eq!(one, run(usize::MAX));
+}
+
+#[test]
+fn the_equivalence_holds_on_the_candle_backend() {
+    for (i, deep) in [false, true, false, true].into_iter().enumerate() {
+        let seed = 40 + i as u64;
+        let d = 2;
+        let reference = if deep {
+            Reference::deep_qca(d, 6, UpdateRule::Additive, 0.8, seed)
+        } else {
+            Reference::conv3x3(d, UpdateRule::Additive, 0.3, seed)
+        };
+        let backend: Arc<dyn ComputeBackend> = Arc::new(reference.candle());
+        assert_eq!(backend.name(), "candle");
+        let mut rng = Rng::new(seed);
+        let cells = pattern(i as u8, d, &mut rng);
+        check(
+            backend,
+            BASES[i * 2 % BASES.len()],
+            &cells,
+            3,
+            0.05,
+            0.0,
+            16,
+            1e-5,
+        )
+        .unwrap();
+    }
 }

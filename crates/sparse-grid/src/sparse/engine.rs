@@ -320,35 +320,29 @@ impl SparseEngine {
         Ok(stats)
     }
 
-    /// Fills `out` (over `area`) with |delta| of the last step.
-    fn delta_magnitude(&self, area: CellBox, out: &mut [f32]) {
-        let (w, d2) = (area.width(), 2 * self.d_state());
-        let mut put = |x: i64, y: i64, delta: &[f32], i: usize, plane: usize| {
-            if area.contains(x as i32, y as i32) {
-                let sq: f32 = (0..d2).map(|c| delta[c * plane + i].powi(2)).sum();
-                out[(y - area.min_y as i64) as usize * w + (x - area.min_x as i64) as usize] =
-                    sq.sqrt();
-            }
+    /// Fills `out` (over `area_box`) with |delta| of the last step.
+    fn delta_magnitude(&self, area_box: CellBox, out: &mut [f32]) {
+        let w = area_box.width();
+        let at = |x: i64, y: i64| {
+            (y - area_box.min_y as i64) as usize * w + (x - area_box.min_x as i64) as usize
         };
         match &self.mode {
             Mode::Local(b) => {
-                let (t, r, side) = (self.tiles.t, b.r, b.side);
-                let fl = d2 * side * side;
+                let (t, area) = (self.tiles.t, self.tiles.area());
                 for (j, &key) in b.keys.iter().enumerate() {
                     let (ox, oy) = self.tiles.origin(key);
-                    let tile_box = (ox, oy, ox + t as i64 - 1, oy + t as i64 - 1);
-                    if tile_box.2 < area.min_x as i64
-                        || tile_box.0 > area.max_x as i64
-                        || tile_box.3 < area.min_y as i64
-                        || tile_box.1 > area.max_y as i64
+                    if ox + (t as i64) <= area_box.min_x as i64
+                        || ox > area_box.max_x as i64
+                        || oy + (t as i64) <= area_box.min_y as i64
+                        || oy > area_box.max_y as i64
                     {
                         continue;
                     }
-                    let delta = &b.delta[j * fl..(j + 1) * fl];
-                    for ly in 0..t {
-                        for lx in 0..t {
-                            let i = (ly + r) * side + lx + r;
-                            put(ox + lx as i64, oy + ly as i64, delta, i, side * side);
+                    let norms = &b.delta_norm[j * area..(j + 1) * area];
+                    for (i, &v) in norms.iter().enumerate() {
+                        let (x, y) = (ox + (i % t) as i64, oy + (i / t) as i64);
+                        if area_box.contains(x as i32, y as i32) {
+                            out[at(x, y)] = v;
                         }
                     }
                 }
@@ -356,11 +350,13 @@ impl SparseEngine {
             Mode::Global(g) => {
                 let Some(win) = g.window else { return };
                 let (ww, n) = (win.width(), win.width() * win.height());
-                for y in area.min_y.max(win.min_y)..=area.max_y.min(win.max_y) {
-                    for x in area.min_x.max(win.min_x)..=area.max_x.min(win.max_x) {
+                let d2 = 2 * self.d_state();
+                for y in area_box.min_y.max(win.min_y)..=area_box.max_y.min(win.max_y) {
+                    for x in area_box.min_x.max(win.min_x)..=area_box.max_x.min(win.max_x) {
                         let i = (y as i64 - win.min_y as i64) as usize * ww
                             + (x as i64 - win.min_x as i64) as usize;
-                        put(x as i64, y as i64, &g.delta, i, n);
+                        let sq: f32 = (0..d2).map(|c| g.delta[c * n + i].powi(2)).sum();
+                        out[at(x as i64, y as i64)] = sq.sqrt();
                     }
                 }
             }

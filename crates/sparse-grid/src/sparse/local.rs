@@ -38,6 +38,11 @@ impl StepContext<'_> {
 const NOT_ACTIVE: u32 = u32::MAX;
 
 /// The batch of a local step, with every buffer reused from step to step.
+///
+/// The model runs chunk by chunk; each chunk's result is staged (the updated
+/// tiles, their occupancy, |delta|) before the next chunk runs, and the
+/// tiles change only when every chunk has been checked: the step is
+/// all-or-nothing while the halo-sized buffers stay one chunk long.
 pub(crate) struct LocalBatch {
     /// Receptive radius.
     pub r: usize,
@@ -45,10 +50,10 @@ pub(crate) struct LocalBatch {
     /// `spatial_multiple` (the extra cells lie beyond the halo).
     pub side: usize,
     /// Active tiles of the last successful step, sorted by (y, x): the
-    /// layout of `delta`. Empty when no step has completed.
+    /// layout of `delta_norm`. Empty when no step has completed.
     pub keys: Vec<TileKey>,
-    /// The delta of the whole batch, `[B][2D][side][side]`.
-    pub delta: Vec<f32>,
+    /// |delta| of the model output per cell of the last step, `[B][T][T]`.
+    pub delta_norm: Vec<f32>,
     wanted: Vec<TileKey>,
     slots: Vec<u32>,
     created: Vec<u32>,
@@ -56,14 +61,17 @@ pub(crate) struct LocalBatch {
     reach_lo: Vec<i64>,
     reach_hi: Vec<i64>,
     input: Vec<f32>,
+    delta: Vec<f32>,
     halo: Vec<u8>,
     hmax: Vec<u8>,
     reach: Vec<u8>,
+    stage: Vec<f32>,
+    stage_occ: Vec<u8>,
     checks: Vec<TileCheck>,
     slot_batch: Vec<u32>,
 }
 
-/// What the read-only pass found in one tile.
+/// What staging found in one tile.
 #[derive(Clone, Copy, Default)]
 struct TileCheck {
     /// First non-finite delta: (row, column, channel) within the tile.
@@ -73,8 +81,9 @@ struct TileCheck {
 }
 
 thread_local! {
-    /// Per-thread scratch of the read-only pass: one row of psi.
-    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread scratch of staging: a tile's delta without its halo, and
+    /// the update's norms.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 impl LocalBatch {
@@ -85,6 +94,7 @@ impl LocalBatch {
             r,
             side: (t + 2 * r).div_ceil(m) * m,
             keys: Vec::new(),
+            delta_norm: Vec::new(),
             delta: Vec::new(),
             wanted: Vec::new(),
             slots: Vec::new(),
@@ -96,6 +106,8 @@ impl LocalBatch {
             halo: Vec::new(),
             hmax: Vec::new(),
             reach: Vec::new(),
+            stage: Vec::new(),
+            stage_occ: Vec::new(),
             checks: Vec::new(),
             slot_batch: Vec::new(),
         }
@@ -180,78 +192,86 @@ impl LocalBatch {
         Ok(())
     }
 
-    /// Gather, forward, check and commit, once the active tiles exist.
+    /// Gather, forward and stage chunk by chunk, then commit, once the
+    /// active tiles exist.
     fn run(&mut self, store: &mut TileStore, cx: &StepContext, t0: Instant) -> Result<StepStats> {
         let (t, r, side, d) = (store.t, self.r, self.side, store.d);
-        let area = store.area();
+        let (area, tl) = (store.area(), store.tile_len());
         let b = self.slots.len();
         let fl = 2 * d * side * side;
         let hs = t + 2 * r;
         let chunk = (cx.forward_bytes / (4 * fl)).clamp(1, b.max(1));
-        let total_len = b
-            .checked_mul(fl)
+        let staged = b
+            .checked_mul(tl)
             .ok_or_else(|| cx.fail(format!("{b} active tiles are too many to batch")))?;
-        self.delta.resize(total_len, 0.0);
-        self.reach.resize(b * area, 0);
+        self.stage.resize(staged, 0.0);
+        self.stage_occ.resize(b * area, 0);
+        self.delta_norm.resize(b * area, 0.0);
+        self.checks.clear();
+        self.checks.resize(b, TileCheck::default());
         self.input.resize(chunk * fl, 0.0);
+        self.delta.resize(chunk * fl, 0.0);
+        self.reach.resize(chunk * area, 0);
         self.halo.resize(chunk * hs * hs, 0);
         self.hmax.resize(chunk * hs * t, 0);
 
         let mut gather = t0.elapsed();
-        let mut forward = Duration::ZERO;
+        let (mut forward, mut scatter) = (Duration::ZERO, Duration::ZERO);
         for b0 in (0..b).step_by(chunk) {
             let n = chunk.min(b - b0);
             let tg = Instant::now();
             let st: &TileStore = store;
-            let keys = &self.wanted[b0..b0 + n];
             self.input[..n * fl]
                 .par_chunks_mut(fl)
                 .zip(self.halo.par_chunks_mut(hs * hs))
                 .zip(self.hmax.par_chunks_mut(hs * t))
-                .zip(self.reach[b0 * area..(b0 + n) * area].par_chunks_mut(area))
-                .zip(keys.par_iter())
+                .zip(self.reach.par_chunks_mut(area))
+                .zip(self.wanted[b0..b0 + n].par_iter())
                 .for_each(|((((field, halo), hmax), reach), &key)| {
                     gather_tile(st, key, cx, r, side, field, halo);
                     reach_mask(halo, hmax, reach, t, r);
                 });
             gather += tg.elapsed();
+
             let tf = Instant::now();
             cx.backend
                 .forward(
                     &self.input[..n * fl],
                     BatchShape::new(n, 2 * d, side, side),
-                    &mut self.delta[b0 * fl..(b0 + n) * fl],
+                    &mut self.delta[..n * fl],
                 )
                 .map_err(|e| cx.fail(e.to_string()))?;
             forward += tf.elapsed();
+
+            let ts = Instant::now();
+            let params = cx.params;
+            self.stage[b0 * tl..(b0 + n) * tl]
+                .par_chunks_mut(tl)
+                .zip(self.stage_occ[b0 * area..(b0 + n) * area].par_chunks_mut(area))
+                .zip(self.delta_norm[b0 * area..(b0 + n) * area].par_chunks_mut(area))
+                .zip(self.checks[b0..b0 + n].par_iter_mut())
+                .zip(self.delta[..n * fl].par_chunks(fl))
+                .zip(self.reach.par_chunks(area))
+                .zip(self.slots[b0..b0 + n].par_iter())
+                .for_each(
+                    |((((((stage, occ), dnorm), check), delta), reach), &slot)| {
+                        let tile = &st.data[slot as usize * tl..][..tl];
+                        *check =
+                            stage_tile(tile, delta, reach, &params, t, r, side, stage, occ, dnorm);
+                    },
+                );
+            scatter += ts.elapsed();
+            if let Some((j, (ly, lx, c))) = self.checks[b0..b0 + n]
+                .iter()
+                .enumerate()
+                .find_map(|(j, k)| k.bad.map(|bad| (b0 + j, bad)))
+            {
+                let (ox, oy) = store.origin(self.wanted[j]);
+                return Err(cx.fail(non_finite_message(ox + lx as i64, oy + ly as i64, c, d)));
+            }
         }
 
         let ts = Instant::now();
-        let st: &TileStore = store;
-        let (delta, reach, slots) = (&self.delta, &self.reach, &self.slots);
-        (0..b)
-            .into_par_iter()
-            .map(|j| {
-                check_tile(
-                    st,
-                    slots[j] as usize,
-                    &delta[j * fl..(j + 1) * fl],
-                    &reach[j * area..(j + 1) * area],
-                    &cx.params,
-                    r,
-                    side,
-                )
-            })
-            .collect_into_vec(&mut self.checks);
-        if let Some((j, (ly, lx, c))) = self
-            .checks
-            .iter()
-            .enumerate()
-            .find_map(|(j, k)| k.bad.map(|bad| (j, bad)))
-        {
-            let (ox, oy) = store.origin(self.wanted[j]);
-            return Err(cx.fail(non_finite_message(ox + lx as i64, oy + ly as i64, c, d)));
-        }
         let total: usize = self.checks.iter().map(|k| k.count as usize).sum();
         if total > cx.max_cells {
             return Err(cx.fail(format!(
@@ -259,15 +279,12 @@ impl LocalBatch {
                 cx.max_cells
             )));
         }
-
         self.slot_batch.clear();
         self.slot_batch.resize(store.slots(), NOT_ACTIVE);
         for (j, &s) in self.slots.iter().enumerate() {
             self.slot_batch[s as usize] = j as u32;
         }
-        let tl = store.tile_len();
-        let params = cx.params;
-        let (delta, reach) = (&self.delta, &self.reach);
+        let (stage, stage_occ, checks) = (&self.stage, &self.stage_occ, &self.checks);
         store
             .data
             .par_chunks_mut(tl)
@@ -279,22 +296,11 @@ impl LocalBatch {
                     return;
                 }
                 let j = j as usize;
-                *count = commit_tile(
-                    tile,
-                    occ,
-                    &delta[j * fl..(j + 1) * fl],
-                    &reach[j * area..(j + 1) * area],
-                    &params,
-                    t,
-                    r,
-                    side,
-                );
+                tile.copy_from_slice(&stage[j * tl..(j + 1) * tl]);
+                occ.copy_from_slice(&stage_occ[j * area..(j + 1) * area]);
+                *count = checks[j].count;
             });
         store.occupied = total;
-        debug_assert_eq!(
-            store.count.iter().map(|&c| c as usize).sum::<usize>(),
-            total
-        );
         Ok(StepStats {
             step: cx.step + 1,
             occupied_cells: total,
@@ -302,7 +308,7 @@ impl LocalBatch {
             window: None,
             gather,
             forward,
-            scatter: ts.elapsed(),
+            scatter: scatter + ts.elapsed(),
         })
     }
 }
@@ -395,120 +401,83 @@ fn reach_mask(halo: &[u8], hmax: &mut [u8], reach: &mut [u8], t: usize, r: usize
     }
 }
 
-/// The read-only pass over one tile: finds the first non-finite delta among
-/// its cells and counts the matter the update would leave, by running the
-/// update on a copy of each row.
-fn check_tile(
-    store: &TileStore,
-    slot: usize,
-    delta: &[f32],
-    reach: &[u8],
-    params: &UpdateParams,
-    r: usize,
-    side: usize,
-) -> TileCheck {
-    let (t, d, area) = (store.t, store.d, store.area());
-    let tile = &store.data[slot * store.tile_len()..(slot + 1) * store.tile_len()];
-    for ly in 0..t {
-        let run = PlaneRun {
-            ptr: delta[(ly + r) * side + r..].as_ptr(),
-            stride: side * side,
-        };
-        // SAFETY: plane c of the run starts at c * side^2 + (ly + r) * side + r
-        // and spans t <= side - r cells of `delta`, which holds 2D planes.
-        if let Some((lx, c)) = unsafe { first_non_finite(run, t, 2 * d) } {
-            return TileCheck {
-                bad: Some((ly, lx, c)),
-                count: 0,
-            };
-        }
-    }
-    let mut count = 0;
-    ROW.with_borrow_mut(|row| {
-        row.resize(2 * d * t + t, 0.0);
-        let (psi, norm) = row.split_at_mut(2 * d * t);
-        let mut occ = [0u8; 1024];
-        for ly in 0..t {
-            for c in 0..2 * d {
-                psi[c * t..(c + 1) * t].copy_from_slice(&tile[c * area + ly * t..][..t]);
-            }
-            // SAFETY: `psi` holds 2D rows of t cells (stride t); the delta run
-            // is bounded as above; `psi` is this thread's own scratch.
-            unsafe {
-                update_run(
-                    PlaneRun {
-                        ptr: psi.as_mut_ptr(),
-                        stride: t,
-                    },
-                    PlaneRun {
-                        ptr: delta[(ly + r) * side + r..].as_ptr(),
-                        stride: side * side,
-                    },
-                    t,
-                    params,
-                    norm,
-                    &mut occ[..t],
-                )
-            };
-            count += occ[..t]
-                .iter()
-                .zip(&reach[ly * t..(ly + 1) * t])
-                .filter(|(&o, &k)| o & k != 0)
-                .count() as u32;
-        }
-    });
-    TileCheck { bad: None, count }
-}
-
-/// Applies the update to one tile in place and returns its matter count.
-/// Cells outside the light cone become vacuum (zeros) whatever the model said.
+/// Stages one tile: checks its delta (without the halo) for non-finite
+/// values, records |delta| per cell, and writes the updated tile and its
+/// occupancy into `stage` and `occ`. Cells outside the light cone become
+/// vacuum (zeros) whatever the model said.
 #[allow(clippy::too_many_arguments)]
-fn commit_tile(
-    tile: &mut [f32],
-    occ: &mut [u8],
+fn stage_tile(
+    tile: &[f32],
     delta: &[f32],
     reach: &[u8],
     params: &UpdateParams,
     t: usize,
     r: usize,
     side: usize,
-) -> u32 {
-    let area = t * t;
-    let d2 = 2 * params.d_state;
-    let mut norm = [0f32; 1024];
-    let mut count = 0;
-    for ly in 0..t {
-        // SAFETY: the tile holds 2D planes of t*t cells; row ly spans t cells
-        // of each; the delta run is bounded as in `check_tile`; `tile` is
-        // exclusively borrowed.
+    stage: &mut [f32],
+    occ: &mut [u8],
+    dnorm: &mut [f32],
+) -> TileCheck {
+    let (area, d2) = (t * t, 2 * params.d_state);
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.resize(d2 * area + area, 0.0);
+        let (compact, norm) = scratch.split_at_mut(d2 * area);
+        // The interior of the field, as whole-tile planes: the update then
+        // runs on T * T cells at a time rather than on rows of T.
+        for c in 0..d2 {
+            for ly in 0..t {
+                compact[c * area + ly * t..][..t]
+                    .copy_from_slice(&delta[c * side * side + (ly + r) * side + r..][..t]);
+            }
+        }
+        let run = PlaneRun {
+            ptr: compact.as_ptr(),
+            stride: area,
+        };
+        // SAFETY: `compact` holds 2D planes of `area` cells.
+        if let Some((i, c)) = unsafe { first_non_finite(run, area, d2) } {
+            return TileCheck {
+                bad: Some((i / t, i % t, c)),
+                count: 0,
+            };
+        }
+        dnorm.fill(0.0);
+        for plane in compact.chunks_exact(area) {
+            for (s, v) in dnorm.iter_mut().zip(plane) {
+                *s += v * v;
+            }
+        }
+        for s in dnorm.iter_mut() {
+            *s = s.sqrt();
+        }
+        stage.copy_from_slice(tile);
+        // SAFETY: `stage` and `compact` hold 2D planes of `area` cells each;
+        // `stage` is exclusively borrowed.
         unsafe {
             update_run(
                 PlaneRun {
-                    ptr: tile[ly * t..].as_mut_ptr(),
+                    ptr: stage.as_mut_ptr(),
                     stride: area,
                 },
-                PlaneRun {
-                    ptr: delta[(ly + r) * side + r..].as_ptr(),
-                    stride: side * side,
-                },
-                t,
+                run,
+                area,
                 params,
-                &mut norm[..t],
-                &mut occ[ly * t..(ly + 1) * t],
+                norm,
+                occ,
             )
         };
-        for lx in 0..t {
-            let i = ly * t + lx;
+        let mut count = 0;
+        for i in 0..area {
             if occ[i] != 0 && reach[i] == 0 {
                 occ[i] = 0;
                 for c in 0..d2 {
-                    tile[c * area + i] = 0.0;
+                    stage[c * area + i] = 0.0;
                 }
             }
             count += occ[i] as u32;
         }
-    }
-    count
+        TileCheck { bad: None, count }
+    })
 }
 
 /// The message for matter whose reach leaves the i32 lattice.

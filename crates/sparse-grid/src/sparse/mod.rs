@@ -31,6 +31,10 @@
 //! A local step runs the model on every active tile plus a halo of r cells,
 //! so the model does (T + 2r)^2 / T^2 of the useful work (1.27 at T = 16,
 //! r = 1); the rest of a step is copying (gather, scatter) and the update.
+//! Memory is counted in tiles: each holds T^2 cells whatever its matter, and
+//! a step stages the updated active tiles beside the current ones (that is
+//! what makes it all-or-nothing), plus one chunk of model input and output
+//! of at most [`SparseOptions::forward_bytes`] each.
 
 mod engine;
 mod hasher;

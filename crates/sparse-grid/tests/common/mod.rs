@@ -128,6 +128,51 @@ impl Reference {
         Self::new(spec, Net::Global { a, c: cc })
     }
 
+    /// The weights as PyTorch names them, for loading into a real backend.
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let c = self.spec.channels();
+        let t = |name: &str, shape: Vec<usize>, v: &Vec<f32>| (name.to_string(), shape, v.clone());
+        match &self.net {
+            Net::Conv3x3 { w, b } => vec![
+                t("conv.weight", vec![c, c, 3, 3], w),
+                t("conv.bias", vec![c], b),
+            ],
+            Net::DeepQca {
+                h,
+                w0,
+                b0,
+                w2,
+                b2,
+                w4,
+                b4,
+            } => {
+                let ring: Vec<f32> = (0..8 * c)
+                    .flat_map(|_| (0..9).map(|k| if k == 4 { 0.0 } else { 1.0 }))
+                    .collect();
+                vec![
+                    t("conv_neighbors.weight", vec![8 * c, 1, 3, 3], &ring),
+                    t("processing_net.0.weight", vec![*h, 8 * c, 1, 1], w0),
+                    t("processing_net.0.bias", vec![*h], b0),
+                    t("processing_net.2.weight", vec![*h, *h, 1, 1], w2),
+                    t("processing_net.2.bias", vec![*h], b2),
+                    t("processing_net.4.weight", vec![c, *h, 1, 1], w4),
+                    t("processing_net.4.bias", vec![c], b4),
+                ]
+            }
+            Net::Global { .. } => panic!("the test-only global law has no PyTorch module"),
+        }
+    }
+
+    /// The same law on the candle backend.
+    pub fn candle(&self) -> backend_candle::CandleBackend {
+        let options = engine_api::BackendOptions {
+            threads: Some(2),
+            ..Default::default()
+        };
+        backend_candle::CandleBackend::from_tensors(self.spec.clone(), self.tensors(), &options)
+            .expect("the reference weights load on candle")
+    }
+
     fn field(&self, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
         let c2 = self.spec.channels();
         let n = h * w;
