@@ -63,11 +63,22 @@ fn the_identity_conv3x3_leaves_a_normalised_state_unchanged() {
         let mut state = atheria::DenseState::zeros(9, 13, 4).unwrap();
         atheria::init::fill(&mut state, atheria::InitKind::Random, 11);
         let before = state.clone();
-        let mut engine = DenseEngine::new(load(kind, "conv3x3_identity_d4"), state, StepOptions::default()).unwrap();
+        let mut engine = DenseEngine::new(
+            load(kind, "conv3x3_identity_d4"),
+            state,
+            StepOptions::default(),
+        )
+        .unwrap();
         for _ in 0..5 {
             engine.step().unwrap();
         }
-        assert_close(&format!("{kind} identity"), engine.state().planes(), before.planes(), 1e-6, 1e-5);
+        assert_close(
+            &format!("{kind} identity"),
+            engine.state().planes(),
+            before.planes(),
+            1e-6,
+            1e-5,
+        );
     }
 }
 
@@ -77,7 +88,8 @@ fn the_same_seed_gives_the_same_run_and_another_seed_does_not() {
         let run = |seed: u64| {
             let mut state = atheria::DenseState::zeros(12, 10, 4).unwrap();
             atheria::init::fill(&mut state, atheria::InitKind::ComplexNoise, seed);
-            let mut engine = DenseEngine::new(load(kind, "conv3x3_d4"), state, StepOptions::default()).unwrap();
+            let mut engine =
+                DenseEngine::new(load(kind, "conv3x3_d4"), state, StepOptions::default()).unwrap();
             for _ in 0..3 {
                 engine.step().unwrap();
             }

@@ -103,8 +103,11 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     for kind in kinds {
         let started = Instant::now();
         if !kind.compiled_in() {
-            println!("{:<7} -     not compiled in; {}",
-                kind.name(), fix_for(kind));
+            println!(
+                "{:<7} -     not compiled in; {}",
+                kind.name(),
+                fix_for(kind)
+            );
             failed |= requested;
             continue;
         }
