@@ -42,7 +42,7 @@ fn the_sparse_engine_runs_the_default_law_from_a_seeded_blob() {
         state.origin
     );
     assert!(
-        state.occupied().iter().any(|&o| o == 0),
+        state.occupied().contains(&0),
         "the bounding box of a disc has vacuum corners"
     );
 }

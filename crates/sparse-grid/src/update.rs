@@ -175,7 +175,7 @@ pub fn update_rows(
 ) {
     use rayon::prelude::*;
     let n = norm.len();
-    assert!(width > 0 && n % width == 0 && occupied.len() == n);
+    assert!(width > 0 && n.is_multiple_of(width) && occupied.len() == n);
     assert!(psi.len() >= 2 * p.d_state * n && delta.len() >= 2 * p.d_state * n);
     let rows = Rows {
         psi: psi.as_mut_ptr(),
