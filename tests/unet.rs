@@ -73,11 +73,14 @@ fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Runs `cmd`, failing the test with its stderr unless it succeeds.
+/// Runs `cmd`, failing the test with its stderr unless it succeeds. Each
+/// command's wall time goes to stderr: these tests must stay fast.
 fn succeed(what: &str, cmd: &mut Command) -> Output {
+    let started = std::time::Instant::now();
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    eprintln!("{what}: {:.1} s", started.elapsed().as_secs_f64());
     assert!(
         out.status.success(),
         "{what} failed ({}): {}",
@@ -87,11 +90,19 @@ fn succeed(what: &str, cmd: &mut Command) -> Output {
     out
 }
 
+/// Python from the repository root. Torch's OpenMP workers wait passively:
+/// tests run side by side on few cores, where spinning workers starve the
+/// other test's processes.
+fn python_in_root(py: &Path) -> Command {
+    let mut cmd = Command::new(py);
+    cmd.current_dir(root()).env("OMP_WAIT_POLICY", "PASSIVE");
+    cmd
+}
+
 /// A Python tool of python/ run from the repository root.
 fn python_tool(py: &Path, script: &str) -> Command {
-    let mut cmd = Command::new(py);
-    cmd.current_dir(root())
-        .arg(root().join("python").join(script));
+    let mut cmd = python_in_root(py);
+    cmd.arg(root().join("python").join(script));
     cmd
 }
 
@@ -139,8 +150,7 @@ fn dense_runs_match_pytorch(arch: &str, seed: &str) {
     let exact_path = dir.join("float64.safetensors");
     succeed(
         &format!("reference engine {arch} in float64"),
-        Command::new(&py)
-            .current_dir(root())
+        python_in_root(&py)
             .args(["-c", REFERENCE_F64])
             .arg(&model)
             .arg(&initial)
