@@ -378,8 +378,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         forward_time += stats.forward;
         if stats.active_tiles > 0 {
+            let window = stats
+                .window
+                .map_or_else(String::new, |(h, w)| format!(", window {h} x {w}"));
             tracing::debug!(
-                "step {}: {} cells, {} tiles, gather {}, forward {}, scatter {}",
+                "step {}: {} cells, {} tiles{window}, gather {}, forward {}, scatter {}",
                 stats.step,
                 stats.occupied_cells,
                 stats.active_tiles,
