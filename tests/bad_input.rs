@@ -46,9 +46,12 @@ fn os(p: &Path) -> &std::ffi::OsStr {
     p.as_os_str()
 }
 
+/// A named edit of model.json and the words its error must contain.
+type JsonCase = (&'static str, fn(&str) -> String, &'static [&'static str]);
+
 #[test]
 fn broken_model_json_is_named() {
-    let cases: [(&str, fn(&str) -> String, &[&str]); 7] = [
+    let cases: [JsonCase; 7] = [
         (
             "unknown-field",
             |j| j.replacen('{', "{\"colour\": \"blue\",", 1),
