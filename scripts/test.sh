@@ -13,3 +13,6 @@ echo "== python tools"
 .venv/bin/python python/test_python_tools.py
 echo "== cargo test (features candle, tch, onnx)"
 cargo test --workspace --features candle,tch,onnx "$@"
+echo "== lint (fmt, clippy with every backend)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --features candle,tch,onnx -- -D warnings

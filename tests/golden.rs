@@ -56,3 +56,46 @@ fn every_backend_reproduces_pytorch_steps_within_1e_5() {
         }
     }
 }
+
+#[test]
+fn the_identity_conv3x3_leaves_a_normalised_state_unchanged() {
+    for kind in backends() {
+        let mut state = atheria::DenseState::zeros(9, 13, 4).unwrap();
+        atheria::init::fill(&mut state, atheria::InitKind::Random, 11);
+        let before = state.clone();
+        let mut engine = DenseEngine::new(
+            load(kind, "conv3x3_identity_d4"),
+            state,
+            StepOptions::default(),
+        )
+        .unwrap();
+        for _ in 0..5 {
+            engine.step().unwrap();
+        }
+        assert_close(
+            &format!("{kind} identity"),
+            engine.state().planes(),
+            before.planes(),
+            1e-6,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run_and_another_seed_does_not() {
+    for kind in backends() {
+        let run = |seed: u64| {
+            let mut state = atheria::DenseState::zeros(12, 10, 4).unwrap();
+            atheria::init::fill(&mut state, atheria::InitKind::ComplexNoise, seed);
+            let mut engine =
+                DenseEngine::new(load(kind, "conv3x3_d4"), state, StepOptions::default()).unwrap();
+            for _ in 0..3 {
+                engine.step().unwrap();
+            }
+            engine.state().planes().to_vec()
+        };
+        assert_eq!(run(4), run(4), "{kind}: same seed, different run");
+        assert_ne!(run(4), run(5), "{kind}: the seed changes nothing");
+    }
+}

@@ -103,7 +103,11 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     for kind in kinds {
         let started = Instant::now();
         if !kind.compiled_in() {
-            println!("{kind:<7} -     not compiled in; {}", fix_for(kind));
+            println!(
+                "{:<7} -     not compiled in; {}",
+                kind.name(),
+                fix_for(kind)
+            );
             failed |= requested;
             continue;
         }
@@ -134,7 +138,8 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         });
         match checks {
             Ok((version, describe, [c, l, f])) => println!(
-                "{kind:<7} ok    {version}; tiny model loaded ({}) and ran one forward on {describe} ({}); check {}",
+                "{:<7} ok    {version}; tiny model loaded ({}) and ran one forward on {describe} ({}); check {}",
+                kind.name(),
                 super::run::ms(l),
                 super::run::ms(f),
                 super::run::ms(c)
@@ -142,7 +147,8 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 failed = true;
                 println!(
-                    "{kind:<7} FAIL  {} after {}; fix: {}",
+                    "{:<7} FAIL  {} after {}; fix: {}",
+                    kind.name(),
                     super::one_line(&e),
                     super::run::ms(started.elapsed()),
                     fix_for(kind)

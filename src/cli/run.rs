@@ -392,12 +392,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         progress.set(steps_done);
         let last = steps_done == args.steps || interrupted.load(Ordering::SeqCst);
         if let Some(dir) = &args.png {
-            if steps_done % args.every == 0 || last {
+            if steps_done.is_multiple_of(args.every) || last {
                 write_pictures(dir, &engine)?;
             }
         }
         if let Some((k, path)) = &checkpoint {
-            if steps_done % k == 0 {
+            if steps_done.is_multiple_of(*k) {
                 state_file::write_state(&engine.snapshot()?, path)?;
             }
         }

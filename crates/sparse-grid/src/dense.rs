@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine_api::{BatchShape, ComputeBackend, Error, Result};
-use rayon::prelude::*;
 
-use crate::update::{first_non_finite, update_run, PlaneRun, UpdateParams};
+use crate::update::{first_non_finite, update_rows, PlaneRun, UpdateParams};
 use crate::{DenseState, StepStats};
 
 /// Options of a step that are not part of the model.
@@ -33,18 +32,6 @@ pub struct DenseEngine {
     /// Occupancy written by the update, swapped in only when a step succeeds.
     next_occupied: Vec<u8>,
 }
-
-/// Pointers to the state, shared by the row workers of one update. Every
-/// worker touches only its own row of every plane, so the writes are disjoint.
-#[derive(Clone, Copy)]
-struct Planes {
-    psi: *mut f32,
-    delta: *const f32,
-}
-// SAFETY: see the struct doc: rows are disjoint, and the engine holds `&mut`
-// to the buffers for the whole parallel update.
-unsafe impl Send for Planes {}
-unsafe impl Sync for Planes {}
 
 impl DenseEngine {
     /// An engine over `state`. The state must have the model's d_state and a
@@ -146,36 +133,14 @@ impl DenseEngine {
                 i % w
             )));
         }
-        let planes = Planes {
-            psi: s.planes_mut().as_mut_ptr(),
-            delta: self.delta.as_ptr(),
-        };
-        let params = self.params;
-        self.norm
-            .par_chunks_mut(w)
-            .zip(self.next_occupied.par_chunks_mut(w))
-            .enumerate()
-            .for_each(|(y, (norm, occ))| {
-                let p = planes;
-                // SAFETY: row y of every plane lies inside the buffers, and
-                // only this worker touches row y.
-                unsafe {
-                    update_run(
-                        PlaneRun {
-                            ptr: p.psi.add(y * w),
-                            stride: n,
-                        },
-                        PlaneRun {
-                            ptr: p.delta.add(y * w),
-                            stride: n,
-                        },
-                        w,
-                        &params,
-                        norm,
-                        occ,
-                    )
-                }
-            });
+        update_rows(
+            s.planes_mut(),
+            &self.delta,
+            w,
+            &self.params,
+            &mut self.norm,
+            &mut self.next_occupied,
+        );
         s.swap_occupied(&mut self.next_occupied);
         s.step += 1;
         let update = t1.elapsed();

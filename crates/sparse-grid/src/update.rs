@@ -150,6 +150,63 @@ pub fn update_field(
     }
 }
 
+/// Pointers into a field shared by the row workers of [`update_rows`]. Every
+/// worker touches only its own row of every plane, so the writes are disjoint.
+#[derive(Clone, Copy)]
+struct Rows {
+    psi: *mut f32,
+    delta: *const f32,
+}
+// SAFETY: see the struct doc; `update_rows` holds `&mut` to psi for the whole
+// parallel update.
+unsafe impl Send for Rows {}
+unsafe impl Sync for Rows {}
+
+/// Updates a whole field of `norm.len()` cells in rows of `width`, one rayon
+/// task per row: the dense engine's step and the sparse engine's global
+/// window both end here. `occupied` receives the per-cell existence flags.
+pub fn update_rows(
+    psi: &mut [f32],
+    delta: &[f32],
+    width: usize,
+    p: &UpdateParams,
+    norm: &mut [f32],
+    occupied: &mut [u8],
+) {
+    use rayon::prelude::*;
+    let n = norm.len();
+    assert!(width > 0 && n.is_multiple_of(width) && occupied.len() == n);
+    assert!(psi.len() >= 2 * p.d_state * n && delta.len() >= 2 * p.d_state * n);
+    let rows = Rows {
+        psi: psi.as_mut_ptr(),
+        delta: delta.as_ptr(),
+    };
+    norm.par_chunks_mut(width)
+        .zip(occupied.par_chunks_mut(width))
+        .enumerate()
+        .for_each(|(y, (norm, occ))| {
+            let r = rows;
+            // SAFETY: the asserts bound row y of every plane, and only this
+            // worker touches row y.
+            unsafe {
+                update_run(
+                    PlaneRun {
+                        ptr: r.psi.add(y * width),
+                        stride: n,
+                    },
+                    PlaneRun {
+                        ptr: r.delta.add(y * width),
+                        stride: n,
+                    },
+                    width,
+                    p,
+                    norm,
+                    occ,
+                )
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

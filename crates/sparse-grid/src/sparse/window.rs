@@ -11,7 +11,7 @@ use super::local::{non_finite_message, StepContext};
 use super::query::CellBox;
 use super::tiles::TileStore;
 use crate::state::check_size;
-use crate::update::{first_non_finite, update_run, PlaneRun};
+use crate::update::{first_non_finite, update_rows, PlaneRun};
 use crate::StepStats;
 
 /// Marks a slot that is not in the window.
@@ -34,18 +34,6 @@ pub(crate) struct WindowBatch {
     tile_slots: Vec<u32>,
     slot_batch: Vec<u32>,
 }
-
-/// Pointers into the window shared by the row workers of one update; each
-/// worker touches only its own row of every plane.
-#[derive(Clone, Copy)]
-struct Rows {
-    psi: *mut f32,
-    delta: *const f32,
-}
-// SAFETY: rows are disjoint and the batch holds `&mut` to both buffers for
-// the whole parallel update.
-unsafe impl Send for Rows {}
-unsafe impl Sync for Rows {}
 
 impl WindowBatch {
     /// An empty batch for a model whose sizes must be multiples of `multiple`.
@@ -207,36 +195,14 @@ impl WindowBatch {
         if let Some((x, y, c)) = bad {
             return Err(cx.fail(non_finite_message(x0 + x as i64, y0 + y as i64, c, d)));
         }
-        let rows = Rows {
-            psi: self.psi.as_mut_ptr(),
-            delta: self.delta.as_ptr(),
-        };
-        let params = cx.params;
-        self.norm
-            .par_chunks_mut(w)
-            .zip(self.occ_new.par_chunks_mut(w))
-            .enumerate()
-            .for_each(|(y, (norm, occ))| {
-                let p = rows;
-                // SAFETY: row y of every plane lies inside the buffers (2D
-                // planes of n = h * w cells) and only this worker touches it.
-                unsafe {
-                    update_run(
-                        PlaneRun {
-                            ptr: p.psi.add(y * w),
-                            stride: n,
-                        },
-                        PlaneRun {
-                            ptr: p.delta.add(y * w),
-                            stride: n,
-                        },
-                        w,
-                        &params,
-                        norm,
-                        occ,
-                    )
-                }
-            });
+        update_rows(
+            &mut self.psi,
+            &self.delta,
+            w,
+            &cx.params,
+            &mut self.norm,
+            &mut self.occ_new,
+        );
         let total = self.occ_new.iter().filter(|&&o| o != 0).count();
         if total > cx.max_cells {
             return Err(cx.fail(format!(
