@@ -246,6 +246,11 @@ fn bench_one(
         step,
         windows: Vec::new(),
     });
+    // A conv3x3's windows are each followed by an sgemm, so that its
+    // arithmetic rate is compared with the machine's ceiling at that moment.
+    let mut sgemm = sgemm_gflops;
+    let probe: Option<&mut dyn FnMut() -> Option<f64>> =
+        (cfg.arch == "conv3x3").then_some(&mut sgemm);
     let t = timing::time_windows(
         label,
         first_time,
@@ -253,6 +258,7 @@ fn bench_one(
         args.window_secs,
         || engine.step(),
         companion.as_mut(),
+        probe,
     )?;
     let rate = t.median();
     let total_ms: f64 = stages.iter().map(|(_, d)| d.as_secs_f64() * 1e3).sum();
@@ -271,20 +277,29 @@ fn bench_one(
     });
     // The conv3x3's arithmetic rate: the FLOPs of the cells the model ran
     // on (a sparse step runs it on each active tile with its halo) per
-    // second of forward, against an sgemm timed right after, so both see
-    // the machine in the same state.
+    // second of forward, window by window against the sgemm that followed.
     let tile = atheria::sparse::DEFAULT_TILE;
     let model_cells = match cfg.engine {
         Engine::Dense => cfg.grid * cfg.grid,
         Engine::Sparse(_) => t.last.active_tiles * (tile + 2).pow(2),
     };
-    let (mean_s, best_s) = t.forward_secs();
-    if cfg.arch == "conv3x3" && best_s > 0.0 {
+    if cfg.arch == "conv3x3" && t.forward > std::time::Duration::ZERO {
         let flops = cfg.conv_flops(model_cells);
-        let sgemm = sgemm_gflops();
+        let gflops: Vec<f64> = t
+            .forward_secs_windows()
+            .iter()
+            .map(|s| flops / s.max(1e-12) / 1e9)
+            .collect();
+        let ratios: Vec<f64> = gflops
+            .iter()
+            .zip(&t.probe_windows)
+            .map(|(c, g)| c / g)
+            .collect();
         row["conv"] = json!({
-            "gflops_mean": flops / mean_s / 1e9, "gflops_best_window": flops / best_s / 1e9,
-            "sgemm_gflops_after": sgemm, "best_vs_sgemm": sgemm.map(|g| flops / best_s / 1e9 / g),
+            "gflops_mean": flops * t.steps as f64 / t.forward.as_secs_f64() / 1e9,
+            "gflops_windows": gflops, "sgemm_gflops_windows": t.probe_windows,
+            "vs_sgemm_windows": ratios,
+            "vs_sgemm_median": (!ratios.is_empty()).then(|| timing::median(&ratios)),
         });
     }
     if let Engine::Sparse(_) = cfg.engine {
@@ -295,9 +310,21 @@ fn bench_one(
             "outside_forward_share": (g + sc) / (g + fw + sc),
         });
         if let Some(c) = &companion {
+            // Window by window: this configuration's window against the
+            // dense window that followed it.
+            let extent = (config::SPARSE_EXTENT * config::SPARSE_EXTENT) as f64;
+            let pairs = t.windows.iter().zip(&c.windows);
+            let per_cell: Vec<f64> = pairs
+                .clone()
+                .map(|(s, d)| (d * extent) / (s * cells))
+                .collect();
+            let speedup: Vec<f64> = pairs.map(|(s, d)| s / d).collect();
             row["sparse"]["dense_side_by_side"] = json!({
                 "config": config::DENSE_REFERENCE,
                 "steps_per_s_median": timing::median(&c.windows), "steps_per_s_windows": c.windows,
+                "per_cell_vs_dense_windows": per_cell, "speedup_windows": speedup,
+                "per_cell_vs_dense_median": timing::median(&per_cell),
+                "speedup_median": timing::median(&speedup),
             });
         }
     }
@@ -337,8 +364,10 @@ fn pytorch_row(
     }
 }
 
-/// Side of the square sgemm that stands for the machine's ceiling.
-const SGEMM_N: usize = 2048;
+/// Side of the square sgemm that stands for the machine's ceiling: large
+/// enough to run at the kernels' full rate, small enough (2 GFLOP, best of
+/// four) to follow every timed window.
+const SGEMM_N: usize = 1024;
 
 /// The best of a few large single-precision matrix multiplies through the
 /// gemm kernels candle's convolutions use, in GFLOP/s: the ceiling a

@@ -90,10 +90,16 @@ fn position_and_distance(
         info!("scale: position and distance, window {}/{windows}", w + 1);
     }
     let ms: Vec<f64> = secs.iter().map(|s| median(s) * 1e3).collect();
+    // Ratios window by window (each window's three timings are adjacent),
+    // then their median.
+    let ratio = |k: usize| {
+        let r: Vec<f64> = secs[k].iter().zip(&secs[0]).map(|(x, o)| x / o).collect();
+        median(&r)
+    };
     Ok(json!({
         "blob_cells": engines[0].occupied_count(), "tiles": tiles,
         "origin_ms": ms[0], "far_ms": ms[1], "two_blobs_ms": ms[2],
-        "far_vs_origin": ms[1] / ms[0], "two_vs_one": ms[2] / ms[0],
+        "far_vs_origin": ratio(1), "two_vs_one": ratio(2),
         "far": [FAR.0, FAR.1], "apart": APART,
     }))
 }

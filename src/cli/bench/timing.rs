@@ -23,6 +23,8 @@ pub struct Timing {
     pub scatter: Duration,
     /// Forward time of each window.
     pub forward_windows: Vec<Duration>,
+    /// What the probe measured after each window (see [`time_windows`]).
+    pub probe_windows: Vec<f64>,
     /// Steps per window.
     pub per_window: u64,
     /// The last step's statistics (active tiles, cells).
@@ -40,18 +42,12 @@ impl Timing {
         self.forward.as_secs_f64() / self.total.as_secs_f64().max(1e-12)
     }
 
-    /// Forward seconds per step: over all windows, and in the fastest window.
-    pub fn forward_secs(&self) -> (f64, f64) {
-        let best = self
-            .forward_windows
+    /// Forward seconds per step of each window.
+    pub fn forward_secs_windows(&self) -> Vec<f64> {
+        self.forward_windows
             .iter()
-            .min()
-            .copied()
-            .unwrap_or_default();
-        (
-            self.forward.as_secs_f64() / self.steps.max(1) as f64,
-            best.as_secs_f64() / self.per_window.max(1) as f64,
-        )
+            .map(|d| d.as_secs_f64() / self.per_window.max(1) as f64)
+            .collect()
     }
 
     /// Milliseconds per timed step of one part.
@@ -93,7 +89,8 @@ pub fn steps_for(window_secs: f64, step_secs: f64) -> u64 {
 
 /// Warms up, then times `windows` windows of about `window_secs` each
 /// (at least one step each), sized from the first step's time; after each
-/// window, one window of the companion, if any.
+/// window, one window of the companion, if any, then the probe (a
+/// measurement of the machine's state, such as an sgemm's GFLOP/s).
 pub fn time_windows(
     label: &str,
     first_step: Duration,
@@ -101,6 +98,7 @@ pub fn time_windows(
     window_secs: f64,
     mut step: impl FnMut() -> anyhow::Result<StepStats>,
     mut companion: Option<&mut Companion>,
+    mut probe: Option<&mut dyn FnMut() -> Option<f64>>,
 ) -> anyhow::Result<Timing> {
     let per_window = steps_for(window_secs, first_step.as_secs_f64());
     let warmup = (per_window / 4).clamp(1, 50);
@@ -118,6 +116,7 @@ pub fn time_windows(
         forward: Duration::ZERO,
         scatter: Duration::ZERO,
         forward_windows: Vec::new(),
+        probe_windows: Vec::new(),
         per_window,
         last: StepStats::default(),
     };
@@ -150,6 +149,9 @@ pub fn time_windows(
             }
             c.windows
                 .push(c.per_window as f64 / start.elapsed().as_secs_f64());
+        }
+        if let Some(value) = probe.as_deref_mut().and_then(|p| p()) {
+            t.probe_windows.push(value);
         }
     }
     progress.finish();
