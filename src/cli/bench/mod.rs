@@ -246,11 +246,11 @@ fn bench_one(
         step,
         windows: Vec::new(),
     });
-    // A conv3x3's windows are each followed by an sgemm, so that its
-    // arithmetic rate is compared with the machine's ceiling at that moment.
+    // Each window is followed by an sgemm: the machine's speed at that
+    // moment (a shared machine changes speed), and for the conv3x3 the
+    // ceiling its arithmetic rate is compared with.
     let mut sgemm = sgemm_gflops;
-    let probe: Option<&mut dyn FnMut() -> Option<f64>> =
-        (cfg.arch == "conv3x3").then_some(&mut sgemm);
+    let probe: Option<&mut dyn FnMut() -> Option<f64>> = Some(&mut sgemm);
     let t = timing::time_windows(
         label,
         first_time,
@@ -274,6 +274,7 @@ fn bench_one(
         "steps_per_s_median": rate, "steps_per_s_windows": t.windows, "timed_steps": t.steps,
         "ms_per_step": {"gather": g, "forward": fw, "scatter": sc, "total": t.per_step_ms(t.total)},
         "forward_share": t.forward_share(),
+        "sgemm_gflops_median": (!t.probe_windows.is_empty()).then(|| timing::median(&t.probe_windows)),
     });
     // The conv3x3's arithmetic rate: the FLOPs of the cells the model ran
     // on (a sparse step runs it on each active tile with its halo) per
@@ -347,8 +348,13 @@ fn pytorch_row(
         return json!({"config": cfg.name, "engine": "pytorch", "skipped": "no Python environment (scripts/setup-python.sh)"});
     };
     info!("{}: PyTorch reference engine ...", cfg.name);
-    match python::reference_bench(p, cfg, threads, steps.min(2000), args.windows) {
+    let before = sgemm_gflops();
+    let result = python::reference_bench(p, cfg, threads, steps.min(2000), args.windows);
+    let around: Vec<f64> = [before, sgemm_gflops()].into_iter().flatten().collect();
+    match result {
         Ok(v) => json!({
+            "sgemm_gflops_median": (!around.is_empty()).then(|| timing::median(&around)),
+            "sgemm_gflops_before_after": around,
             "config": cfg.name, "engine": "pytorch", "backend": "pytorch",
             "steps_per_s_median": v["steps_per_s_median"], "steps_per_s_windows": v["steps_per_s_windows"],
             "startup_s": v["startup_s"], "torch": v["torch"], "threads": v["threads"],

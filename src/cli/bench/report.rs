@@ -145,8 +145,8 @@ pub fn targets(rows: &[Value], startup: &[Value]) -> Vec<Value> {
 pub fn print_all(rows: &[Value], startup: &[Value], targets: &[Value]) {
     println!();
     println!(
-        "{:<17} {:<8} {:>9} {:>15} {:>8} {:>8} {:>9}",
-        "config", "backend", "steps/s", "spread", "vs torch", "forward", "start-up"
+        "{:<17} {:<8} {:>9} {:>15} {:>8} {:>8} {:>9} {:>7}",
+        "config", "backend", "steps/s", "spread", "vs torch", "forward", "start-up", "sgemm"
     );
     for r in rows {
         let (cfg, backend) = (s(&r["config"]), r["backend"].as_str().unwrap_or("pytorch"));
@@ -176,11 +176,13 @@ pub fn print_all(rows: &[Value], startup: &[Value], targets: &[Value]) {
                     .map(|m| m.values().filter_map(Value::as_f64).sum::<f64>() * 1e3)
             })
             .map_or("-".into(), |ms| format!("{ms:.0} ms"));
+        let sgemm = f(&r["sgemm_gflops_median"]).map_or("-".into(), |g| format!("{g:.0}"));
         println!(
-            "{cfg:<17} {backend:<8} {rate:>9.2} {:>15} {ratio:>8} {share:>8} {startup:>9}",
+            "{cfg:<17} {backend:<8} {rate:>9.2} {:>15} {ratio:>8} {share:>8} {startup:>9} {sgemm:>7}",
             format!("{lo:.2}-{hi:.2}")
         );
     }
+    println!("(sgemm: GFLOP/s of a 1024^3 sgemm after each window, median: the machine's speed at the time)");
     print_sparse(rows);
     print_startup(startup);
     let conv: Vec<&Value> = rows.iter().filter(|r| r["conv"].is_object()).collect();
