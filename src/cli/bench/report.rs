@@ -272,18 +272,20 @@ fn print_startup(startup: &[Value]) {
         return;
     }
     println!(
-        "\nstart-up in a fresh process ({}: conv3x3 D=64, 128 x 128), ms; before main: exec, dynamic libraries, tch's re-exec",
-        super::startup::PROBE_CONFIG
+        "\nstart-up in a fresh process ({}: conv3x3 D=64, 128 x 128), ms, the median of {} runs; before main: exec, dynamic libraries, tch's re-exec",
+        super::startup::PROBE_CONFIG,
+        super::STARTUP_ROUNDS
     );
     println!(
-        "{:<8} {:>11} {:>12} {:>10} {:>10} {:>10} {:>22}",
+        "{:<8} {:>11} {:>12} {:>10} {:>10} {:>10} {:>22}  {}",
         "backend",
         "before main",
         "backend init",
         "model load",
         "state init",
         "first step",
-        "exec to first step end"
+        "exec to first step end",
+        "all runs"
     );
     for p in startup {
         if let Some(e) = p["error"].as_str() {
@@ -297,14 +299,23 @@ fn print_startup(startup: &[Value]) {
             .map_or(0.0, |m| m.values().filter_map(Value::as_f64).sum());
         let wall = f(&p["wall_to_first_step_end_ms"]);
         println!(
-            "{:<8} {:>11} {:>12} {:>10} {:>10} {:>10} {:>22}",
+            "{:<8} {:>11} {:>12} {:>10} {:>10} {:>10} {:>22}  {}",
             s(&p["backend"]),
             wall.map_or("-".into(), |w| format!("{:.0}", w - in_stages)),
             ms("backend init"),
             ms("model load"),
             ms("state init"),
             ms("first step"),
-            wall.map_or("-".into(), |x| format!("{x:.0}"))
+            wall.map_or("-".into(), |x| format!("{x:.0}")),
+            p["wall_runs_ms"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(Value::as_f64)
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" "))
+                .unwrap_or_default()
         );
     }
 }
