@@ -277,7 +277,7 @@ fn print_startup(startup: &[Value]) {
         super::STARTUP_ROUNDS
     );
     println!(
-        "{:<8} {:>11} {:>12} {:>10} {:>10} {:>10} {:>22}  {}",
+        "{:<8} {:>11} {:>12} {:>10} {:>10} {:>10} {:>22}  all runs",
         "backend",
         "before main",
         "backend init",
@@ -285,7 +285,6 @@ fn print_startup(startup: &[Value]) {
         "state init",
         "first step",
         "exec to first step end",
-        "all runs"
     );
     for p in startup {
         if let Some(e) = p["error"].as_str() {
