@@ -258,7 +258,6 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
         /// The reader's fuzz target: arbitrary bytes, and valid files with
         /// bytes flipped, never panic or allocate beyond the cell limit.
         #[test]
