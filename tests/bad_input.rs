@@ -46,6 +46,19 @@ fn os(p: &Path) -> &std::ffi::OsStr {
     p.as_os_str()
 }
 
+/// `atheria run --backend KIND --model DIR` fails cleanly, naming `expect`.
+fn package_fails(kind: atheria::BackendKind, dir: &Path, expect: &[&str]) {
+    fails_cleanly(
+        &[
+            os(Path::new("--backend")),
+            kind.name().as_ref(),
+            os(Path::new("--model")),
+            os(dir),
+        ],
+        expect,
+    );
+}
+
 /// A named edit of model.json and the words its error must contain.
 type JsonCase = (&'static str, fn(&str) -> String, &'static [&'static str]);
 
@@ -87,15 +100,7 @@ fn broken_model_json_is_named() {
     for (name, edit, expect) in cases {
         let dir = package_with(name, edit);
         for kind in backends() {
-            fails_cleanly(
-                &[
-                    os(Path::new("--backend")),
-                    kind.name().as_ref(),
-                    os(Path::new("--model")),
-                    os(&dir),
-                ],
-                expect,
-            );
+            package_fails(kind, &dir, expect);
         }
     }
 }
@@ -114,39 +119,15 @@ fn missing_and_corrupt_weight_files_are_named() {
         ] {
             let dir = package_with(&format!("weights-{kind}-{name}"), |j| j.to_string());
             std::fs::write(dir.join(file), bytes).unwrap();
-            fails_cleanly(
-                &[
-                    os(Path::new("--backend")),
-                    kind.name().as_ref(),
-                    os(Path::new("--model")),
-                    os(&dir),
-                ],
-                &[],
-            );
+            package_fails(kind, &dir, &[]);
         }
         let dir = package_with(&format!("weights-{kind}-truncated"), |j| j.to_string());
         let full = std::fs::read(golden("conv3x3_d4").join(file)).unwrap();
         std::fs::write(dir.join(file), &full[..full.len() / 2]).unwrap();
-        fails_cleanly(
-            &[
-                os(Path::new("--backend")),
-                kind.name().as_ref(),
-                os(Path::new("--model")),
-                os(&dir),
-            ],
-            &[],
-        );
+        package_fails(kind, &dir, &[]);
         let dir = package_with(&format!("weights-{kind}-missing"), |j| j.to_string());
         std::fs::remove_file(dir.join(file)).unwrap();
-        fails_cleanly(
-            &[
-                os(Path::new("--backend")),
-                kind.name().as_ref(),
-                os(Path::new("--model")),
-                os(&dir),
-            ],
-            &[file],
-        );
+        package_fails(kind, &dir, &[file]);
         // A file of another format under the expected name.
         let dir = package_with(&format!("weights-{kind}-swapped"), |j| j.to_string());
         let other = if file == "model.onnx" {
@@ -155,15 +136,7 @@ fn missing_and_corrupt_weight_files_are_named() {
             "model.onnx"
         };
         std::fs::copy(golden("conv3x3_d4").join(other), dir.join(file)).unwrap();
-        fails_cleanly(
-            &[
-                os(Path::new("--backend")),
-                kind.name().as_ref(),
-                os(Path::new("--model")),
-                os(&dir),
-            ],
-            &[],
-        );
+        package_fails(kind, &dir, &[]);
     }
 }
 
