@@ -34,9 +34,6 @@ impl StepContext<'_> {
     }
 }
 
-/// Marks a slot that is not in the batch.
-const NOT_ACTIVE: u32 = u32::MAX;
-
 /// The batch of a local step, with every buffer reused from step to step.
 ///
 /// The model runs chunk by chunk; each chunk's result is staged (the updated
@@ -279,27 +276,12 @@ impl LocalBatch {
                 cx.max_cells
             )));
         }
-        self.slot_batch.clear();
-        self.slot_batch.resize(store.slots(), NOT_ACTIVE);
-        for (j, &s) in self.slots.iter().enumerate() {
-            self.slot_batch[s as usize] = j as u32;
-        }
         let (stage, stage_occ, checks) = (&self.stage, &self.stage_occ, &self.checks);
-        store
-            .data
-            .par_chunks_mut(tl)
-            .zip(store.occ.par_chunks_mut(area))
-            .zip(store.count.par_iter_mut())
-            .zip(self.slot_batch.par_iter())
-            .for_each(|(((tile, occ), count), &j)| {
-                if j == NOT_ACTIVE {
-                    return;
-                }
-                let j = j as usize;
-                tile.copy_from_slice(&stage[j * tl..(j + 1) * tl]);
-                occ.copy_from_slice(&stage_occ[j * area..(j + 1) * area]);
-                *count = checks[j].count;
-            });
+        store.commit(&self.slots, &mut self.slot_batch, |j, tile, occ, count| {
+            tile.copy_from_slice(&stage[j * tl..(j + 1) * tl]);
+            occ.copy_from_slice(&stage_occ[j * area..(j + 1) * area]);
+            *count = checks[j].count;
+        });
         store.occupied = total;
         Ok(StepStats {
             step: cx.step + 1,

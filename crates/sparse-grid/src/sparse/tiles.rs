@@ -41,6 +41,9 @@ pub(crate) struct TileStore {
     pub occupied: usize,
 }
 
+/// Marks a slot or batch entry that takes no part in a step.
+pub const NOT_ACTIVE: u32 = u32::MAX;
+
 impl TileStore {
     /// An empty store of T x T tiles (T a power of two) with D channels.
     pub fn new(t: usize, d: usize) -> Self {
@@ -69,6 +72,38 @@ impl TileStore {
     #[inline]
     pub fn tile_len(&self) -> usize {
         2 * self.d * self.area()
+    }
+
+    /// Rewrites, in parallel, the tiles a step produced: `slots[j]` is the
+    /// slot of batch entry j (`NOT_ACTIVE` entries are skipped) and
+    /// `write(j, planes, mask, count)` fills that slot. `batch_of` is the
+    /// caller's reused slot -> entry scratch. The local and the window step
+    /// both commit through here.
+    pub fn commit(
+        &mut self,
+        slots: &[u32],
+        batch_of: &mut Vec<u32>,
+        write: impl Fn(usize, &mut [f32], &mut [u8], &mut u32) + Sync,
+    ) {
+        use rayon::prelude::*;
+        batch_of.clear();
+        batch_of.resize(self.slots(), NOT_ACTIVE);
+        for (j, &s) in slots.iter().enumerate() {
+            if s != NOT_ACTIVE {
+                batch_of[s as usize] = j as u32;
+            }
+        }
+        let (tl, area) = (self.tile_len(), self.area());
+        self.data
+            .par_chunks_mut(tl)
+            .zip(self.occ.par_chunks_mut(area))
+            .zip(self.count.par_iter_mut())
+            .zip(batch_of.par_iter())
+            .for_each(|(((tile, occ), count), &j)| {
+                if j != NOT_ACTIVE {
+                    write(j as usize, tile, occ, count);
+                }
+            });
     }
 
     /// Slots in the slab, live or free.

@@ -9,13 +9,10 @@ use rayon::prelude::*;
 
 use super::local::{non_finite_message, StepContext};
 use super::query::CellBox;
-use super::tiles::TileStore;
+use super::tiles::{TileStore, NOT_ACTIVE};
 use crate::state::check_size;
 use crate::update::{first_non_finite, update_rows, PlaneRun};
 use crate::StepStats;
-
-/// Marks a slot that is not in the window.
-const NOT_ACTIVE: u32 = u32::MAX;
 
 /// The window of a global step, with every buffer reused from step to step.
 pub(crate) struct WindowBatch {
@@ -234,25 +231,11 @@ impl WindowBatch {
                 self.tile_slots.push(NOT_ACTIVE);
             }
         }
-        self.slot_batch.clear();
-        self.slot_batch.resize(store.slots(), NOT_ACTIVE);
-        for (wi, &s) in self.tile_slots.iter().enumerate() {
-            if s != NOT_ACTIVE {
-                self.slot_batch[s as usize] = wi as u32;
-            }
-        }
         let (psi, occ_new, counts) = (&self.psi, &self.occ_new, &self.tile_counts);
-        store
-            .data
-            .par_chunks_mut(tl)
-            .zip(store.occ.par_chunks_mut(area))
-            .zip(store.count.par_iter_mut())
-            .zip(self.slot_batch.par_iter())
-            .for_each(|(((tile, occ), count), &wi)| {
-                if wi == NOT_ACTIVE {
-                    return;
-                }
-                let wi = wi as usize;
+        store.commit(
+            &self.tile_slots,
+            &mut self.slot_batch,
+            |wi, tile, occ, count| {
                 let (wx, wy) = ((wi % wtw) * t, (wi / wtw) * t);
                 let (rows, cols) = (t.min(h - wy), t.min(w - wx));
                 for ly in 0..rows {
@@ -264,7 +247,8 @@ impl WindowBatch {
                     occ[ly * t..][..cols].copy_from_slice(&occ_new[src..][..cols]);
                 }
                 *count = counts[wi];
-            });
+            },
+        );
         store.occupied = total;
         self.window = Some(win);
         Ok(StepStats {
