@@ -1,11 +1,9 @@
 //! Build script of the `atheria` package.
 //!
-//! With the `tch` feature, puts an rpath to libtorch's lib dir on this
-//! package's binaries, tests and benches, so they start without
-//! `LD_LIBRARY_PATH`; with `tch` and `cuda`, also keeps libtorch_cuda linked
-//! (see crates/backend-tch/build.rs, which finds the dir and explains why).
-//! `rustc-link-arg` from the backend crate's own build script does not reach
-//! this package's targets, hence this script.
+//! With the `tch` feature, records where crates/backend-tch-plugin found
+//! libtorch (its version and lib dir), so that a missing or mismatched
+//! libtorch at run time is an error saying what this build needs
+//! (src/plugin.rs). The binary itself does not link libtorch.
 
 use std::env;
 
@@ -14,18 +12,18 @@ fn main() {
     if env::var_os("CARGO_FEATURE_TCH").is_none() {
         return;
     }
-    println!("cargo:rerun-if-env-changed=DEP_ATHERIA_TCH_LIBTORCH_LIB");
-    println!("cargo:rerun-if-env-changed=DEP_ATHERIA_TCH_CUDA");
-    let Some(lib) = env::var_os("DEP_ATHERIA_TCH_LIBTORCH_LIB") else {
-        return;
-    };
-    println!(
-        "cargo:rustc-link-arg=-Wl,-rpath,{}",
-        std::path::Path::new(&lib).display()
-    );
-    if env::var_os("DEP_ATHERIA_TCH_CUDA").is_some() {
-        for arg in ["-Wl,--no-as-needed", "-ltorch_cuda", "-Wl,--as-needed"] {
-            println!("cargo:rustc-link-arg={arg}");
-        }
+    for (from, to) in [
+        (
+            "DEP_ATHERIA_TCH_PLUGIN_LIBTORCH_VERSION",
+            "ATHERIA_TCH_LIBTORCH_VERSION",
+        ),
+        (
+            "DEP_ATHERIA_TCH_PLUGIN_LIBTORCH_LIB",
+            "ATHERIA_TCH_LIBTORCH_LIB",
+        ),
+    ] {
+        println!("cargo:rerun-if-env-changed={from}");
+        let value = env::var(from).unwrap_or_else(|_| "unknown".into());
+        println!("cargo:rustc-env={to}={value}");
     }
 }

@@ -61,7 +61,7 @@ impl BackendKind {
             #[cfg(feature = "candle")]
             BackendKind::Candle => backend_candle::check(),
             #[cfg(feature = "tch")]
-            BackendKind::Tch => backend_tch::check(),
+            BackendKind::Tch => (crate::plugin::load(&crate::plugin::TCH)?.check)(),
             #[cfg(feature = "onnx")]
             BackendKind::Onnx => backend_onnx::check(),
             #[allow(unreachable_patterns)]
@@ -81,7 +81,7 @@ impl BackendKind {
                 package, options,
             )?)),
             #[cfg(feature = "tch")]
-            BackendKind::Tch => Ok(Arc::new(backend_tch::TchBackend::load(package, options)?)),
+            BackendKind::Tch => (crate::plugin::load(&crate::plugin::TCH)?.load)(package, options),
             #[cfg(feature = "onnx")]
             BackendKind::Onnx => Ok(Arc::new(backend_onnx::OnnxBackend::load(package, options)?)),
             #[allow(unreachable_patterns)]

@@ -8,9 +8,13 @@
 //! - [`default_law`]: the built-in law `atheria run` uses without `--model`.
 //! - [`render`]: PNG pictures of fields (phase, density, delta magnitude).
 //! - [`watchdog`]: turns a stage that hangs into an error naming the stage.
+//! - `plugin` (with `tch`): loads the tch backend's shared library on first
+//!   use, so the program starts where libtorch is missing.
 
 pub mod backends;
 pub mod default_law;
+#[cfg(feature = "tch")]
+mod plugin;
 pub mod render;
 pub mod watchdog;
 

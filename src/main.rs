@@ -41,20 +41,15 @@ fn main() -> ExitCode {
 
 /// libtorch's OpenMP workers spin after each forward by default, taking the
 /// cores the engine's rayon workers need next. The OpenMP runtime reads
-/// `OMP_WAIT_POLICY` once, before `main`, so a tch build re-executes itself
-/// with `PASSIVE` unless the user chose a policy (ARCHITECTURE.md, threading).
+/// `OMP_WAIT_POLICY` when it is loaded, which is when the tch backend's
+/// library is first loaded (src/plugin.rs), long after this; so the binary
+/// asks for `PASSIVE` unless the user chose a policy (ARCHITECTURE.md,
+/// threading).
 #[cfg(feature = "tch")]
 fn passive_openmp() {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
-        return;
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        // First thing in `main`: no other thread exists yet to read the
+        // environment while it changes.
+        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
     }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let err = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .exec();
-    eprintln!("warning: could not re-run with OMP_WAIT_POLICY=PASSIVE ({err}); libtorch threads will spin");
 }

@@ -6,12 +6,13 @@
 //! - puts an rpath to that dir on this crate's own tests and examples
 //!   (`rustc-link-arg` only reaches the package's own targets);
 //! - re-exports the dir as `DEP_ATHERIA_TCH_LIBTORCH_LIB` (this crate's
-//!   `links = "atheria_tch"`) so the root package's build script can do the
-//!   same for the `atheria` binaries (and `DEP_ATHERIA_TCH_CUDA` with `cuda`);
+//!   `links = "atheria_tch"`) so crates/backend-tch-plugin/build.rs can do
+//!   the same for `libatheria_tch.so` (and `DEP_ATHERIA_TCH_CUDA` with `cuda`);
 //! - with the `cuda` feature, keeps libtorch_cuda on the link line: the
 //!   linker's `--as-needed` drops it (nothing references its symbols), and
 //!   libtorch then reports CUDA as absent at run time;
-//! - records the libtorch version for `backend_tch::check`.
+//! - records the libtorch version for `backend_tch::check` (and re-exports
+//!   it as `DEP_ATHERIA_TCH_LIBTORCH_VERSION`).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -29,16 +30,15 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     let linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
     if linux && env::var_os("CARGO_FEATURE_CUDA").is_some() {
-        // Tells the root package's build script to do the same (DEP_ATHERIA_TCH_CUDA).
+        // Tells the plugin crate's build script to do the same (DEP_ATHERIA_TCH_CUDA).
         println!("cargo:cuda=1");
         for arg in ["-Wl,--no-as-needed", "-ltorch_cuda", "-Wl,--as-needed"] {
             println!("cargo:rustc-link-arg={arg}");
         }
     }
-    println!(
-        "cargo:rustc-env=ATHERIA_LIBTORCH_VERSION={}",
-        libtorch_version(&lib)
-    );
+    let version = libtorch_version(&lib);
+    println!("cargo:rustc-env=ATHERIA_LIBTORCH_VERSION={version}");
+    println!("cargo:libtorch_version={version}");
 }
 
 /// The version of the libtorch in `lib`: a PyTorch wheel has

@@ -78,7 +78,7 @@ fn fix_for(kind: BackendKind) -> String {
             format!("rebuild with `--features {kind}` (see README: `source scripts/env.sh`)")
         }
         BackendKind::Tch => {
-            "run scripts/setup-python.sh (installs torch 2.13.0 into .venv), then rebuild".into()
+            "run scripts/setup-python.sh (installs torch 2.13.0 into .venv, where this build looks for libtorch)".into()
         }
         BackendKind::Onnx => {
             "run scripts/setup-python.sh (installs onnxruntime into .venv) or set ORT_DYLIB_PATH"

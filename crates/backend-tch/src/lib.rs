@@ -33,9 +33,12 @@
 //!
 //! No `LD_LIBRARY_PATH` is needed at run time: build.rs puts an rpath to the
 //! libtorch lib dir on this crate's tests and examples, and re-exports the dir
-//! as `DEP_ATHERIA_TCH_LIBTORCH_LIB` so the root package's build.rs puts it on
-//! the `atheria` binaries. Moving or deleting the venv breaks such binaries
-//! (`ldd` shows the missing `libtorch_cpu.so`). For CPU work only
+//! as `DEP_ATHERIA_TCH_LIBTORCH_LIB` so crates/backend-tch-plugin puts it on
+//! `libatheria_tch.so`, the form in which the `atheria` binary loads this
+//! crate at run time (the binary itself does not link libtorch, so a moved or
+//! deleted venv is an error it reports, not a program that cannot start).
+//! Programs that link this crate directly (its tests and examples) do not
+//! start without the venv (`ldd` shows the missing `libtorch_cpu.so`). For CPU work only
 //! `libtorch_cpu`, `libc10` and `libgomp` from the wheel are loaded, plus the CUDA runtime libraries `libtorch_cpu` itself depends on
 //! (found through the wheel's own rpath to `nvidia/*/lib`).
 //!
@@ -60,13 +63,16 @@
 //! futex wake per parallel region: microseconds, against forwards of hundreds
 //! of microseconds and more. So the recommended setting is PASSIVE.
 //!
-//! It has to be in the environment when the process starts: libgomp is a
-//! load-time dependency of libtorch_cpu and reads it in its constructor,
-//! before `main`. Setting it from Rust at load time changes nothing (measured:
-//! still 8 to 11 ms). This crate therefore does not set it; it logs once (at
-//! `info`) when it is unset. The `atheria` binary should re-exec itself with
-//! `OMP_WAIT_POLICY=PASSIVE` when the variable is unset, keeping any value
-//! the user chose.
+//! It has to be in the environment when libtorch is loaded: libgomp is a
+//! load-time dependency of libtorch_cpu and reads it in its constructor. In a
+//! program that links this crate that is before `main`, and setting it from
+//! Rust changes nothing (measured: still 8 to 11 ms). This crate therefore
+//! does not set it; it logs once (at `info`) when it is unset. The `atheria`
+//! binary loads libtorch later, with `libatheria_tch.so`, and sets PASSIVE
+//! first thing in `main` unless the user chose a policy (measured with
+//! conv3x3 D=32 on 64 x 64, 200 steps, 2 threads: 1.4 s and 1.0 s of user
+//! CPU with the variable unset, the same as PASSIVE; 6.7 s and 6.4 s with
+//! ACTIVE).
 //!
 //! # Concurrency
 //! tch 0.26 marks `CModule` `Send + Sync`, but a TorchScript forward may

@@ -11,11 +11,15 @@
 //!   package directory's `model.json`.
 //! - [`BackendOptions`]: what a user asks of a backend (device, threads).
 //! - [`Error`]: the one error type all of them use.
+//! - [`plugin`]: the interface of a backend built as a shared library and
+//!   loaded at run time (the tch backend, so that a missing libtorch is an
+//!   error rather than a binary that cannot start).
 
 mod backend;
 mod batch;
 mod device;
 mod error;
+pub mod plugin;
 mod spec;
 
 pub use backend::{check_forward_args, BackendOptions, ComputeBackend};
