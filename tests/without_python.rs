@@ -259,8 +259,13 @@ fn doctor_without_the_python_environment_reports_each_backend_with_its_fix() {
 #[test]
 fn without_onnx_runtime_onnx_fails_in_one_line_naming_the_fix() {
     let out = timed(
-        atheria_without_python(Path::new("/nonexistent/libatheria_tch.so"))
-            .args(["run", "--backend", "onnx", "--steps", "2"]),
+        atheria_without_python(Path::new("/nonexistent/libatheria_tch.so")).args([
+            "run",
+            "--backend",
+            "onnx",
+            "--steps",
+            "2",
+        ]),
     );
     let line = one_error_line("an onnx run without ONNX Runtime", &out);
     let fix = if BackendKind::Onnx.compiled_in() {
@@ -268,5 +273,8 @@ fn without_onnx_runtime_onnx_fails_in_one_line_naming_the_fix() {
     } else {
         "--features onnx"
     };
-    assert!(line.contains(fix), "the error should name the fix `{fix}`: {line}");
+    assert!(
+        line.contains(fix),
+        "the error should name the fix `{fix}`: {line}"
+    );
 }

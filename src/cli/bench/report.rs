@@ -272,7 +272,7 @@ fn print_startup(startup: &[Value]) {
         return;
     }
     println!(
-        "\nstart-up in a fresh process ({}: conv3x3 D=64, 128 x 128), ms, the median of {} runs; before main: exec, dynamic libraries, tch's re-exec",
+        "\nstart-up in a fresh process ({}: conv3x3 D=64, 128 x 128), ms, the median of {} runs; before main: exec and linked libraries (libtorch loads in backend init)",
         super::startup::PROBE_CONFIG,
         super::STARTUP_ROUNDS
     );

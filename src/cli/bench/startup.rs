@@ -1,8 +1,9 @@
 //! Start-up: the four stages of a run (backend init, model load, state
 //! init, first step), timed in this process for every configuration, and
 //! once per backend in a fresh process, where the clock also covers what
-//! happens before `main` (loading native libraries, tch's re-execution with
-//! a passive OpenMP policy): the start-up a user waits for.
+//! happens before `main` (exec and the libraries the binary links; tch's
+//! library and libtorch load later, in backend init): the start-up a user
+//! waits for.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -106,10 +107,6 @@ pub fn fresh_process(kind: BackendKind, threads: usize) -> anyhow::Result<Value>
         .args(["--configs", PROBE_CONFIG, "--threads", &threads.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if cfg!(feature = "tch") {
-        // Let the child pay for tch's re-execution, as a user's run does.
-        cmd.env_remove("OMP_WAIT_POLICY");
-    }
     let t = Instant::now();
     let mut child = cmd.spawn().context("cannot start the start-up probe")?;
     let mut line = String::new();
