@@ -1,13 +1,20 @@
 //! Stride-1 convolutions with `k x k` kernels (k = 1 or 3, "same" padding).
 //!
-//! A 3x3 convolution is an im2col of one work item's columns followed by one
-//! gemm against the `[co, ci * 9]` weight matrix; a 1x1 convolution is the
-//! gemm alone, reading the input in place.
+//! A 3x3 convolution with enough channels runs by Winograd's F(2x2, 3x3)
+//! (`winograd`); a narrow one is an im2col of one work item's columns
+//! followed by one gemm against the `[co, ci * 9]` weight matrix; a 1x1
+//! convolution is the gemm alone, reading the input in place.
 
 use rayon::prelude::*;
 
 use super::plan::{plan, target_columns, Dims, Item, SharedOut};
 use super::scratch::with_scratch;
+use super::winograd;
+
+/// Fewest input and output channels for the Winograd path. Below that the
+/// gemms are too small to gain from doing fewer multiplications, and the
+/// transforms dominate.
+const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// A `Conv2d(ci, co, k, padding = k / 2)` with optional bias.
 #[derive(Debug, Clone)]
@@ -18,6 +25,8 @@ pub struct Conv2d {
     /// PyTorch's `[co, ci, k, k]` flattened: row `o` of a `[co, ci * k * k]` matrix.
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
+    /// Winograd-transformed weights (16 `[co, ci]` matrices), for wide 3x3s.
+    winograd: Option<Vec<f32>>,
 }
 
 impl Conv2d {
@@ -28,13 +37,25 @@ impl Conv2d {
         assert!(k == 1 || k == 3, "only 1x1 and 3x3 kernels are supported");
         assert_eq!(weight.len(), co * ci * k * k);
         assert!(bias.as_ref().is_none_or(|b| b.len() == co));
+        let wide = ci >= WINOGRAD_MIN_CHANNELS && co >= WINOGRAD_MIN_CHANNELS;
+        let winograd = (k == 3 && wide).then(|| winograd::transform_weights(&weight, co, ci));
         Self {
             co,
             ci,
             k,
             weight,
             bias,
+            winograd,
         }
+    }
+
+    /// The same convolution on the Winograd path (`true`) or im2col (`false`),
+    /// whatever the channel counts: for tests.
+    #[cfg(test)]
+    pub(crate) fn with_winograd(mut self, on: bool) -> Self {
+        self.winograd = (on && self.k == 3)
+            .then(|| winograd::transform_weights(&self.weight, self.co, self.ci));
+        self
     }
 
     /// Output channels.
@@ -46,7 +67,12 @@ impl Conv2d {
     ///
     /// Must run inside the backend's rayon pool.
     pub fn forward(&self, x: &[f32], d: Dims, out: &mut [f32]) {
-        self.forward_with(x, d, out, target_columns(self.depth()));
+        let target = if self.winograd.is_some() {
+            winograd::TARGET_COLUMNS
+        } else {
+            target_columns(self.depth())
+        };
+        self.forward_with(x, d, out, target);
     }
 
     fn depth(&self) -> usize {
@@ -59,7 +85,11 @@ impl Conv2d {
         assert_eq!(d.c, self.ci);
         assert_eq!(x.len(), d.len());
         assert_eq!(out.len(), d.with_c(self.co).len());
-        let plan = plan(d, target, rayon::current_num_threads());
+        let mut plan = plan(d, target, rayon::current_num_threads());
+        if self.winograd.is_some() {
+            // Winograd tiles are two rows high: an odd band wastes half a tile.
+            plan = plan.even_bands();
+        }
         let dst = SharedOut(out.as_mut_ptr());
         (0..plan.len())
             .into_par_iter()
@@ -77,6 +107,27 @@ impl Conv2d {
         // SAFETY: item (img, r0..r1) owns columns r0*w..r1*w of image img's
         // planes; `plan` gives each (img, row) to exactly one item.
         let dst = unsafe { out.0.add(base) };
+        if let Some(u) = &self.winograd {
+            let (a, b) = winograd::scratch_len(self.ci, self.co, r1 - r0, d.w);
+            with_scratch(a, b, |v, rest| {
+                // SAFETY: dst as above, for rows r0..r1 of co planes.
+                unsafe {
+                    winograd::band(
+                        xi,
+                        d,
+                        r0,
+                        r1,
+                        u,
+                        self.co,
+                        self.bias.as_deref(),
+                        dst,
+                        v,
+                        rest,
+                    )
+                }
+            });
+            return;
+        }
         if let Some(bias) = &self.bias {
             for (o, &b) in bias.iter().enumerate() {
                 // SAFETY: as above; this row lies inside `out`.
@@ -336,14 +387,14 @@ mod tests {
         #[test]
         fn fast_conv_equals_naive_conv(
             b in 1usize..=3, ci in 1usize..=6, co in 1usize..=6, h in 1usize..=9, w in 1usize..=9,
-            k in prop::sample::select(vec![1usize, 3]), with_bias: bool,
+            k in prop::sample::select(vec![1usize, 3]), with_bias: bool, winograd: bool,
             target in prop::sample::select(vec![1usize, 5, 40, 100, 4096]), seed: u64,
         ) {
             let d = Dims::new(b, ci, h, w);
             let x = values(seed, d.len());
             let weight = values(seed ^ 1, co * ci * k * k);
             let bias = with_bias.then(|| values(seed ^ 2, co));
-            let conv = Conv2d::new(co, ci, k, weight.clone(), bias.clone());
+            let conv = Conv2d::new(co, ci, k, weight.clone(), bias.clone()).with_winograd(winograd);
             let mut out = vec![f32::NAN; d.with_c(co).len()];
             pool().install(|| conv.forward_with(&x, d, &mut out, target));
             let want = naive_conv2d(&x, d, &weight, bias.as_deref(), co, k);

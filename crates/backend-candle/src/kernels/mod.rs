@@ -11,6 +11,7 @@ mod norm;
 mod plan;
 mod resample;
 mod scratch;
+mod winograd;
 
 pub use conv::Conv2d;
 pub use depthwise::Depthwise3x3;

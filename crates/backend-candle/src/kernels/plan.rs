@@ -107,6 +107,26 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The same plan with bands of an even number of rows (all but the last).
+    pub fn even_bands(self) -> Plan {
+        match self {
+            Plan::Bands {
+                h, rows, images, ..
+            } if rows % 2 == 1 && rows < h => {
+                let rows = rows + 1;
+                Plan::Bands {
+                    h,
+                    rows,
+                    bands: h.div_ceil(rows),
+                    images,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// Cuts a batch of `b` images of `h x w` into work items of about `target`
 /// columns each, with at least two items per thread when the batch allows.
 pub fn plan(d: Dims, target: usize, threads: usize) -> Plan {
@@ -164,9 +184,10 @@ mod tests {
         fn every_row_is_covered_once(b in 1usize..9, h in 1usize..40, w in 1usize..40,
                                      target in 1usize..3000, threads in 1usize..5) {
             let d = Dims::new(b, 3, h, w);
-            let p = plan(d, target, threads);
-            let items: Vec<Item> = (0..p.len()).map(|i| p.item(i)).collect();
-            proptest::prop_assert!(covered(d, &items).iter().all(|&n| n == 1));
+            for p in [plan(d, target, threads), plan(d, target, threads).even_bands()] {
+                let items: Vec<Item> = (0..p.len()).map(|i| p.item(i)).collect();
+                proptest::prop_assert!(covered(d, &items).iter().all(|&n| n == 1));
+            }
         }
     }
 }
