@@ -6,14 +6,19 @@ use std::time::Instant;
 use engine_api::{Error, Result};
 
 /// GFLOP/s of the best of a few `n x n` f32 matrix multiplies through the
-/// same `gemm` kernels the convolutions use, on one thread per core.
-pub fn matmul_gflops(n: usize) -> Result<f64> {
+/// same `gemm` kernels the convolutions use, on `threads` threads (the
+/// count the convolutions being compared with ran on).
+pub fn matmul_gflops(n: usize, threads: usize) -> Result<f64> {
     if !(1..=8192).contains(&n) {
         return Err(Error::InvalidArgument(format!(
             "matmul size {n} is out of range 1..=8192"
         )));
     }
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    if threads == 0 {
+        return Err(Error::InvalidArgument(
+            "matmul threads must be at least 1".into(),
+        ));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -59,7 +64,9 @@ pub fn matmul_gflops(n: usize) -> Result<f64> {
 mod tests {
     #[test]
     fn reports_a_positive_speed_and_refuses_silly_sizes() {
-        assert!(super::matmul_gflops(64).unwrap() > 0.0);
-        assert!(super::matmul_gflops(0).is_err());
+        assert!(super::matmul_gflops(64, 1).unwrap() > 0.0);
+        assert!(super::matmul_gflops(64, 2).unwrap() > 0.0);
+        assert!(super::matmul_gflops(0, 1).is_err());
+        assert!(super::matmul_gflops(64, 0).is_err());
     }
 }

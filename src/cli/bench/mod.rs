@@ -275,7 +275,8 @@ fn bench_one(
     // Each window is followed by an sgemm: the machine's speed at that
     // moment (a shared machine changes speed), and for the conv3x3 the
     // ceiling its arithmetic rate is compared with.
-    let mut sgemm = sgemm_gflops;
+    let threads = options.threads.unwrap_or(1);
+    let mut sgemm = || sgemm_gflops(threads);
     let probe: Option<&mut dyn FnMut() -> Option<f64>> = Some(&mut sgemm);
     let t = timing::time_windows(
         label,
@@ -374,9 +375,12 @@ fn pytorch_row(
         return json!({"config": cfg.name, "engine": "pytorch", "skipped": "no Python environment (scripts/setup-python.sh)"});
     };
     info!("{}: PyTorch reference engine ...", cfg.name);
-    let before = sgemm_gflops();
+    let before = sgemm_gflops(threads);
     let result = python::reference_bench(p, cfg, threads, steps.min(2000), args.windows);
-    let around: Vec<f64> = [before, sgemm_gflops()].into_iter().flatten().collect();
+    let around: Vec<f64> = [before, sgemm_gflops(threads)]
+        .into_iter()
+        .flatten()
+        .collect();
     match result {
         Ok(v) => json!({
             "sgemm_gflops_median": (!around.is_empty()).then(|| timing::median(&around)),
@@ -403,14 +407,15 @@ const SGEMM_N: usize = 1024;
 
 /// The best of a few large single-precision matrix multiplies through the
 /// gemm kernels candle's convolutions use, in GFLOP/s: the ceiling a
-/// convolution can reach on this machine right now.
-fn sgemm_gflops() -> Option<f64> {
+/// convolution can reach on this machine right now, on the run's threads.
+fn sgemm_gflops(threads: usize) -> Option<f64> {
     #[cfg(feature = "candle")]
     {
-        backend_candle::matmul_gflops(SGEMM_N).ok()
+        backend_candle::matmul_gflops(SGEMM_N, threads).ok()
     }
     #[cfg(not(feature = "candle"))]
     {
+        let _ = threads;
         None
     }
 }
