@@ -25,5 +25,5 @@ pub use engine_api::{
 };
 pub use sparse_grid::{
     init, sparse, state_file, DenseEngine, DenseState, InitKind, SparseEngine, SparseOptions,
-    StepOptions, StepStats, Vacuum,
+    StepOptions, StepStats, StepTimes, Vacuum,
 };

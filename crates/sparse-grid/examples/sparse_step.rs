@@ -11,13 +11,12 @@
 //! the raw state (2 * 64 * 4 bytes per cell).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use engine_api::{
     check_forward_args, Architecture, BatchShape, ComputeBackend, Device, ModelFiles, ModelSpec,
     Result, UpdateRule, MODEL_FORMAT,
 };
-use sparse_grid::{DenseState, SparseEngine, SparseOptions};
+use sparse_grid::{DenseState, SparseEngine, SparseOptions, StepTimes};
 
 const D: usize = 64;
 
@@ -167,23 +166,19 @@ fn main() -> Result<()> {
         peak_rss_mib()
     );
     e.step()?; // warm-up: sizes every buffer
-    let (mut g, mut f, mut s) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut times = StepTimes::default();
     let mut tiles = 0;
     for _ in 0..steps {
         let st = e.step()?;
-        (g, f, s) = (g + st.gather, f + st.forward, s + st.scatter);
+        times.add(&st);
         tiles = st.active_tiles;
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
-    let total = ms(g) + ms(f) + ms(s);
+    let (g, f, s) = times.per_step_ms();
     println!(
-        "per step: gather {:.1} ms, forward {:.1} ms, scatter {:.1} ms ({} active tiles, {} cells); outside forward: {:.0}%",
-        ms(g),
-        ms(f),
-        ms(s),
+        "per step: gather {g:.1} ms, forward {f:.1} ms, scatter {s:.1} ms ({} active tiles, {} cells); outside forward: {:.0}%",
         tiles,
         e.occupied_count(),
-        100.0 * (ms(g) + ms(s)) / total
+        100.0 * times.outside_forward_share()
     );
     println!(
         "peak RSS {:.0} MiB = {:.2} x the raw state of the cells now held ({:.0} MiB)",

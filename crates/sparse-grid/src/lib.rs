@@ -23,4 +23,4 @@ pub use dense::{DenseEngine, StepOptions};
 pub use init::InitKind;
 pub use sparse::{SparseEngine, SparseOptions, Vacuum};
 pub use state::{check_size, DenseState, DEFAULT_MAX_CELLS};
-pub use stats::StepStats;
+pub use stats::{StepStats, StepTimes};

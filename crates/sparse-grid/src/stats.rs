@@ -18,3 +18,68 @@ pub struct StepStats {
     /// Time applying the update and writing cells back.
     pub scatter: Duration,
 }
+
+/// The time of several steps added up, for per-step averages.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimes {
+    /// Steps added.
+    pub steps: u32,
+    /// Total [`StepStats::gather`].
+    pub gather: Duration,
+    /// Total [`StepStats::forward`].
+    pub forward: Duration,
+    /// Total [`StepStats::scatter`].
+    pub scatter: Duration,
+}
+
+impl StepTimes {
+    /// Adds one step's times.
+    pub fn add(&mut self, stats: &StepStats) {
+        self.steps += 1;
+        self.gather += stats.gather;
+        self.forward += stats.forward;
+        self.scatter += stats.scatter;
+    }
+
+    /// Mean milliseconds per step of (gather, forward, scatter); zeros
+    /// before any step.
+    pub fn per_step_ms(&self) -> (f64, f64, f64) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / f64::from(self.steps.max(1));
+        (ms(self.gather), ms(self.forward), ms(self.scatter))
+    }
+
+    /// The share of the step spent outside the backend's forward (gather and
+    /// scatter), from 0 to 1; 0 before any step.
+    pub fn outside_forward_share(&self) -> f64 {
+        let total = (self.gather + self.forward + self.scatter).as_secs_f64();
+        if total > 0.0 {
+            (self.gather + self.scatter).as_secs_f64() / total
+        } else {
+            0.0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_times_average_over_the_steps_added() {
+        let mut t = StepTimes::default();
+        assert_eq!(t.per_step_ms(), (0.0, 0.0, 0.0));
+        assert_eq!(t.outside_forward_share(), 0.0);
+        for ms in [1, 3] {
+            t.add(&StepStats {
+                gather: Duration::from_millis(ms),
+                forward: Duration::from_millis(6 * ms),
+                scatter: Duration::from_millis(ms),
+                ..StepStats::default()
+            });
+        }
+        assert_eq!(t.steps, 2);
+        let (g, f, s) = t.per_step_ms();
+        assert!((g - 2.0).abs() < 1e-9 && (f - 12.0).abs() < 1e-9 && (s - 2.0).abs() < 1e-9);
+        assert!((t.outside_forward_share() - 0.25).abs() < 1e-9);
+    }
+}

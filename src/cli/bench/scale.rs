@@ -13,10 +13,12 @@
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
-use atheria::{BackendKind, BackendOptions, ComputeBackend, SparseEngine, SparseOptions};
+use atheria::{
+    BackendKind, BackendOptions, ComputeBackend, SparseEngine, SparseOptions, StepTimes,
+};
 use serde_json::{json, Value};
 use tracing::info;
 
@@ -106,19 +108,18 @@ fn position_and_distance(
 
 fn outside_forward(backend: &Arc<dyn ComputeBackend>, steps: usize) -> anyhow::Result<Value> {
     let mut e = engine(backend, &[(0, 0)], SPLIT_CELLS)?;
-    let (mut g, mut f, mut s) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut times = StepTimes::default();
     let mut tiles = 0;
     for _ in 0..steps {
         let st = e.step()?;
-        (g, f, s) = (g + st.gather, f + st.forward, s + st.scatter);
+        times.add(&st);
         tiles = st.active_tiles;
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
-    let total = ms(g) + ms(f) + ms(s);
+    let (g, f, s) = times.per_step_ms();
     Ok(json!({
         "cells": e.occupied_count(), "active_tiles": tiles,
-        "gather_ms": ms(g), "forward_ms": ms(f), "scatter_ms": ms(s),
-        "outside_forward_share": (ms(g) + ms(s)) / total,
+        "gather_ms": g, "forward_ms": f, "scatter_ms": s,
+        "outside_forward_share": times.outside_forward_share(),
     }))
 }
 
