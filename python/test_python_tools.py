@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 
 from atheria_ref.engine import ReferenceEngine, initial_state, step  # noqa: E402
 from atheria_ref.exporter import ExportError, export_package, make_model, model_from_checkpoint  # noqa: E402
-from atheria_ref.models import ARCHITECTURES, build_model, init_weights  # noqa: E402
+from atheria_ref.models import ARCHITECTURES, build_model, init_weights, last_layer  # noqa: E402
 from atheria_ref.state_io import State, StateFileError, read_state, write_state  # noqa: E402
 
 PY = sys.executable
@@ -90,6 +90,27 @@ class ExporterTest(unittest.TestCase):
         self.assertEqual(tuple(sd["conv_up1.conv_block.0.weight"].shape), (32, 48, 3, 3))
         self.assertEqual(tuple(sd["conv_up2.conv_block.0.weight"].shape), (8, 24, 3, 3))
         self.assertEqual(build_model("unet", 2, 8).bot.conv_block[1].num_groups, 8)
+
+    def test_unet_last_layers_are_gentler_and_last_std_brings_back_the_harsh_law(self):
+        # Only the last layer's weights scale with the std: the draws stay the same.
+        for arch in ARCHITECTURES:
+            d, h = sizes(arch)
+            default, _, _ = make_model(arch, d, h, seed=4)
+            harsh, _, _ = make_model(arch, d, h, seed=4, last_std=0.2)
+            scale = 0.25 if arch.startswith("unet") else 1.0
+            for (name, a), (_, b) in zip(default.state_dict().items(), harsh.state_dict().items()):
+                last = a.data_ptr() == last_layer(default).weight.data_ptr()
+                torch.testing.assert_close(a, b * scale if last else b, rtol=0, atol=0, msg=f"{arch} {name}")
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = FIXTURES / "checkpoint_unet_d2_h8.pt"
+            r = run_cli(HERE / "export.py", "--arch", "unet", "--checkpoint", ckpt, "--last-std", 0.2, "--out", tmp)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("--last-std", r.stderr)
+            self.assertNotIn("Traceback", r.stderr)
+        with self.assertRaisesRegex(ExportError, "last layer's std"):
+            make_model("unet", 2, 8, seed=1, last_std=0.0)
+        with self.assertRaisesRegex(ExportError, "identity"):
+            make_model("conv3x3", 2, None, seed=1, init="identity", last_std=0.2)
 
     def test_zero_bias_and_identity(self):
         model, _, _ = make_model("mlp", 2, 8, seed=1, zero_bias=True)
