@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -366,6 +367,14 @@ class SparseWindowTest(unittest.TestCase):
                 torch.testing.assert_close(got, torch.where(mask[..., None] != 0, want[at], 0), rtol=0, atol=0)
                 # ... which is not the step on the 32 x 32 grid: a global law sees its window.
                 self.assertGreater((want[16:48, 16:48] - on_grid).abs().max().item(), 1e-3)
+                # A complex128 start with a float64 model runs in float64, on the same cells.
+                exact = SparseWindowEngine(copy.deepcopy(model).double(), psi.to(torch.complex128), gamma=0.01,
+                                           unitary=unitary, multiple=4)
+                exact.run(1)
+                psi64, mask64, x64, y64 = exact.matter_box()
+                self.assertEqual((psi64.dtype, x64, y64), (torch.complex128, x, y))
+                torch.testing.assert_close(mask64, mask, rtol=0, atol=0)
+                self.assertLess((psi64 - got.to(torch.complex128)).abs().max().item(), 1e-4)
                 engine.run(2)
                 self.assertEqual(engine.windows, windows)
                 if unitary:  # delta * psi is zero on vacuum: the matter stays where it was

@@ -118,13 +118,15 @@ class SparseWindowEngine:
     def __init__(self, model: nn.Module, psi, occupied=None, origin=(0, 0), gamma: float = 0.0,
                  unitary: bool = False, multiple: int = 1, tile: int = DEFAULT_TILE,
                  threshold: float = DEFAULT_THRESHOLD, threads: int | None = None, step_count: int = 0):
-        """``psi``: complex [H, W, D] (numpy or torch); ``occupied``: [H, W] (None: every cell is matter)."""
+        """``psi``: complex [H, W, D] (numpy or torch; complex128 with a float64 model runs in float64,
+        anything else in complex64); ``occupied``: [H, W] (None: every cell is matter)."""
         if threads is not None:
             torch.set_num_threads(threads)
         if tile < 1 or multiple < 1:
             raise ValueError(f"tile ({tile}) and multiple ({multiple}) must be at least 1")
         self.model = model.eval()
-        psi = torch.as_tensor(psi).to(torch.complex64)
+        psi = torch.as_tensor(psi)
+        psi = psi.to(torch.complex128 if psi.dtype == torch.complex128 else torch.complex64)
         if psi.ndim != 3:
             raise ValueError(f"psi must be [H, W, D], got shape {tuple(psi.shape)}")
         occ = (torch.ones(psi.shape[:2], dtype=torch.bool) if occupied is None
@@ -177,7 +179,7 @@ class SparseWindowEngine:
         x, y, w, h = win
         self.windows.append(win)
         d = self.psi.shape[-1]
-        field = torch.zeros((1, h, w, d), dtype=torch.complex64)
+        field = torch.zeros((1, h, w, d), dtype=self.psi.dtype)
         oy, ox = self.origin_y - y, self.origin_x - x
         bh, bw = self.occupied.shape
         field[0, oy:oy + bh, ox:ox + bw] = self.psi
@@ -195,7 +197,7 @@ class SparseWindowEngine:
         ys, xs = torch.nonzero(self.occupied, as_tuple=True)
         d = self.psi.shape[-1]
         if ys.numel() == 0:
-            return torch.zeros((1, 1, d), dtype=torch.complex64), torch.zeros((1, 1), dtype=torch.uint8), 0, 0
+            return torch.zeros((1, 1, d), dtype=self.psi.dtype), torch.zeros((1, 1), dtype=torch.uint8), 0, 0
         y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
         return (self.psi[y0:y1, x0:x1].clone(), self.occupied[y0:y1, x0:x1].to(torch.uint8),
                 self.origin_x + x0, self.origin_y + y0)
