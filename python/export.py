@@ -31,6 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init", choices=["random", "identity"], default="random",
                    help="weights with --seed: random, or identity (conv3x3 only: psi' = 2 psi, normalised = psi)")
     p.add_argument("--zero-bias", action="store_true", help="set every conv bias to zero")
+    p.add_argument("--last-std", type=float,
+                   help="std of the last layer's random weights (default 0.05 for unet*, 0.2 otherwise; "
+                        "0.2 makes the U-Nets' harsh, chaotic test law)")
     p.add_argument("--out", required=True, type=Path, help="package directory to write")
     p.add_argument("--name", help="model name in model.json (default: the --out folder name)")
     return p.parse_args(argv)
@@ -44,8 +47,11 @@ def main(argv=None) -> int:
             raise ExportError("--init identity makes its own weights: drop --checkpoint")
         t = time.perf_counter()
         model, d_state, hidden = make_model(args.arch, args.d_state, args.hidden, seed=args.seed,
-                                            checkpoint=args.checkpoint, init=args.init, zero_bias=args.zero_bias)
+                                            checkpoint=args.checkpoint, init=args.init, zero_bias=args.zero_bias,
+                                            last_std=args.last_std)
         source = f"checkpoint {args.checkpoint}" if args.checkpoint else f"{args.init} weights, seed {args.seed}"
+        if args.last_std is not None:
+            source += f", last layer std {args.last_std}"
         log(f"model {args.arch} d_state={d_state} hidden={hidden} from {source}: {time.perf_counter() - t:.2f} s")
         name = args.name or args.out.resolve().name
         export_package(model, args.arch, d_state, hidden, args.out, name)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the golden fixtures under tests/fixtures/ (deterministic: fixed seeds).
 
-    python python/make_golden.py [--out tests/fixtures]
+    python python/make_golden.py [--out tests/fixtures] [--case NAME ...]
 
 For each case, tests/fixtures/golden/<case>/ gets a model package written by
 the exporter (model.json, model.safetensors, model.pt, model.onnx, each
@@ -13,7 +13,9 @@ the same weights as golden/unet_d2_h8, so converting it must reproduce that
 package's safetensors exactly.
 
 Rerunning reproduces every file byte for byte except model.pt, whose zip holds
-a random serialization id and debug records (its weights and graph are the same).
+a random serialization id and debug records (its weights and graph are the same);
+``--case`` rewrites only the named cases (and the checkpoint with its case), so
+a change to one law leaves the other fixtures untouched.
 """
 
 from __future__ import annotations
@@ -79,9 +81,11 @@ def write_case(out: Path, name: str) -> torch.nn.Module:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures")
+    p.add_argument("--case", action="append", choices=list(CASES), dest="cases",
+                   help="rewrite only this case (repeatable; default: every case)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    for name in CASES:
+    for name in args.cases or CASES:
         t = time.perf_counter()
         model = write_case(args.out, name)
         print(f"[golden] {name}: {time.perf_counter() - t:.1f} s", file=sys.stderr)

@@ -6,7 +6,12 @@
     python python/reference_engine.py bench --model models/unet_d4 --grid 256 --steps 50 \\
         --warmup 5 --threads 2 --windows 5
 
-`--grid` is N (N x N) or HxW (rows x columns). `bench` prints one JSON line on
+    python python/reference_engine.py run --engine sparse --model models/unet_d4 --init start.safetensors \
+        --steps 10 --gamma 0.01 --save out/sparse.safetensors
+
+`--grid` is N (N x N) or HxW (rows x columns). `--engine sparse` steps a
+global model (a U-Net) the way `atheria run --engine sparse` does: on the
+window around the matter (see SparseWindowEngine), from a state file. `bench` prints one JSON line on
 stdout (the side-by-side reference for `atheria bench`); progress goes to stderr.
 """
 
@@ -28,7 +33,8 @@ _T_IMPORT = time.perf_counter() - _T0
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from atheria_ref.engine import INITS, ReferenceEngine, initial_state  # noqa: E402
+from atheria_ref.engine import (DEFAULT_THRESHOLD, DEFAULT_TILE, INITS, ReferenceEngine,  # noqa: E402
+                                SparseWindowEngine, initial_state)
 from atheria_ref.models import ARCHITECTURES, build_model  # noqa: E402
 from atheria_ref.state_io import State, StateFileError, read_state, write_state  # noqa: E402
 
@@ -117,7 +123,61 @@ def make_engine(model, spec, state: State, gamma: float, threads) -> ReferenceEn
                            threads=threads, step_count=state.step)
 
 
+def make_sparse_engine(model, spec, state: State, args) -> SparseWindowEngine:
+    args.tile = DEFAULT_TILE if args.tile is None else args.tile
+    args.threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    args.vacuum = args.vacuum or "zero"
+    if spec.get("receptive_radius") is not None:
+        raise UserError(f"--engine sparse: {spec['architecture']} is a local model (receptive radius "
+                        f"{spec['receptive_radius']}); the reference sparse engine steps only global models "
+                        "(receptive_radius null, the U-Nets) on their window. A local model's sparse step "
+                        "equals the dense step: use --engine dense")
+    if args.vacuum != "zero":
+        raise UserError(f"--vacuum {args.vacuum}: the reference sparse engine has only the zero vacuum")
+    if args.tile < 1 or args.tile & (args.tile - 1):
+        raise UserError(f"--tile {args.tile} must be a power of two")
+    if not args.threshold >= 0 or args.threshold == float("inf"):
+        raise UserError(f"--threshold {args.threshold} must be a finite number >= 0")
+    if args.gamma < 0:
+        raise UserError(f"--gamma must be >= 0, got {args.gamma}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    return SparseWindowEngine(model, state.psi.copy(), state.occupied, (state.origin_x, state.origin_y),
+                              gamma=args.gamma, unitary=spec.get("update") == "unitary",
+                              multiple=int(spec.get("spatial_multiple", 1)), tile=args.tile,
+                              threshold=args.threshold, threads=args.threads, step_count=state.step)
+
+
+def cmd_run_sparse(args) -> int:
+    t = time.perf_counter()
+    model, spec = load_package(args.model)
+    if args.init in INITS:
+        raise UserError(f"--engine sparse needs --init STATE_FILE (its occupied cells at its origin), "
+                        f"not {args.init}: write one with --steps 0")
+    state = make_state(args.init, args.grid, args.seed, spec)
+    engine = make_sparse_engine(model, spec, state, args)
+    log(f"{spec['architecture']} d_state={spec['d_state']} sparse from {args.init} "
+        f"({int(engine.occupied.sum())} cells of matter), gamma {args.gamma}, tile {args.tile}, "
+        f"threshold {args.threshold}, {torch.get_num_threads()} threads: ready in {time.perf_counter() - t:.2f} s")
+    t = time.perf_counter()
+    engine.run(args.steps)
+    dt = time.perf_counter() - t
+    last = engine.windows[-1] if engine.windows else None
+    log(f"{args.steps} steps in {dt:.2f} s; last window "
+        + (f"{last[2]} x {last[3]} cells at ({last[0]}, {last[1]})" if last else "none (no matter)"))
+    psi, occupied, x, y = engine.matter_box()
+    Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+    write_state(args.save, State(psi.numpy(), engine.step_count, x, y, occupied.numpy()))
+    log(f"saved step {engine.step_count}, {psi.shape[0]} x {psi.shape[1]} box at ({x}, {y}), to {args.save}")
+    return 0
+
+
 def cmd_run(args) -> int:
+    if args.engine == "sparse":
+        return cmd_run_sparse(args)
+    for flag, value in (("--threshold", args.threshold), ("--tile", args.tile), ("--vacuum", args.vacuum)):
+        if value is not None:
+            raise UserError(f"{flag} is for --engine sparse (the dense reference engine has no threshold)")
     t = time.perf_counter()
     model, spec = load_package(args.model)
     state = make_state(args.init, args.grid, args.seed, spec)
@@ -193,6 +253,11 @@ def parse_args(argv=None):
     r.add_argument("--gamma", type=float, default=0.0)
     r.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     r.add_argument("--save", required=True, type=Path, help="state file to write")
+    r.add_argument("--engine", choices=["dense", "sparse"], default="dense",
+                   help="dense grid, or the sparse engine's window step of a global model")
+    r.add_argument("--threshold", type=float, help=f"sparse: existence threshold (default {DEFAULT_THRESHOLD})")
+    r.add_argument("--tile", type=int, help=f"sparse: tile side, a power of two (default {DEFAULT_TILE})")
+    r.add_argument("--vacuum", help="sparse: what unoccupied cells hold; only `zero` (the default)")
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="time steps/s; one JSON line on stdout")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -23,9 +24,9 @@ ROOT = HERE.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(HERE))
 
-from atheria_ref.engine import ReferenceEngine, initial_state, step  # noqa: E402
+from atheria_ref.engine import ReferenceEngine, SparseWindowEngine, initial_state, step  # noqa: E402
 from atheria_ref.exporter import ExportError, export_package, make_model, model_from_checkpoint  # noqa: E402
-from atheria_ref.models import ARCHITECTURES, build_model, init_weights  # noqa: E402
+from atheria_ref.models import ARCHITECTURES, build_model, init_weights, last_layer  # noqa: E402
 from atheria_ref.state_io import State, StateFileError, read_state, write_state  # noqa: E402
 
 PY = sys.executable
@@ -90,6 +91,27 @@ class ExporterTest(unittest.TestCase):
         self.assertEqual(tuple(sd["conv_up1.conv_block.0.weight"].shape), (32, 48, 3, 3))
         self.assertEqual(tuple(sd["conv_up2.conv_block.0.weight"].shape), (8, 24, 3, 3))
         self.assertEqual(build_model("unet", 2, 8).bot.conv_block[1].num_groups, 8)
+
+    def test_unet_last_layers_are_gentler_and_last_std_brings_back_the_harsh_law(self):
+        # Only the last layer's weights scale with the std: the draws stay the same.
+        for arch in ARCHITECTURES:
+            d, h = sizes(arch)
+            default, _, _ = make_model(arch, d, h, seed=4)
+            harsh, _, _ = make_model(arch, d, h, seed=4, last_std=0.2)
+            scale = 0.25 if arch.startswith("unet") else 1.0
+            for (name, a), (_, b) in zip(default.state_dict().items(), harsh.state_dict().items()):
+                last = a.data_ptr() == last_layer(default).weight.data_ptr()
+                torch.testing.assert_close(a, b * scale if last else b, rtol=0, atol=0, msg=f"{arch} {name}")
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = FIXTURES / "checkpoint_unet_d2_h8.pt"
+            r = run_cli(HERE / "export.py", "--arch", "unet", "--checkpoint", ckpt, "--last-std", 0.2, "--out", tmp)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("--last-std", r.stderr)
+            self.assertNotIn("Traceback", r.stderr)
+        with self.assertRaisesRegex(ExportError, "last layer's std"):
+            make_model("unet", 2, 8, seed=1, last_std=0.0)
+        with self.assertRaisesRegex(ExportError, "identity"):
+            make_model("conv3x3", 2, None, seed=1, init="identity", last_std=0.2)
 
     def test_zero_bias_and_identity(self):
         model, _, _ = make_model("mlp", 2, 8, seed=1, zero_bias=True)
@@ -262,6 +284,143 @@ class EngineTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("multiples of 4", r.stderr)
         self.assertNotIn("Traceback", r.stderr)
+
+
+def random_psi(h, w, d, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.complex(torch.randn((h, w, d), generator=gen), torch.randn((h, w, d), generator=gen))
+
+
+class SparseWindowTest(unittest.TestCase):
+    """The sparse engine's step of a global model, on its window (SparseWindowEngine)."""
+
+    @staticmethod
+    def window_of(cells, tile=16, multiple=4):
+        """next_window of matter at the absolute (x, y) `cells`."""
+        xs, ys = [x for x, _ in cells], [y for _, y in cells]
+        x0, y0 = min(xs), min(ys)
+        occ = torch.zeros((max(ys) - y0 + 1, max(xs) - x0 + 1), dtype=torch.bool)
+        for x, y in cells:
+            occ[y - y0, x - x0] = True
+        psi = torch.ones((*occ.shape, 1), dtype=torch.complex64)
+        return SparseWindowEngine(torch.nn.Identity(), psi, occ, (x0, y0), tile=tile, multiple=multiple).next_window()
+
+    def test_the_window_is_the_matter_tiles_grown_by_one_tile_and_rounded_up(self):
+        # (x, y, width, height). Tiles are aligned in absolute coordinates, floor division below zero.
+        self.assertEqual(self.window_of([(-1, -1)]), (-32, -32, 48, 48))
+        self.assertEqual(self.window_of([(0, 0)]), (-16, -16, 48, 48))
+        self.assertEqual(self.window_of([(0, 0), (127, 127)]), (-16, -16, 160, 160))
+        self.assertEqual(self.window_of([(-17, 3), (40, 3)], multiple=1), (-48, -16, 112, 48))
+        # Tiles of 2 and a multiple of 4: 3 tiles (6 cells) round up to 8, to the right and down.
+        self.assertEqual(self.window_of([(5, -3)], tile=2), (2, -6, 8, 8))
+        # Cells between the matter do not matter: only the bounding box of the tiles does.
+        self.assertEqual(self.window_of([(0, 0), (100, 0)], tile=16, multiple=1),
+                         self.window_of([(0, 0), (50, 0), (100, 0)], tile=16, multiple=1))
+        empty = SparseWindowEngine(torch.nn.Identity(), torch.ones((2, 2, 1)), torch.zeros((2, 2)))
+        self.assertIsNone(empty.next_window())
+        empty.run(2)
+        self.assertEqual(empty.step_count, 2)
+        psi, occ, x, y = empty.matter_box()
+        self.assertEqual((tuple(psi.shape), occ.sum().item(), x, y), ((1, 1, 1), 0, 0, 0))
+
+    def test_a_window_step_of_a_local_law_equals_the_dense_step(self):
+        # A local law without bias gives vacuum surrounded by vacuum a zero delta, so the window
+        # changes nothing: 3 window steps equal 3 dense steps on a larger grid, cell for cell, with
+        # matter exactly where the dense result is not zero (the light cone of the matter).
+        model, d, _ = make_model("conv3x3", 2, None, seed=7, zero_bias=True)
+        psi = random_psi(20, 24, d, seed=1)
+        occ = torch.rand((20, 24), generator=torch.Generator().manual_seed(2)) < 0.8
+        sparse = SparseWindowEngine(model, psi, occ, origin=(-7, 5), gamma=0.05, multiple=1)
+        sparse.run(3)
+        # The dense grid: the same cells with a margin of 10 (origin (-17, -5)), vacuum zero.
+        grid = torch.zeros((1, 40, 44, d), dtype=torch.complex64)
+        grid[0, 10:30, 10:34] = torch.where(occ[..., None], psi, 0)
+        dense = ReferenceEngine(model, grid, gamma=0.05).run(3)[0]
+        got, mask, x, y = sparse.matter_box()
+        self.assertEqual(sparse.windows[0], (-32, -16, 80, 64))
+        self.assertGreater(mask.sum().item(), occ.sum().item(), "the light cone adds matter")
+        ox, oy = x + 17, y + 5
+        self.assertTrue(ox >= 0 and oy >= 0 and ox + got.shape[1] <= 44 and oy + got.shape[0] <= 40)
+        expected = torch.zeros_like(dense)
+        expected[oy:oy + got.shape[0], ox:ox + got.shape[1]] = got
+        torch.testing.assert_close(expected, dense, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(mask.numpy() != 0, dense[oy:oy + got.shape[0], ox:ox + got.shape[1]]
+                                      .abs().sum(-1).numpy() > 0)
+
+    def test_a_unet_window_grows_by_a_tile_ring_per_step_when_additive_and_stays_when_unitary(self):
+        psi = initial_state("complex_noise", 32, 32, 2, seed=3)[0]
+        for arch, windows in (("unet", [(-16, -16, 64, 64), (-32, -32, 96, 96), (-48, -48, 128, 128)]),
+                              ("unet_unitary", [(-16, -16, 64, 64)] * 3)):
+            with self.subTest(arch=arch):
+                model, d, _ = make_model(arch, 2, 8, seed=5)
+                unitary = arch == "unet_unitary"
+                engine = SparseWindowEngine(model, psi, gamma=0.01, unitary=unitary, multiple=4)
+                engine.run(1)
+                # One step is the reference step on the window: the matter padded with vacuum.
+                field = torch.zeros((1, 64, 64, 2), dtype=torch.complex64)
+                field[0, 16:48, 16:48] = psi
+                with torch.inference_mode():
+                    want = step(model, field, 0.01, unitary)[0]
+                    on_grid = step(model, psi[None], 0.01, unitary)[0]
+                got, mask, x, y = engine.matter_box()
+                at = (slice(y + 16, y + 16 + got.shape[0]), slice(x + 16, x + 16 + got.shape[1]))
+                torch.testing.assert_close(got, torch.where(mask[..., None] != 0, want[at], 0), rtol=0, atol=0)
+                # ... which is not the step on the 32 x 32 grid: a global law sees its window.
+                self.assertGreater((want[16:48, 16:48] - on_grid).abs().max().item(), 1e-3)
+                # A complex128 start with a float64 model runs in float64, on the same cells.
+                exact = SparseWindowEngine(copy.deepcopy(model).double(), psi.to(torch.complex128), gamma=0.01,
+                                           unitary=unitary, multiple=4)
+                exact.run(1)
+                psi64, mask64, x64, y64 = exact.matter_box()
+                self.assertEqual((psi64.dtype, x64, y64), (torch.complex128, x, y))
+                torch.testing.assert_close(mask64, mask, rtol=0, atol=0)
+                self.assertLess((psi64 - got.to(torch.complex128)).abs().max().item(), 1e-4)
+                engine.run(2)
+                self.assertEqual(engine.windows, windows)
+                if unitary:  # delta * psi is zero on vacuum: the matter stays where it was
+                    self.assertEqual((x, y, tuple(mask.shape), mask.sum().item()), (0, 0, (32, 32), 32 * 32))
+
+    def test_run_engine_sparse_saves_the_matter_box_like_the_cli(self):
+        pkg = FIXTURES / "golden" / "unet_d2_h8"
+        model, d, _ = make_model("unet", 2, 8, seed=15)  # the golden package's law
+        psi = random_psi(12, 10, 2, seed=4).numpy()
+        occ = np.ones((12, 10), dtype=np.uint8)
+        occ[3:6, 2:8] = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            start, out = Path(tmp) / "start.safetensors", Path(tmp) / "out.safetensors"
+            write_state(start, State(psi, step=5, origin_x=-20, origin_y=7, occupied=occ))
+            r = run_cli(HERE / "reference_engine.py", "run", "--engine", "sparse", "--model", pkg, "--init", start,
+                        "--steps", 2, "--gamma", 0.05, "--threads", 1, "--save", out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = read_state(out)
+            engine = SparseWindowEngine(model, psi, occ, (-20, 7), gamma=0.05, multiple=4, step_count=5)
+            engine.run(2)
+            want, mask, x, y = engine.matter_box()
+            self.assertEqual((got.step, got.origin_x, got.origin_y), (7, x, y))
+            np.testing.assert_array_equal(got.occupied, mask.numpy())
+            # 1e-4: the CLI's torch runs on 1 thread, this process on torch's default.
+            np.testing.assert_allclose(got.psi, want.numpy(), rtol=0, atol=1e-4)
+            self.assertEqual(engine.windows[0], (-48, -16, 64, 64))
+            for args, message in ((["--vacuum", "harmonic:0.1"], "only the zero vacuum"),
+                                  (["--tile", 12], "power of two"),
+                                  (["--threshold", -1], "--threshold"),
+                                  (["--init", "complex_noise", "--grid", 8], "--init STATE_FILE"),
+                                  (["--model", FIXTURES / "golden" / "mlp_d2_h8"], "local model")):
+                with self.subTest(args=args):
+                    base = {"--model": pkg, "--init": start}
+                    rest = list(args)
+                    for flag in ("--model", "--init"):
+                        if flag not in rest:
+                            rest += [flag, base[flag]]
+                    r = run_cli(HERE / "reference_engine.py", "run", "--engine", "sparse", "--steps", 1,
+                                "--save", out, *rest)
+                    self.assertEqual(r.returncode, 1, r.stderr)
+                    self.assertIn(message, r.stderr)
+                    self.assertNotIn("Traceback", r.stderr)
+            r = run_cli(HERE / "reference_engine.py", "run", "--model", pkg, "--init", start, "--steps", 1,
+                        "--threshold", 0.01, "--save", out)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("--engine sparse", r.stderr)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ NORM_EPS = 1e-9
 INITS = ("complex_noise", "random", "zeros")
 
 
-def step(model: nn.Module, psi: torch.Tensor, gamma: float = 0.0, unitary: bool = False) -> torch.Tensor:
-    """One step of ``psi`` (complex64 [1, H, W, D]); returns the new psi."""
+def advance(model: nn.Module, psi: torch.Tensor, gamma: float = 0.0, unitary: bool = False) -> torch.Tensor:
+    """psi + delta for ``psi`` (complex64 [1, H, W, D]): a step before normalisation."""
     x = torch.cat([psi.real, psi.imag], dim=-1).permute(0, 3, 1, 2)
     delta = model(x).permute(0, 2, 3, 1)
     delta_real, delta_imag = delta.chunk(2, dim=-1)
@@ -26,9 +26,18 @@ def step(model: nn.Module, psi: torch.Tensor, gamma: float = 0.0, unitary: bool 
         delta = delta * psi
     if gamma > 0:
         delta = delta - gamma * psi
-    psi = psi + delta
-    norm = torch.sqrt(torch.sum(torch.abs(psi) ** 2, dim=-1, keepdim=True))
-    return psi / (norm + NORM_EPS)
+    return psi + delta
+
+
+def cell_norm(psi: torch.Tensor) -> torch.Tensor:
+    """The norm of every cell, [1, H, W, 1]."""
+    return torch.sqrt(torch.sum(torch.abs(psi) ** 2, dim=-1, keepdim=True))
+
+
+def step(model: nn.Module, psi: torch.Tensor, gamma: float = 0.0, unitary: bool = False) -> torch.Tensor:
+    """One step of ``psi`` (complex64 [1, H, W, D]); returns the new psi."""
+    psi = advance(model, psi, gamma, unitary)
+    return psi / (cell_norm(psi) + NORM_EPS)
 
 
 def initial_state(kind: str, height: int, width: int, d_state: int, seed: int = 0) -> torch.Tensor:
@@ -77,3 +86,118 @@ class ReferenceEngine:
             self.psi = psi
         self.step_count += steps
         return self.psi
+
+
+#: The sparse engine's defaults (``SparseOptions`` in crates/sparse-grid).
+DEFAULT_TILE = 16
+DEFAULT_THRESHOLD = 0.01
+
+
+class SparseWindowEngine:
+    """The sparse engine's step of a global model (receptive radius null),
+    written independently of the Rust one (crates/sparse-grid/src/sparse/window.rs).
+
+    The lattice is unbounded; the state is held as a box of cells at
+    (``origin_x``, ``origin_y``) with an ``occupied`` mask: matter where it
+    is set, zero vacuum elsewhere. One step:
+
+    1. Tiles are ``tile`` x ``tile`` cells aligned at multiples of ``tile``
+       in absolute lattice coordinates (floor division, also below zero).
+       The window is the bounding box of the tiles holding matter, grown by
+       one tile on every side; its width and height are then rounded up
+       (extending right and down) to ``multiple``.
+    2. The window holds psi on matter cells and zero elsewhere; the reference
+       ``step`` runs on it once (one forward over the whole window).
+    3. A cell whose norm before normalisation is below ``threshold`` becomes
+       vacuum (psi 0, not matter); every other cell of the window is matter.
+
+    A global law's output depends on the window it is shown, so this equals
+    the Rust sparse engine, not a dense run of the same law.
+    """
+
+    def __init__(self, model: nn.Module, psi, occupied=None, origin=(0, 0), gamma: float = 0.0,
+                 unitary: bool = False, multiple: int = 1, tile: int = DEFAULT_TILE,
+                 threshold: float = DEFAULT_THRESHOLD, threads: int | None = None, step_count: int = 0):
+        """``psi``: complex [H, W, D] (numpy or torch; complex128 with a float64 model runs in float64,
+        anything else in complex64); ``occupied``: [H, W] (None: every cell is matter)."""
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if tile < 1 or multiple < 1:
+            raise ValueError(f"tile ({tile}) and multiple ({multiple}) must be at least 1")
+        self.model = model.eval()
+        psi = torch.as_tensor(psi)
+        psi = psi.to(torch.complex128 if psi.dtype == torch.complex128 else torch.complex64)
+        if psi.ndim != 3:
+            raise ValueError(f"psi must be [H, W, D], got shape {tuple(psi.shape)}")
+        occ = (torch.ones(psi.shape[:2], dtype=torch.bool) if occupied is None
+               else torch.as_tensor(occupied).to(torch.bool))
+        if tuple(occ.shape) != tuple(psi.shape[:2]):
+            raise ValueError(f"occupied must be [H, W] = {tuple(psi.shape[:2])}, got {tuple(occ.shape)}")
+        self.psi = torch.where(occ[..., None], psi, torch.zeros((), dtype=psi.dtype))
+        self.occupied = occ
+        self.origin_x, self.origin_y = (int(v) for v in origin)
+        self.gamma = float(gamma)
+        self.unitary = unitary
+        self.multiple = int(multiple)
+        self.tile = int(tile)
+        self.threshold = float(threshold)
+        self.step_count = step_count
+        #: (x, y, width, height) of each step's window, in order.
+        self.windows: list[tuple[int, int, int, int]] = []
+
+    def matter_cells(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Absolute (x, y) of every cell of matter."""
+        ys, xs = torch.nonzero(self.occupied, as_tuple=True)
+        return xs + self.origin_x, ys + self.origin_y
+
+    def next_window(self) -> tuple[int, int, int, int] | None:
+        """(x, y, width, height) of the next step's window; None without matter."""
+        xs, ys = self.matter_cells()
+        if xs.numel() == 0:
+            return None
+        t, m = self.tile, self.multiple
+
+        def span(lo: int, hi: int) -> tuple[int, int]:
+            first, last = lo // t - 1, hi // t + 1  # tiles, one ring grown
+            length = (last - first + 1) * t
+            return first * t, -(-length // m) * m  # rounded up
+
+        (x, w), (y, h) = span(int(xs.min()), int(xs.max())), span(int(ys.min()), int(ys.max()))
+        return x, y, w, h
+
+    def run(self, steps: int) -> None:
+        """Advances ``steps`` steps."""
+        with torch.inference_mode():
+            for _ in range(steps):
+                self._step()
+
+    def _step(self) -> None:
+        self.step_count += 1
+        win = self.next_window()
+        if win is None:
+            return
+        x, y, w, h = win
+        self.windows.append(win)
+        d = self.psi.shape[-1]
+        field = torch.zeros((1, h, w, d), dtype=self.psi.dtype)
+        oy, ox = self.origin_y - y, self.origin_x - x
+        bh, bw = self.occupied.shape
+        field[0, oy:oy + bh, ox:ox + bw] = self.psi
+        new = advance(self.model, field, self.gamma, self.unitary)
+        norm = cell_norm(new)
+        alive = norm >= self.threshold
+        new = torch.where(alive, new / (norm + NORM_EPS), torch.zeros((), dtype=new.dtype))
+        self.psi, self.occupied = new[0], alive[0, :, :, 0]
+        self.origin_x, self.origin_y = x, y
+
+    def matter_box(self):
+        """The smallest box holding every cell of matter, as (psi [h, w, D], occupied u8 [h, w],
+        origin_x, origin_y), vacuum zero; a 1 x 1 box of vacuum at (0, 0) when no matter is left
+        (what ``atheria run --engine sparse --save`` writes)."""
+        ys, xs = torch.nonzero(self.occupied, as_tuple=True)
+        d = self.psi.shape[-1]
+        if ys.numel() == 0:
+            return torch.zeros((1, 1, d), dtype=self.psi.dtype), torch.zeros((1, 1), dtype=torch.uint8), 0, 0
+        y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        return (self.psi[y0:y1, x0:x1].clone(), self.occupied[y0:y1, x0:x1].to(torch.uint8),
+                self.origin_x + x0, self.origin_y + y0)

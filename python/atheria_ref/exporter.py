@@ -295,10 +295,16 @@ def export_package(model: nn.Module, arch: str, d_state: int, hidden: int | None
 
 
 def make_model(arch: str, d_state: int | None, hidden: int | None, seed: int | None = None,
-               checkpoint=None, init: str = "random", zero_bias: bool = False):
-    """The module to export: from a checkpoint, or seeded weights. Returns (model, d_state, hidden)."""
+               checkpoint=None, init: str = "random", zero_bias: bool = False, last_std: float | None = None):
+    """The module to export: from a checkpoint, or seeded weights. Returns (model, d_state, hidden).
+
+    ``last_std``: std of the last layer's random weights (default: the
+    architecture's, see ``models.default_last_std``).
+    """
     if arch not in ARCHITECTURES:
         raise ExportError(f"unknown architecture `{arch}`: expected one of {', '.join(ARCHITECTURES)}")
+    if checkpoint is not None and last_std is not None:
+        raise ExportError("--last-std sets random weights: drop it with --checkpoint")
     if checkpoint is not None:
         model, d_state, hidden = model_from_checkpoint(arch, checkpoint, d_state, hidden)
         if zero_bias:
@@ -313,7 +319,8 @@ def make_model(arch: str, d_state: int | None, hidden: int | None, seed: int | N
         hidden = None
     try:
         model = build_model(arch, d_state, hidden)
-        init_weights(model, arch, seed if seed is not None else 0, init=init, zero_bias=zero_bias)
+        init_weights(model, arch, seed if seed is not None else 0, init=init, zero_bias=zero_bias,
+                     last_std=last_std)
     except ValueError as e:
         raise ExportError(str(e))
     return model, d_state, hidden

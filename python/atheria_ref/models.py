@@ -172,18 +172,44 @@ def last_layer(model: nn.Module) -> nn.Module:
     return model.outc
 
 
+#: Std of the last layer's weights under ``init="random"``: large enough that
+#: the deltas are far from zero (a near-zero delta would let a wrong update
+#: rule pass a comparison).
+LAST_LAYER_STD = 0.2
+
+#: The U-Nets' last layer (``outc``, a 1x1 conv over ``hidden`` O(1) ELU
+#: activations) at std 0.2 gives |delta| ~ 1 per step, and the unitary rule
+#: (delta * psi) is then chaotic: in float64 a 1e-7 change of the initial
+#: state grew to 3.3e-4 after 10 steps (about 2.2x per step; D 8, hidden 32,
+#: 128 x 128, gamma 0.01), and PyTorch in float32 ended 2.5e-3 from float64,
+#: so no float32 engine could match PyTorch within 1e-3. At std 0.05 float32
+#: ends 4.6e-5 from float64 (0.1: 2.0e-4) and the state still moves by ~2.0
+#: in those 10 steps. ``--last-std 0.2`` still makes the chaotic law.
+UNET_LAST_LAYER_STD = 0.05
+
+
+def default_last_std(arch: str) -> float:
+    """The last layer's std under ``init="random"`` when none is asked for."""
+    return UNET_LAST_LAYER_STD if arch in ("unet", "unet_unitary") else LAST_LAYER_STD
+
+
 @torch.no_grad()
-def init_weights(model: nn.Module, arch: str, seed: int, init: str = "random", zero_bias: bool = False) -> nn.Module:
+def init_weights(model: nn.Module, arch: str, seed: int, init: str = "random", zero_bias: bool = False,
+                 last_std: float | None = None) -> nn.Module:
     """Deterministic weights for tests and benchmarks.
 
-    ``random``: every tensor drawn from a seeded generator; the last layer has
-    std 0.2 so the deltas are far from zero (a near-zero delta would let a
-    wrong update rule pass a comparison). GroupNorm affine parameters are
-    perturbed around (1, 0) so a swapped weight/bias would show.
+    ``random``: every tensor drawn from a seeded generator; the last layer's
+    weights have std ``last_std`` (default: ``default_last_std(arch)``, 0.2,
+    or 0.05 for the U-Nets: see ``UNET_LAST_LAYER_STD``). The draws do not
+    depend on the std, so only the last layer's weights change with it.
+    GroupNorm affine parameters are perturbed around (1, 0) so a swapped
+    weight/bias would show.
     ``identity`` (conv3x3 only): weight[c, c, 1, 1] = 1, bias 0, so the additive
     rule gives psi' = 2 psi, which normalises back to psi.
     """
     if init == "identity":
+        if last_std is not None:
+            raise ValueError("--last-std sets random weights: it does not apply to --init identity")
         if arch != "conv3x3":
             raise ValueError(f"--init identity is only defined for conv3x3, not {arch}")
         w = model.conv.weight
@@ -194,13 +220,17 @@ def init_weights(model: nn.Module, arch: str, seed: int, init: str = "random", z
         return model
     if init != "random":
         raise ValueError(f"unknown init `{init}`: use random or identity")
+    if last_std is None:
+        last_std = default_last_std(arch)
+    if not last_std > 0:
+        raise ValueError(f"the last layer's std must be > 0, got {last_std}")
 
     gen = torch.Generator().manual_seed(seed)
     last = last_layer(model)
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             if module is last:
-                std = 0.2
+                std = last_std
             else:
                 # He-like scale keeps activations O(1) through the stack.
                 fan_in = module.weight[0].numel() if isinstance(module, nn.Conv2d) else module.weight.shape[0]
