@@ -10,7 +10,8 @@
 //!
 //! Inside: `layout` (the tensors each architecture needs), `weights`
 //! (reading and checking them), `net` and `unet` (the architectures),
-//! `kernels` (conv, GroupNorm, pooling, ...), `workspace` (buffer reuse).
+//! `kernels` (conv by im2col or Winograd, GroupNorm, pooling, ...),
+//! `workspace` (buffer reuse).
 
 mod backend;
 mod kernels;
