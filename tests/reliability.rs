@@ -208,27 +208,22 @@ fn a_checkpointed_run_resumes_exactly() {
     assert_eq!(a, b, "the resumed run differs from the uninterrupted one");
 }
 
+/// A run that would take a million steps, checkpointing to `ckpt` each step.
+fn endless_run(ckpt: &std::path::Path) -> std::process::Command {
+    let mut cmd = atheria();
+    cmd.args(["run", "--quiet", "--grid", "64", "--steps", "1000000"])
+        .arg("--checkpoint-every")
+        .arg("1")
+        .arg(ckpt);
+    cmd
+}
+
 #[test]
 fn a_killed_run_leaves_a_readable_checkpoint_and_ctrl_c_saves() {
     let dir = temp_dir("kill");
     let ckpt = dir.join("ckpt.safetensors");
     let save = dir.join("final.safetensors");
-    let mut child = atheria()
-        .args([
-            "run",
-            "--quiet",
-            "--grid",
-            "64",
-            "--steps",
-            "1000000",
-            "--checkpoint-every",
-            "1",
-        ])
-        .arg(&ckpt)
-        .arg("--save")
-        .arg(&save)
-        .spawn()
-        .unwrap();
+    let mut child = endless_run(&ckpt).arg("--save").arg(&save).spawn().unwrap();
     within(Duration::from_secs(60), "first checkpoint", {
         let ckpt = ckpt.clone();
         move || {
@@ -254,20 +249,7 @@ fn a_killed_run_leaves_a_readable_checkpoint_and_ctrl_c_saves() {
     assert!(checkpoint.step <= saved.step);
 
     // SIGKILL mid-run: the checkpoint is whole (written by rename).
-    let mut child = atheria()
-        .args([
-            "run",
-            "--quiet",
-            "--grid",
-            "64",
-            "--steps",
-            "1000000",
-            "--checkpoint-every",
-            "1",
-        ])
-        .arg(&ckpt)
-        .spawn()
-        .unwrap();
+    let mut child = endless_run(&ckpt).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(800));
     child.kill().unwrap();
     let _ = child.wait();
