@@ -61,7 +61,7 @@ pub const TARGET_COLUMNS: usize = 256;
 /// (transformed inputs, transformed outputs plus the row buffers).
 pub fn scratch_len(ci: usize, co: usize, rows: usize, w: usize) -> (usize, usize) {
     let tiles = rows.div_ceil(2) * w.div_ceil(2);
-    (T * ci * tiles, T * co * tiles + 8 * (w.div_ceil(2) + 1))
+    (T * ci * tiles, T * co * tiles + 12 * (w.div_ceil(2) + 1))
 }
 
 /// Output rows `r0..r1` of one image: `xi` is the image (`d.c == ci`
@@ -94,11 +94,14 @@ pub unsafe fn band(
     let (nx, ny) = (w.div_ceil(2), (r1 - r0).div_ceil(2));
     let tiles = nx * ny;
     let (m, rows) = rest.split_at_mut(T * co * tiles);
+    let rows = &mut rows[..12 * (nx + 1)];
     // Per input row i of a tile row: `a[i]` holds padded columns 2t (image
     // column 2t - 1) and `b[i]` padded columns 2t + 1 (image column 2t), for
     // t in 0..=nx; zeros outside the image.
     let len = nx + 1;
     let (a, b) = rows[..8 * len].split_at_mut(4 * len);
+    // (`rows` has 12 rows of `len`: these 8 for the inputs, and 8 plus 4
+    // for the output transform once the inputs are done.)
 
     for c in 0..ci {
         let plane = &xi[c * hw..][..hw];
@@ -113,12 +116,16 @@ pub unsafe fn band(
                     continue;
                 }
                 let src = &plane[y as usize * w..][..w];
-                ai[0] = 0.0;
-                for t in 1..len {
-                    ai[t] = src.get(2 * t - 1).copied().unwrap_or(0.0);
+                // bi[k] = src[2k], ai[k + 1] = src[2k + 1]; zeros past the row.
+                ai.fill(0.0);
+                bi.fill(0.0);
+                let pairs = src.chunks_exact(2);
+                if let Some(&last) = pairs.remainder().first() {
+                    bi[w / 2] = last;
                 }
-                for t in 0..len {
-                    bi[t] = src.get(2 * t).copied().unwrap_or(0.0);
+                for ((even, odd), pair) in bi.iter_mut().zip(&mut ai[1..]).zip(pairs) {
+                    *even = pair[0];
+                    *odd = pair[1];
                 }
             }
             // B^T d down the columns: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
@@ -174,52 +181,49 @@ pub unsafe fn band(
         );
     }
 
-    // Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], a row of tiles at a time.
-    let (out_rows, pairs) = (r1 - r0, w / 2);
+    // Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], a row of tiles at a time, in
+    // passes of a few streams each (sixteen at once would not vectorise):
+    // A^T down the columns into s, A across them into y, then interleaved
+    // into the output rows.
+    let out_rows = r1 - r0;
+    let (s_rows, y_rows) = rows[..12 * len].split_at_mut(8 * len);
     for o in 0..co {
         let bias = bias.map_or(0.0, |b| b[o]);
         let plane = dst.add(o * hw);
         for ty in 0..ny {
             let at = o * tiles + ty * nx;
-            let mk: [&[f32]; T] = std::array::from_fn(|k| &m[k * co * tiles + at..][..nx]);
+            let mk = |k: usize| &m[k * co * tiles + at..][..nx];
+            for j in 0..4 {
+                let (m0, m1, m2, m3) = (mk(j), mk(4 + j), mk(8 + j), mk(12 + j));
+                let (top, bottom) = s_rows[2 * j * len..][..2 * len].split_at_mut(len);
+                for t in 0..nx {
+                    top[t] = m0[t] + m1[t] + m2[t];
+                    bottom[t] = m1[t] - m2[t] - m3[t];
+                }
+            }
+            for i in 0..2 {
+                let s = |j: usize| &s_rows[(2 * j + i) * len..][..nx];
+                let (s0, s1, s2, s3) = (s(0), s(1), s(2), s(3));
+                let (left, right) = y_rows[2 * i * len..][..2 * len].split_at_mut(len);
+                for t in 0..nx {
+                    left[t] = s0[t] + s1[t] + s2[t] + bias;
+                    right[t] = s1[t] - s2[t] - s3[t] + bias;
+                }
+            }
             let y = 2 * ty;
-            let second = y + 1 < out_rows;
-            let row0 = std::slice::from_raw_parts_mut(plane.add(y * w), w);
-            let tile = |t: usize| {
-                let col = |j: usize| (mk[j][t], mk[4 + j][t], mk[8 + j][t], mk[12 + j][t]);
-                let s: [(f32, f32); 4] = std::array::from_fn(|j| {
-                    let (m0, m1, m2, m3) = col(j);
-                    (m0 + m1 + m2, m1 - m2 - m3)
-                });
-                (
-                    s[0].0 + s[1].0 + s[2].0 + bias,
-                    s[1].0 - s[2].0 - s[3].0 + bias,
-                    s[0].1 + s[1].1 + s[2].1 + bias,
-                    s[1].1 - s[2].1 - s[3].1 + bias,
-                )
-            };
-            if second {
-                let row1 = std::slice::from_raw_parts_mut(plane.add((y + 1) * w), w);
-                for t in 0..pairs {
-                    let (y00, y01, y10, y11) = tile(t);
-                    row0[2 * t] = y00;
-                    row0[2 * t + 1] = y01;
-                    row1[2 * t] = y10;
-                    row1[2 * t + 1] = y11;
+            for i in 0..2 {
+                if y + i >= out_rows {
+                    break;
                 }
-                if w % 2 == 1 {
-                    let (y00, _, y10, _) = tile(pairs);
-                    row0[w - 1] = y00;
-                    row1[w - 1] = y10;
+                let row = std::slice::from_raw_parts_mut(plane.add((y + i) * w), w);
+                let (left, right) = y_rows[2 * i * len..][..2 * len].split_at(len);
+                let (pairs, tail) = row.split_at_mut(w / 2 * 2);
+                for ((pair, &l), &r) in pairs.chunks_exact_mut(2).zip(left).zip(right) {
+                    pair[0] = l;
+                    pair[1] = r;
                 }
-            } else {
-                for t in 0..pairs {
-                    let (y00, y01, _, _) = tile(t);
-                    row0[2 * t] = y00;
-                    row0[2 * t + 1] = y01;
-                }
-                if w % 2 == 1 {
-                    row0[w - 1] = tile(pairs).0;
+                if let Some(last) = tail.first_mut() {
+                    *last = left[nx - 1];
                 }
             }
         }
