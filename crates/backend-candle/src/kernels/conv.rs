@@ -68,7 +68,7 @@ impl Conv2d {
     /// Must run inside the backend's rayon pool.
     pub fn forward(&self, x: &[f32], d: Dims, out: &mut [f32]) {
         let target = if self.winograd.is_some() {
-            winograd::TARGET_COLUMNS
+            winograd::target_columns(d.plane())
         } else {
             target_columns(self.depth())
         };

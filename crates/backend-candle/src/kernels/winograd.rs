@@ -55,7 +55,19 @@ pub fn transform_weights(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
 /// the 16 transformed matrices spill out of cache between the transforms and
 /// the gemms (measured, 128 channels at 128 x 128 on 2 threads: 15 ms per
 /// convolution with 256 columns, 34 ms with 1024).
-pub const TARGET_COLUMNS: usize = 256;
+const TARGET_COLUMNS: usize = 256;
+
+/// Output columns per work item for images of `plane` pixels: about 64
+/// tiles, or one whole image when it holds fewer than two such items, so a
+/// batch of small images (the sparse engine's 18 x 18 tiles) is not cut into
+/// bands of a few rows, whose tiny gemms cost more than they compute.
+pub fn target_columns(plane: usize) -> usize {
+    if plane < 2 * TARGET_COLUMNS {
+        plane.max(TARGET_COLUMNS)
+    } else {
+        TARGET_COLUMNS
+    }
+}
 
 /// Floats of scratch [`band`] needs for `rows` output rows of width `w`:
 /// (transformed inputs, transformed outputs plus the row buffers).
