@@ -108,24 +108,7 @@ impl Conv2d {
         // planes; `plan` gives each (img, row) to exactly one item.
         let dst = unsafe { out.0.add(base) };
         if let Some(u) = &self.winograd {
-            let (a, b) = winograd::scratch_len(self.ci, self.co, r1 - r0, d.w);
-            with_scratch(a, b, |v, rest| {
-                // SAFETY: dst as above, for rows r0..r1 of co planes.
-                unsafe {
-                    winograd::band(
-                        xi,
-                        d,
-                        r0,
-                        r1,
-                        u,
-                        self.co,
-                        self.bias.as_deref(),
-                        dst,
-                        v,
-                        rest,
-                    )
-                }
-            });
+            self.winograd(x, d, img..img + 1, r0, r1, u, out);
             return;
         }
         if let Some(bias) = &self.bias {
@@ -169,8 +152,45 @@ impl Conv2d {
         });
     }
 
+    /// Rows `r0..r1` of `images` by Winograd (`winograd::band`).
+    #[allow(clippy::too_many_arguments)]
+    fn winograd(
+        &self,
+        x: &[f32],
+        d: Dims,
+        images: std::ops::Range<usize>,
+        r0: usize,
+        r1: usize,
+        u: &[f32],
+        out: SharedOut,
+    ) {
+        let (a, b) = winograd::scratch_len(self.ci, self.co, images.len(), r1 - r0, d.w);
+        with_scratch(a, b, |v, rest| {
+            // SAFETY: `plan` gives these rows of these images to this item alone.
+            unsafe {
+                winograd::band(
+                    x,
+                    d,
+                    images,
+                    r0,
+                    r1,
+                    u,
+                    self.co,
+                    self.bias.as_deref(),
+                    out.0,
+                    v,
+                    rest,
+                )
+            }
+        });
+    }
+
     /// Whole images `i0..i1` gathered into one gemm, then scattered back.
     fn images(&self, x: &[f32], d: Dims, i0: usize, i1: usize, out: SharedOut) {
+        if let Some(u) = &self.winograd {
+            self.winograd(x, d, i0..i1, 0, d.h, u, out);
+            return;
+        }
         let (hw, depth) = (d.plane(), self.depth());
         let n = (i1 - i0) * hw;
         with_scratch(depth * n, self.co * n, |col, res| {
