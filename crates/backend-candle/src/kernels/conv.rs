@@ -93,13 +93,18 @@ impl Conv2d {
         let dst = SharedOut(out.as_mut_ptr());
         (0..plan.len())
             .into_par_iter()
-            .for_each(|i| match plan.item(i) {
-                Item::Band { img, r0, r1 } => self.band(x, d, img, r0, r1, dst),
-                Item::Images { i0, i1 } => self.images(x, d, i0, i1, dst),
+            .for_each(|i| match (plan.item(i), &self.winograd) {
+                (Item::Band { img, r0, r1 }, Some(u)) => {
+                    self.winograd(x, d, img..img + 1, r0, r1, u, dst)
+                }
+                (Item::Images { i0, i1 }, Some(u)) => self.winograd(x, d, i0..i1, 0, d.h, u, dst),
+                (Item::Band { img, r0, r1 }, None) => self.band(x, d, img, r0, r1, dst),
+                (Item::Images { i0, i1 }, None) => self.images(x, d, i0, i1, dst),
             });
     }
 
-    /// Rows `r0..r1` of one image, written straight into the output planes.
+    /// Rows `r0..r1` of one image by im2col and gemm, written straight into
+    /// the output planes.
     fn band(&self, x: &[f32], d: Dims, img: usize, r0: usize, r1: usize, out: SharedOut) {
         let (hw, n) = (d.plane(), (r1 - r0) * d.w);
         let xi = &x[img * d.image()..][..d.image()];
@@ -107,10 +112,6 @@ impl Conv2d {
         // SAFETY: item (img, r0..r1) owns columns r0*w..r1*w of image img's
         // planes; `plan` gives each (img, row) to exactly one item.
         let dst = unsafe { out.0.add(base) };
-        if let Some(u) = &self.winograd {
-            self.winograd(x, d, img..img + 1, r0, r1, u, out);
-            return;
-        }
         if let Some(bias) = &self.bias {
             for (o, &b) in bias.iter().enumerate() {
                 // SAFETY: as above; this row lies inside `out`.
@@ -187,10 +188,6 @@ impl Conv2d {
 
     /// Whole images `i0..i1` gathered into one gemm, then scattered back.
     fn images(&self, x: &[f32], d: Dims, i0: usize, i1: usize, out: SharedOut) {
-        if let Some(u) = &self.winograd {
-            self.winograd(x, d, i0..i1, 0, d.h, u, out);
-            return;
-        }
         let (hw, depth) = (d.plane(), self.depth());
         let n = (i1 - i0) * hw;
         with_scratch(depth * n, self.co * n, |col, res| {
