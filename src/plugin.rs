@@ -53,13 +53,13 @@ fn explain_tch(path: &Path, error: &str) -> String {
     }
 }
 
-/// The libraries loaded so far (by backend name).
-static LOADED: Mutex<Vec<(&'static str, &'static PluginApi)>> = Mutex::new(Vec::new());
+/// The libraries loaded so far.
+static LOADED: Mutex<Vec<&'static PluginApi>> = Mutex::new(Vec::new());
 
 /// The entry points of `plugin`'s library, loading it on first use.
 pub(crate) fn load(plugin: &Plugin) -> Result<&'static PluginApi> {
     let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, api)) = loaded.iter().find(|(name, _)| *name == plugin.backend) {
+    if let Some(api) = loaded.iter().find(|api| api.name == plugin.backend) {
         return Ok(api);
     }
     let unavailable = |message: String| Error::BackendUnavailable {
@@ -84,7 +84,7 @@ pub(crate) fn load(plugin: &Plugin) -> Result<&'static PluginApi> {
         path.display(),
         started.elapsed().as_secs_f64() * 1e3
     );
-    loaded.push((plugin.backend, api));
+    loaded.push(api);
     Ok(api)
 }
 
@@ -157,7 +157,18 @@ fn entry_points(
     // SAFETY: the ABI strings match, so both sides agree on PluginApi.
     let api = unsafe { library.get::<extern "C" fn() -> &'static PluginApi>(API_SYMBOL) }
         .map_err(|e| not_ours(dl_message(&e)))?;
-    Ok(api())
+    let api = api();
+    if api.name != plugin.backend {
+        return Err(format!(
+            "{} is the {} backend's library, not the {} backend's: point {} at {}",
+            path.display(),
+            api.name,
+            plugin.backend,
+            plugin.env,
+            plugin.file
+        ));
+    }
+    Ok(api)
 }
 
 /// The loader's own message, without libloading's wrapping.
