@@ -166,13 +166,8 @@ fn main() -> Result<()> {
         peak_rss_mib()
     );
     e.step()?; // warm-up: sizes every buffer
-    let mut times = StepTimes::default();
-    let mut tiles = 0;
-    for _ in 0..steps {
-        let st = e.step()?;
-        times.add(&st);
-        tiles = st.active_tiles;
-    }
+    let (times, last) = StepTimes::measure(steps, || e.step())?;
+    let tiles = last.active_tiles;
     let (g, f, s) = times.per_step_ms();
     println!(
         "per step: gather {g:.1} ms, forward {f:.1} ms, scatter {s:.1} ms ({} active tiles, {} cells); outside forward: {:.0}%",

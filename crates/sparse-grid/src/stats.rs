@@ -33,6 +33,20 @@ pub struct StepTimes {
 }
 
 impl StepTimes {
+    /// Runs `step` `steps` times, adding up their times; returns them with
+    /// the last step's statistics (default ones when `steps` is 0).
+    pub fn measure<E>(
+        steps: usize,
+        mut step: impl FnMut() -> Result<StepStats, E>,
+    ) -> Result<(StepTimes, StepStats), E> {
+        let (mut times, mut last) = (StepTimes::default(), StepStats::default());
+        for _ in 0..steps {
+            last = step()?;
+            times.add(&last);
+        }
+        Ok((times, last))
+    }
+
     /// Adds one step's times.
     pub fn add(&mut self, stats: &StepStats) {
         self.steps += 1;
@@ -63,6 +77,33 @@ impl StepTimes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn measure_adds_every_step_and_keeps_the_last_or_stops_at_an_error() {
+        let mut n = 0u64;
+        let step = |n: &mut u64| {
+            *n += 1;
+            StepStats {
+                step: *n,
+                forward: Duration::from_millis(2),
+                ..StepStats::default()
+            }
+        };
+        let (times, last) = StepTimes::measure(3, || Ok::<_, ()>(step(&mut n))).expect("no error");
+        assert_eq!((times.steps, last.step), (3, 3));
+        assert_eq!(times.forward, Duration::from_millis(6));
+        let mut calls = 0;
+        let failed = StepTimes::measure(5, || {
+            calls += 1;
+            if calls == 2 {
+                Err("step 2")
+            } else {
+                Ok(step(&mut n))
+            }
+        });
+        assert_eq!(failed, Err("step 2"));
+        assert_eq!(calls, 2, "measure must stop at the first error");
+    }
 
     #[test]
     fn step_times_average_over_the_steps_added() {

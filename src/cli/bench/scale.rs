@@ -108,16 +108,10 @@ fn position_and_distance(
 
 fn outside_forward(backend: &Arc<dyn ComputeBackend>, steps: usize) -> anyhow::Result<Value> {
     let mut e = engine(backend, &[(0, 0)], SPLIT_CELLS)?;
-    let mut times = StepTimes::default();
-    let mut tiles = 0;
-    for _ in 0..steps {
-        let st = e.step()?;
-        times.add(&st);
-        tiles = st.active_tiles;
-    }
+    let (times, last) = StepTimes::measure(steps, || e.step())?;
     let (g, f, s) = times.per_step_ms();
     Ok(json!({
-        "cells": e.occupied_count(), "active_tiles": tiles,
+        "cells": e.occupied_count(), "active_tiles": last.active_tiles,
         "gather_ms": g, "forward_ms": f, "scatter_ms": s,
         "outside_forward_share": times.outside_forward_share(),
     }))
