@@ -15,9 +15,13 @@ pub mod backends;
 pub mod default_law;
 #[cfg(feature = "tch")]
 mod plugin;
+#[cfg(feature = "render")]
 pub mod render;
 pub mod watchdog;
 
+/// The candle backend itself (feature `candle`), for what only it offers.
+#[cfg(feature = "candle")]
+pub use backend_candle as candle;
 pub use backends::BackendKind;
 pub use engine_api::{
     Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelPackage,

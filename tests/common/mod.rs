@@ -16,9 +16,19 @@ pub const GOLDEN_CASES: [&str; 6] = [
     "unet_unitary_d2_h8",
 ];
 
+/// The workspace root: these helpers serve the library's tests (at the
+/// root) and the program's (crates/atheria-cli), which include this file.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|p| p.join("tests/fixtures").is_dir())
+        .expect("tests/fixtures above the crate")
+        .to_path_buf()
+}
+
 /// `tests/fixtures`.
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    workspace_root().join("tests/fixtures")
 }
 
 /// The directory of one golden case.
@@ -111,13 +121,6 @@ pub fn assert_close(what: &str, a: &[f32], b: &[f32], atol: f32, rtol: f32) {
             max_abs_diff(a, b)
         );
     }
-}
-
-/// Runs the `atheria` binary built for these tests.
-pub fn atheria() -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atheria"));
-    cmd.env("NO_COLOR", "1");
-    cmd
 }
 
 /// A fresh temporary directory for one test.

@@ -6,8 +6,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Every failure an engine or a backend reports.
 ///
 /// Messages are written for the person at the terminal: each says what is
-/// wrong and, where there is one, how to fix it, on one line.
+/// wrong and, where there is one, how to fix it, on one line, in words that
+/// do not assume a command line (a program adds its own hints). Programs
+/// match on the variant: a failed step is [`Error::Step`] whose
+/// [`source`](std::error::Error::source) is the cause ([`Error::cause`]
+/// reaches it directly), so a NaN ([`Error::NonFinite`]), a backend failure
+/// and a bad argument stay distinguishable.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
@@ -15,6 +21,7 @@ pub enum Error {
         /// The file involved.
         path: PathBuf,
         /// What the operating system said.
+        #[source]
         source: std::io::Error,
     },
     /// A model package is malformed (model.json, weights, or their agreement).
@@ -52,13 +59,46 @@ pub enum Error {
         /// The backend's own message.
         message: String,
     },
-    /// A step could not complete; the state is as it was before the step.
-    #[error("step {step}: {message} (state left as it was before this step)")]
+    /// A size the caller asked for exceeds a limit the caller set (or the
+    /// default one), checked before anything is allocated.
+    #[error("{what} exceeds the limit of {limit} cells (raise the cell limit to allow it)")]
+    TooManyCells {
+        /// What would be too large, in words ("grid 100000 x 100000").
+        what: String,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The model returned a non-finite value (NaN or infinity).
+    #[error("the model returned a non-finite delta at x = {x}, y = {y} ({} part of channel {channel})", if *.imaginary { "imaginary" } else { "real" })]
+    NonFinite {
+        /// Lattice column of the cell (dense grids: the column from the
+        /// grid's origin).
+        x: i64,
+        /// Lattice row of the cell.
+        y: i64,
+        /// The complex channel.
+        channel: usize,
+        /// True for the imaginary part.
+        imaginary: bool,
+    },
+    /// A step could not complete; the state is exactly as it was before it.
+    /// The cause is the [`source`](std::error::Error::source).
+    #[error("step {step} failed and was undone")]
     Step {
-        /// The step that failed, counting from 1 (completed steps + 1).
+        /// The step that failed, counting from 1 (completed steps + 1), the
+        /// same in every engine.
         step: u64,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// An engine was stepped from inside a rayon worker thread, where the
+    /// backend's own thread pool would nest inside rayon's: the deadlock
+    /// that froze the C++ engine (ARCHITECTURE.md, the threading rule).
+    #[error("an engine was stepped from inside a rayon worker thread ({pool}); step it from an ordinary thread (give the engine its own rayon pool for its loops instead of calling it inside `install`)")]
+    NestedPool {
+        /// Which pool the caller was in, in words.
+        pool: String,
     },
     /// A stage did not finish within its time limit.
     #[error("stage `{stage}` did not finish within {seconds:.1} s")]
@@ -71,6 +111,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// What went wrong underneath any [`Error::Step`] wrapping: for a failed
+    /// step its cause, for anything else the error itself.
+    pub fn cause(&self) -> &Error {
+        match self {
+            Error::Step { source, .. } => source.cause(),
+            other => other,
+        }
+    }
+
+    /// An [`Error::Step`] for `step` caused by `cause`.
+    pub fn step(step: u64, cause: Error) -> Self {
+        Error::Step {
+            step,
+            source: Box::new(cause),
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -105,14 +105,14 @@ impl DenseEngine {
         let n = h * w;
         // Errors name the step being computed, counting from 1.
         let step = s.step + 1;
-        let fail = |message: String| Error::Step { step, message };
+        let fail = |cause: Error| Error::step(step, cause);
 
         let t0 = Instant::now();
         let shape = BatchShape::new(1, 2 * d, h, w);
         // The state's planes are the model input as they are: no copy.
         self.backend
             .forward(s.planes(), shape, &mut self.delta)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(fail)?;
         let forward = t0.elapsed();
 
         let t1 = Instant::now();
@@ -122,16 +122,16 @@ impl DenseEngine {
         };
         // SAFETY: `delta` holds 2D planes of n cells.
         if let Some((i, c)) = unsafe { first_non_finite(delta, n, 2 * d) } {
-            let (part, ch) = if c < d {
-                ("real", c)
-            } else {
-                ("imaginary", c - d)
-            };
-            return Err(fail(format!(
-                "the model returned a non-finite delta at row {}, column {} ({part} part of channel {ch})",
-                i / w,
-                i % w
-            )));
+            let (x, y) = (
+                s.origin.0 as i64 + (i % w) as i64,
+                s.origin.1 as i64 + (i / w) as i64,
+            );
+            return Err(fail(Error::NonFinite {
+                x,
+                y,
+                channel: c % d,
+                imaginary: c >= d,
+            }));
         }
         update_rows(
             s.planes_mut(),

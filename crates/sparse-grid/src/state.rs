@@ -34,10 +34,9 @@ pub fn check_size(height: usize, width: usize, d_state: usize, max_cells: usize)
     let cells = height
         .checked_mul(width)
         .filter(|&c| c <= max_cells)
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "grid {height} x {width} exceeds the limit of {max_cells} cells (raise it with --max-cells)"
-            ))
+        .ok_or_else(|| Error::TooManyCells {
+            what: format!("grid {height} x {width}"),
+            limit: max_cells,
         })?;
     cells
         .checked_mul(2 * d_state)

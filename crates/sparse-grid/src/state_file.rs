@@ -18,7 +18,7 @@ pub const STATE_FORMAT: &str = "atheria-state/1";
 
 /// Reads a state file; every problem is an [`Error::State`] naming the file.
 pub fn read_state(path: &Path, max_cells: usize) -> Result<DenseState> {
-    let bytes = std::fs::read(path).map_err(|e| Error::state(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse_state(&bytes, max_cells).map_err(|m| Error::state(path, m))
 }
 

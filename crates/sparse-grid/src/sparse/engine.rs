@@ -450,10 +450,10 @@ impl SparseEngine {
     }
 
     fn too_many(&self, after: usize) -> Error {
-        Error::InvalidArgument(format!(
-            "{after} cells of matter would exceed max_cells {}: raise max_cells",
-            self.options.max_cells
-        ))
+        Error::TooManyCells {
+            what: format!("{after} cells of matter"),
+            limit: self.options.max_cells,
+        }
     }
 }
 

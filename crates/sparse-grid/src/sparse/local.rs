@@ -26,11 +26,10 @@ pub(crate) struct StepContext<'a> {
 }
 
 impl StepContext<'_> {
-    pub fn fail(&self, message: String) -> Error {
-        Error::Step {
-            step: self.step,
-            message,
-        }
+    /// The error of this step (numbered from 1, as in every engine) failing
+    /// because of `cause`.
+    pub fn fail(&self, cause: Error) -> Error {
+        Error::step(self.step + 1, cause)
     }
 }
 
@@ -180,7 +179,11 @@ impl LocalBatch {
                 }
                 match store.key_in_range(key.0 as i64 + dx, key.1 as i64 + dy) {
                     Some(k) => self.wanted.push(k),
-                    None => return Err(cx.fail(edge_message(store, slot, self.r))),
+                    None => {
+                        return Err(
+                            cx.fail(Error::InvalidArgument(edge_message(store, slot, self.r)))
+                        )
+                    }
                 }
             }
         }
@@ -198,9 +201,11 @@ impl LocalBatch {
         let fl = 2 * d * side * side;
         let hs = t + 2 * r;
         let chunk = (cx.forward_bytes / (4 * fl)).clamp(1, b.max(1));
-        let staged = b
-            .checked_mul(tl)
-            .ok_or_else(|| cx.fail(format!("{b} active tiles are too many to batch")))?;
+        let staged = b.checked_mul(tl).ok_or_else(|| {
+            cx.fail(Error::InvalidArgument(format!(
+                "{b} active tiles are too many to batch"
+            )))
+        })?;
         self.stage.resize(staged, 0.0);
         self.stage_occ.resize(b * area, 0);
         self.delta_norm.resize(b * area, 0.0);
@@ -237,7 +242,7 @@ impl LocalBatch {
                     BatchShape::new(n, 2 * d, side, side),
                     &mut self.delta[..n * fl],
                 )
-                .map_err(|e| cx.fail(e.to_string()))?;
+                .map_err(|e| cx.fail(e))?;
             forward += tf.elapsed();
 
             let ts = Instant::now();
@@ -264,17 +269,14 @@ impl LocalBatch {
                 .find_map(|(j, k)| k.bad.map(|bad| (b0 + j, bad)))
             {
                 let (ox, oy) = store.origin(self.wanted[j]);
-                return Err(cx.fail(non_finite_message(ox + lx as i64, oy + ly as i64, c, d)));
+                return Err(cx.fail(non_finite(ox + lx as i64, oy + ly as i64, c, d)));
             }
         }
 
         let ts = Instant::now();
         let total: usize = self.checks.iter().map(|k| k.count as usize).sum();
         if total > cx.max_cells {
-            return Err(cx.fail(format!(
-                "the step would leave {total} cells of matter, above max_cells {}: raise max_cells or raise the threshold",
-                cx.max_cells
-            )));
+            return Err(cx.fail(too_much_matter(total, cx.max_cells)));
         }
         let (stage, stage_occ, checks) = (&self.stage, &self.stage_occ, &self.checks);
         store.commit(&self.slots, &mut self.slot_batch, |j, tile, occ, count| {
@@ -480,13 +482,19 @@ fn edge_message(store: &TileStore, slot: usize, r: usize) -> String {
 }
 
 /// The message for a non-finite model output at lattice cell (x, y).
-pub(crate) fn non_finite_message(x: i64, y: i64, c: usize, d: usize) -> String {
-    let (part, ch) = if c < d {
-        ("real", c)
-    } else {
-        ("imaginary", c - d)
-    };
-    format!(
-        "the model returned a non-finite delta at x = {x}, y = {y} ({part} part of channel {ch})"
-    )
+pub(crate) fn non_finite(x: i64, y: i64, c: usize, d: usize) -> Error {
+    Error::NonFinite {
+        x,
+        y,
+        channel: c % d,
+        imaginary: c >= d,
+    }
+}
+
+/// The error of a step that would leave `total` cells of matter.
+pub(crate) fn too_much_matter(total: usize, limit: usize) -> Error {
+    Error::TooManyCells {
+        what: format!("{total} cells of matter after this step (a higher threshold leaves fewer)"),
+        limit,
+    }
 }

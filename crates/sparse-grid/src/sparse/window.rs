@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
-use engine_api::{BatchShape, Result};
+use engine_api::{BatchShape, Error, Result};
 use rayon::prelude::*;
 
-use super::local::{non_finite_message, StepContext};
+use super::local::{non_finite, too_much_matter, StepContext};
 use super::query::CellBox;
 use super::tiles::{TileStore, NOT_ACTIVE};
 use crate::state::check_size;
@@ -89,7 +89,10 @@ impl WindowBatch {
     pub fn step(&mut self, store: &mut TileStore, cx: &StepContext) -> Result<StepStats> {
         let t0 = Instant::now();
         self.window = None;
-        let Some(win) = self.next_window(store).map_err(|m| cx.fail(m))? else {
+        let Some(win) = self
+            .next_window(store)
+            .map_err(|m| cx.fail(Error::InvalidArgument(m)))?
+        else {
             return Ok(StepStats {
                 step: cx.step + 1,
                 window: Some((0, 0)),
@@ -97,11 +100,9 @@ impl WindowBatch {
             });
         };
         let (h, w, d) = (win.height(), win.width(), store.d);
-        let n = check_size(h, w, d, cx.max_cells).map_err(|e| {
-            cx.fail(format!(
-                "a global model steps the whole window around the matter: {e}"
-            ))
-        })?;
+        // A global model steps the whole window around the matter, which
+        // the cell limit holds too.
+        let n = check_size(h, w, d, cx.max_cells).map_err(|e| cx.fail(e))?;
         let (t, area, tl) = (store.t, store.area(), store.tile_len());
         self.psi.resize(2 * d * n, 0.0);
         self.delta.resize(2 * d * n, 0.0);
@@ -176,7 +177,7 @@ impl WindowBatch {
         let tf = Instant::now();
         cx.backend
             .forward(input, BatchShape::new(1, 2 * d, h, w), &mut self.delta)
-            .map_err(|e| cx.fail(e.to_string()))?;
+            .map_err(|e| cx.fail(e))?;
         let forward = tf.elapsed();
 
         let ts = Instant::now();
@@ -190,7 +191,7 @@ impl WindowBatch {
             unsafe { first_non_finite(run, w, 2 * d) }.map(|(x, c)| (x, y, c))
         });
         if let Some((x, y, c)) = bad {
-            return Err(cx.fail(non_finite_message(x0 + x as i64, y0 + y as i64, c, d)));
+            return Err(cx.fail(non_finite(x0 + x as i64, y0 + y as i64, c, d)));
         }
         update_rows(
             &mut self.psi,
@@ -202,10 +203,7 @@ impl WindowBatch {
         );
         let total = self.occ_new.iter().filter(|&&o| o != 0).count();
         if total > cx.max_cells {
-            return Err(cx.fail(format!(
-                "the step would leave {total} cells of matter, above max_cells {}: raise max_cells or raise the threshold",
-                cx.max_cells
-            )));
+            return Err(cx.fail(too_much_matter(total, cx.max_cells)));
         }
 
         // Write back: tiles of the window that hold matter exist afterwards,

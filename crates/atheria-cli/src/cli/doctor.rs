@@ -25,19 +25,19 @@ pub struct DoctorArgs {
 const TINY: [(&str, &[u8]); 4] = [
     (
         "model.json",
-        include_bytes!("../../tests/fixtures/golden/conv3x3_d4/model.json"),
+        include_bytes!("../../../../tests/fixtures/golden/conv3x3_d4/model.json"),
     ),
     (
         "model.safetensors",
-        include_bytes!("../../tests/fixtures/golden/conv3x3_d4/model.safetensors"),
+        include_bytes!("../../../../tests/fixtures/golden/conv3x3_d4/model.safetensors"),
     ),
     (
         "model.pt",
-        include_bytes!("../../tests/fixtures/golden/conv3x3_d4/model.pt"),
+        include_bytes!("../../../../tests/fixtures/golden/conv3x3_d4/model.pt"),
     ),
     (
         "model.onnx",
-        include_bytes!("../../tests/fixtures/golden/conv3x3_d4/model.onnx"),
+        include_bytes!("../../../../tests/fixtures/golden/conv3x3_d4/model.onnx"),
     ),
 ];
 

@@ -411,7 +411,7 @@ const SGEMM_N: usize = 1024;
 fn sgemm_gflops(threads: usize) -> Option<f64> {
     #[cfg(feature = "candle")]
     {
-        backend_candle::matmul_gflops(SGEMM_N, threads).ok()
+        atheria::candle::matmul_gflops(SGEMM_N, threads).ok()
     }
     #[cfg(not(feature = "candle"))]
     {

@@ -48,8 +48,8 @@ out = engine.run(int(sys.argv[4]))
 write_state(sys.argv[5], State(out[0].numpy().astype("complex64"), engine.step_count))
 "#;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn root() -> PathBuf {
+    workspace_root()
 }
 
 /// The project venv's Python, or `None` (after printing SKIPPED) when it is

@@ -14,7 +14,7 @@ use super::config::Config;
 /// The project's Python, if its environment has been set up (`.venv` in the
 /// current directory or in the source tree this binary was built from).
 pub fn python() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = source_root();
     [
         std::env::current_dir()
             .ok()
@@ -26,8 +26,14 @@ pub fn python() -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
+/// The workspace this program was built from (crates/atheria-cli is two
+/// levels below it): where `.venv` and `python/` are.
+fn source_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
+    source_root().join("python")
 }
 
 /// Where the exporter's packages are cached between runs.

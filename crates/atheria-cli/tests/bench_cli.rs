@@ -52,7 +52,7 @@ fn a_short_bench_finishes_with_a_table_and_json_for_every_backend() {
         assert!(rate > 0.0, "{kind}: no steps/s in {row}");
     }
     // PyTorch runs beside them when the project's Python environment exists.
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let venv = workspace_root().join(".venv/bin/python");
     let torch = rows
         .iter()
         .find(|r| r["config"] == "dense-32" && r["backend"] == "pytorch");

@@ -21,7 +21,7 @@ pub fn load(
         #[cfg(feature = "candle")]
         None if kind == BackendKind::Candle => {
             let (spec, tensors) = in_code::weights(cfg)?;
-            Ok(Arc::new(backend_candle::CandleBackend::from_tensors(
+            Ok(Arc::new(atheria::candle::CandleBackend::from_tensors(
                 spec, tensors, options,
             )?))
         }
