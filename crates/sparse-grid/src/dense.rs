@@ -98,6 +98,19 @@ impl DenseEngine {
         &self.backend
     }
 
+    /// The decay term of the next steps.
+    pub fn gamma(&self) -> f32 {
+        self.params.gamma
+    }
+
+    /// Changes the decay term from the next step on; an invalid value
+    /// changes nothing.
+    pub fn set_gamma(&mut self, gamma: f32) -> Result<()> {
+        crate::update::check_gamma(gamma)?;
+        self.params.gamma = gamma;
+        Ok(())
+    }
+
     /// Advances one step. On error the state is exactly as before the call.
     pub fn step(&mut self) -> Result<StepStats> {
         let s = &mut self.state;
@@ -159,12 +172,7 @@ impl DenseEngine {
 
 /// Checks the step options a user chose.
 pub(crate) fn check_options(o: &StepOptions) -> Result<()> {
-    if !o.gamma.is_finite() || o.gamma < 0.0 {
-        return Err(Error::InvalidArgument(format!(
-            "gamma {} must be a finite number >= 0",
-            o.gamma
-        )));
-    }
+    crate::update::check_gamma(o.gamma)?;
     if let Some(t) = o.threshold {
         if !t.is_finite() || t < 0.0 {
             return Err(Error::InvalidArgument(format!(

@@ -2,7 +2,7 @@
 //! pass per run of cells. Dense and sparse engines both call [`update_run`],
 //! so the physics is written once.
 
-use engine_api::UpdateRule;
+use engine_api::{Error, Result, UpdateRule};
 
 /// Added to the norm before dividing, exactly as the PyTorch engine does.
 pub const NORM_EPS: f32 = 1e-9;
@@ -292,4 +292,15 @@ mod tests {
         delta[3 * n + 1] = f32::NAN;
         assert_eq!(run(&delta), Some((4, 2)));
     }
+}
+
+/// Checks a decay term a user chose: a finite number >= 0. The one place
+/// gamma is validated, for both engines and every program over them.
+pub fn check_gamma(gamma: f32) -> Result<()> {
+    if !gamma.is_finite() || gamma < 0.0 {
+        return Err(Error::InvalidArgument(format!(
+            "gamma {gamma} must be a finite number >= 0"
+        )));
+    }
+    Ok(())
 }

@@ -63,6 +63,20 @@ impl SparseEngine {
         &self.backend
     }
 
+    /// The decay term of the next steps.
+    pub fn gamma(&self) -> f32 {
+        self.params.gamma
+    }
+
+    /// Changes the decay term from the next step on; an invalid value
+    /// changes nothing.
+    pub fn set_gamma(&mut self, gamma: f32) -> Result<()> {
+        crate::update::check_gamma(gamma)?;
+        self.params.gamma = gamma;
+        self.options.gamma = gamma;
+        Ok(())
+    }
+
     /// The options the engine was made with.
     pub fn options(&self) -> &SparseOptions {
         &self.options

@@ -70,9 +70,7 @@ impl SparseOptions {
                 self.threshold
             ));
         }
-        if !self.gamma.is_finite() || self.gamma < 0.0 {
-            return bad(format!("gamma {} must be a finite number >= 0", self.gamma));
-        }
+        crate::update::check_gamma(self.gamma)?;
         if let Vacuum::Harmonic { strength } = self.vacuum {
             if !strength.is_finite() {
                 return bad(format!(
