@@ -83,6 +83,13 @@ impl DenseEngine {
         &self.state
     }
 
+    /// The current state, to change between steps (values, occupancy, the
+    /// step counter). Its size cannot change, so the engine's buffers stay
+    /// valid.
+    pub fn state_mut(&mut self) -> &mut DenseState {
+        &mut self.state
+    }
+
     /// Takes the state out of the engine.
     pub fn into_state(self) -> DenseState {
         self.state
