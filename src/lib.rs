@@ -1,15 +1,47 @@
 //! Atheria Native: neural quantum-cellular-automaton simulations in Rust.
 //!
-//! This crate is the facade an embedding program uses: it re-exports the
-//! shared API ([`engine_api`]) and the engines ([`sparse_grid`]), and picks
-//! the inference backend by Cargo feature (`candle` by default, `tch`, `onnx`).
+//! A lattice of cells, each holding D complex amplitudes, evolves step by
+//! step under a learned law (a 3x3 conv stencil, a per-cell MLP, a U-Net)
+//! trained in PyTorch. This crate is what a program embeds: build a
+//! [`Simulation`], step it, read and change its state.
 //!
-//! - [`backends`]: load a model on a backend chosen at run time.
-//! - [`default_law`]: the built-in law `atheria run` uses without `--model`.
-//! - [`render`]: PNG pictures of fields (phase, density, delta magnitude).
+//! ```
+//! use atheria::{InitKind, Simulation};
+//!
+//! // The embedded default law on candle, a 64 x 64 seeded field.
+//! let mut sim = Simulation::builder().init(InitKind::Random, 1, 64).build()?;
+//! let stats = sim.step()?;
+//! println!("step {}: {} cells in {:?}", stats.step, stats.occupied_cells, stats.forward);
+//! let psi = sim.cell(10, 20).expect("a dense grid holds every cell");
+//! println!("psi(10, 20) channel 0 = {} + {}i", psi[0].0, psi[0].1);
+//! sim.save(std::env::temp_dir().join("atheria-doc-state.safetensors"))?;
+//! # Ok::<(), atheria::Error>(())
+//! ```
+//!
+//! A model package (a directory with `model.json` and weights exported by
+//! `python/export.py`) runs with `.model_dir(path)` on any compiled-in
+//! backend (`.backend_kind(BackendKind::Onnx)`); one loaded backend can
+//! serve many simulations (`.backend(arc)`). See `examples/`.
+//!
+//! # Contents
+//! - [`simulation`]: [`Simulation`] and its [`SimulationBuilder`], over
+//!   either engine ([`EngineKind`]).
+//! - [`backends`]: [`BackendKind`], a backend chosen at run time over those
+//!   compiled in (features `candle` (default), `tch`, `onnx`).
+//! - [`default_law`]: the built-in law used when no model is given.
+//! - [`render`] (feature `render`, default): PNG pictures of fields.
 //! - [`watchdog`]: turns a stage that hangs into an error naming the stage.
-//! - `plugin` (with `tch`): loads the tch backend's shared library on first
-//!   use, so the program starts where libtorch is missing.
+//! - Re-exports of the contract ([`engine_api`]: [`ComputeBackend`],
+//!   [`Error`], [`ModelPackage`], ...) and of the engines ([`sparse_grid`]:
+//!   [`DenseEngine`], [`SparseEngine`], [`DenseState`], state files, ...)
+//!   for programs that need them directly.
+//!
+//! # Threads
+//! Backends own their threads; engines use rayon for their own loops and
+//! call the backend only from the thread that steps. Step a simulation from
+//! an ordinary thread, never from inside a rayon worker.
+
+#![warn(missing_docs)]
 
 pub mod backends;
 pub mod default_law;
@@ -17,16 +49,22 @@ pub mod default_law;
 mod plugin;
 #[cfg(feature = "render")]
 pub mod render;
+pub mod simulation;
 pub mod watchdog;
 
+pub use backends::BackendKind;
 /// The candle backend itself (feature `candle`), for what only it offers.
 #[cfg(feature = "candle")]
 pub use backend_candle as candle;
-pub use backends::BackendKind;
 pub use engine_api::{
     Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelPackage,
     ModelSpec, Result, UpdateRule,
 };
+pub use simulation::{
+    default_max_cells, EngineKind, InitialState, RunSummary, Simulation, SimulationBuilder,
+    StageObserver,
+};
+pub use sparse_grid::sparse::{CellBox, Field};
 pub use sparse_grid::{
     init, sparse, state_file, DenseEngine, DenseState, InitKind, SparseEngine, SparseOptions,
     StepOptions, StepStats, StepTimes, Vacuum,

@@ -110,6 +110,11 @@ impl DenseEngine {
         self.params.gamma
     }
 
+    /// The existence threshold, `None` when off.
+    pub fn threshold(&self) -> Option<f32> {
+        self.params.threshold
+    }
+
     /// Changes the decay term from the next step on; an invalid value
     /// changes nothing.
     pub fn set_gamma(&mut self, gamma: f32) -> Result<()> {

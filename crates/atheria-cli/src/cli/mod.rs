@@ -72,5 +72,16 @@ pub fn one_line(e: &anyhow::Error) -> String {
             parts.push(s);
         }
     }
-    parts.join(": ").replace('\n', " ")
+    let mut line = parts.join(": ").replace('\n', " ");
+    // The library words its errors for any program; the command line adds
+    // the flag that fixes them.
+    let is = |f: fn(&atheria::Error) -> bool| {
+        e.chain()
+            .filter_map(|c| c.downcast_ref::<atheria::Error>())
+            .any(|a| f(a.cause()))
+    };
+    if is(|a| matches!(a, atheria::Error::TooManyCells { .. })) {
+        line.push_str(" (--max-cells N sets the limit)");
+    }
+    line
 }

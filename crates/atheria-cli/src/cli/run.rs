@@ -8,26 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use atheria::render::{delta_magnitude, write_png, Palette};
-use atheria::sparse::{CellBox, Field};
+use atheria::render::{write_png, Palette};
 use atheria::watchdog::Watchdog;
 use atheria::{
-    default_law, state_file, BackendKind, BackendOptions, ComputeBackend, DenseEngine, DenseState,
-    Device, InitKind, ModelPackage, SparseEngine, SparseOptions, StepOptions, StepStats, Vacuum,
+    BackendKind, CellBox, Device, EngineKind, Field, InitKind, Simulation, SimulationBuilder,
+    StageObserver, Vacuum,
 };
-use clap::{Args, ValueEnum};
+use clap::Args;
 use tracing::info;
 
 use super::progress::Progress;
-
-/// Which engine steps the lattice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EngineKind {
-    /// One forward over the whole H x W grid per step (equal to the PyTorch engine).
-    Dense,
-    /// Tiles on an unbounded lattice; cost follows the matter.
-    Sparse,
-}
 
 /// Arguments of `atheria run`.
 #[derive(Debug, Args)]
@@ -44,7 +34,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
     /// Engine.
-    #[arg(long, value_enum, default_value_t = EngineKind::Dense)]
+    #[arg(long, default_value = "dense", value_parser = parse_engine)]
     pub engine: EngineKind,
     /// Grid side N (an N x N grid) for generated initial states.
     #[arg(long, default_value_t = 128, value_name = "N")]
@@ -110,13 +100,20 @@ fn parse_vacuum(s: &str) -> Result<Vacuum, String> {
     }
 }
 
+fn parse_engine(s: &str) -> Result<EngineKind, String> {
+    s.parse().map_err(|e: atheria::Error| e.to_string())
+}
+
 fn parse_device(s: &str) -> Result<Device, String> {
     s.parse().map_err(|e: atheria::Error| e.to_string())
 }
 
-/// Times named start-up stages, logs each, and arms the watchdog for each.
+/// Times named start-up stages, logs each, and arms the watchdog for each:
+/// the CLI's [`StageObserver`] of the library's start-up.
 pub struct Stages<'a> {
     watchdog: Option<&'a Watchdog>,
+    /// The stage under way, if any: a start-up error names it.
+    current: Option<String>,
     /// Each stage and its duration, in order.
     pub done: Vec<(String, Duration)>,
 }
@@ -126,6 +123,7 @@ impl<'a> Stages<'a> {
     pub fn new(watchdog: Option<&'a Watchdog>) -> Self {
         Self {
             watchdog,
+            current: None,
             done: Vec::new(),
         }
     }
@@ -136,21 +134,38 @@ impl<'a> Stages<'a> {
         name: &str,
         f: impl FnOnce() -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        info!("stage {name} ...");
-        if let Some(w) = self.watchdog {
-            w.enter(name);
-        }
+        self.enter(name);
         let t = Instant::now();
-        let out = f().with_context(|| format!("stage {name}"));
+        let out = f().with_context(|| format!("stage {name}"))?;
+        self.done(name, t.elapsed());
+        Ok(out)
+    }
+
+    /// Adds the stage under way, if any, to a start-up error.
+    pub fn name_failed(&self, e: atheria::Error) -> anyhow::Error {
+        match &self.current {
+            Some(stage) => anyhow::Error::new(e).context(format!("stage {stage}")),
+            None => e.into(),
+        }
+    }
+}
+
+impl StageObserver for Stages<'_> {
+    fn enter(&mut self, stage: &str) {
+        info!("stage {stage} ...");
+        if let Some(w) = self.watchdog {
+            w.enter(stage);
+        }
+        self.current = Some(stage.to_string());
+    }
+
+    fn done(&mut self, stage: &str, took: Duration) {
         if let Some(w) = self.watchdog {
             w.idle();
         }
-        let took = t.elapsed();
-        if out.is_ok() {
-            info!("stage {name} done in {}", ms(took));
-            self.done.push((name.to_string(), took));
-        }
-        out
+        info!("stage {stage} done in {}", ms(took));
+        self.done.push((stage.to_string(), took));
+        self.current = None;
     }
 }
 
@@ -179,82 +194,37 @@ pub fn start_watchdog(timeout: Option<f64>) -> anyhow::Result<Option<Watchdog>> 
     )))
 }
 
-/// Loads the model: a package on the chosen backend, or the embedded default.
-pub fn load_model(
-    model: Option<&Path>,
-    backend: BackendKind,
-    options: &BackendOptions,
-) -> anyhow::Result<Arc<dyn ComputeBackend>> {
-    match model {
-        Some(dir) => {
-            let package = ModelPackage::load(dir)?;
-            Ok(backend.load(&package, options)?)
-        }
-        None if backend == BackendKind::Candle => Ok(default_law::load(options)?),
+/// The simulation `args` describe, not yet built.
+fn builder(args: &RunArgs) -> anyhow::Result<SimulationBuilder> {
+    let mut b = Simulation::builder()
+        .backend_kind(args.backend)
+        .device(args.device)
+        .engine(args.engine)
+        .tile(args.tile)
+        .vacuum(args.vacuum)
+        .threshold(args.threshold)
+        .gamma(args.gamma);
+    if let Some(n) = args.threads {
+        b = b.threads(n);
+    }
+    if let Some(n) = args.max_cells {
+        b = b.max_cells(n);
+    }
+    b = match &args.model {
+        Some(dir) => b.model_dir(dir),
+        None if args.backend == BackendKind::Candle => b.default_law(),
         None => bail!(
-            "the embedded default law runs on candle; pass --model DIR to use --backend {backend}"
+            "the embedded default law runs on candle; pass --model DIR to use --backend {}",
+            args.backend
         ),
-    }
-}
-
-/// Cells the default `--max-cells` allows: what fits in about half the
-/// available memory, at the engine's bytes per cell (state, delta, scratch).
-pub fn default_max_cells(d_state: usize) -> usize {
-    let available = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(8 << 30);
-    let per_cell = (2 * d_state * 4 * 3 + 8) as u64;
-    ((available / 2) / per_cell).max(1) as usize
-}
-
-/// Builds the initial state from `--init`. With `blob`, a generated state is a
-/// disc of matter (diameter grid / 2) centred on the lattice origin, the rest
-/// vacuum: the sparse engine's seeded start.
-pub fn initial_state(
-    init: &str,
-    grid: usize,
-    d_state: usize,
-    seed: u64,
-    max_cells: usize,
-    blob: bool,
-) -> anyhow::Result<DenseState> {
-    let path = Path::new(init);
-    if init.ends_with(".safetensors") || path.is_file() {
-        let state = state_file::read_state(path, max_cells)?;
-        if state.d_state() != d_state {
-            bail!(
-                "state file {init} has d_state {} but the model has d_state {d_state}; use a state made for this model",
-                state.d_state()
-            );
-        }
-        return Ok(state);
-    }
-    let kind: InitKind = init.parse()?;
-    let mut state = DenseState::zeros_limited(grid, grid, d_state, max_cells)?;
-    if blob {
-        let half = i32::try_from(grid / 2).context("--grid is too large for the lattice")?;
-        state.origin = (-half, -half);
-    }
-    atheria::init::fill(&mut state, kind, seed);
-    if blob {
-        let r = grid as f64 / 4.0;
-        let c = (grid as f64 - 1.0) / 2.0;
-        for (i, o) in state.occupied_mut().iter_mut().enumerate() {
-            let (y, x) = ((i / grid) as f64, (i % grid) as f64);
-            if (x - c).hypot(y - c) > r {
-                *o = 0;
-            }
-        }
-        state.zero_vacuum();
-    }
-    Ok(state)
+    };
+    let path = Path::new(&args.init);
+    Ok(if args.init.ends_with(".safetensors") || path.is_file() {
+        b.state_file(path)
+    } else {
+        let kind: InitKind = args.init.parse()?;
+        b.init(kind, args.seed, args.grid)
+    })
 }
 
 fn checkpoint_args(v: &Option<Vec<String>>) -> anyhow::Result<Option<(u64, PathBuf)>> {
@@ -273,20 +243,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.every == 0 {
         bail!("--every must be at least 1");
     }
+    // Checked before any stage, so a typo costs nothing and allocates nothing
+    // (the library checks the rest as the simulation is built).
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
-    // Checked before any stage, so a typo costs nothing and allocates nothing.
     if args.grid == 0 {
         bail!("--grid must be at least 1");
-    }
-    if !(args.gamma.is_finite() && args.gamma >= 0.0) {
-        bail!("--gamma {} must be a finite number >= 0", args.gamma);
-    }
-    if let Some(t) = args.threshold {
-        if !(t.is_finite() && t >= 0.0) {
-            bail!("--threshold {t} must be a finite number >= 0");
-        }
     }
     let checkpoint = checkpoint_args(&args.checkpoint_every)?;
     if let Some(dir) = &args.png {
@@ -295,57 +258,46 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let watchdog = start_watchdog(args.timeout)?;
     let mut stages = Stages::new(watchdog.as_ref());
-    let options = BackendOptions {
-        device: args.device,
-        threads: args.threads,
-    };
     let started = Instant::now();
 
-    stages.run("backend init", || {
-        if let Some(n) = args.threads {
-            // Engine loops get their own n threads; a second build fails harmlessly in tests.
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build_global();
-        }
-        let version = args.backend.check()?;
-        info!("backend {}: {version}", args.backend);
-        Ok(())
-    })?;
-    let backend = stages.run("model load", || {
-        load_model(args.model.as_deref(), args.backend, &options)
-    })?;
-    let spec = backend.spec().clone();
+    if let Some(n) = args.threads {
+        // Engine loops get their own n threads; a second build fails harmlessly in tests.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+    let mut engine = builder(&args)?
+        .build_observed(&mut stages)
+        .map_err(|e| stages.name_failed(e))?;
+    let spec = engine.spec().clone();
     info!(
         "model `{}`: {} d_state {} update {} on {}",
         spec.name,
         spec.architecture,
         spec.d_state,
         spec.update,
-        backend.describe()
+        engine.backend().describe()
     );
-    let max_cells = args
-        .max_cells
-        .unwrap_or_else(|| default_max_cells(spec.d_state));
-    let state = stages.run("state init", || {
-        let blob = args.engine == EngineKind::Sparse;
-        initial_state(
-            &args.init,
-            args.grid,
-            spec.d_state,
-            args.seed,
-            max_cells,
-            blob,
-        )
-    })?;
-    info!(
-        "state {} x {} x {} from {}",
-        state.height(),
-        state.width(),
-        state.d_state(),
-        args.init
-    );
-    let mut engine = Sim::new(&args, backend, state, max_cells)?;
+    let state_box = engine.extent();
+    match engine.sparse() {
+        Some(e) => info!(
+            "sparse lattice: {} occupied cells in {} tiles, from {}",
+            e.occupied_count(),
+            e.tile_count(),
+            args.init
+        ),
+        None => {
+            let b = state_box.unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
+            info!(
+                "state {} x {} x {} from {}",
+                b.height(),
+                b.width(),
+                spec.d_state,
+                args.init
+            )
+        }
+    }
+
 
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -401,7 +353,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some((k, path)) = &checkpoint {
             if steps_done.is_multiple_of(*k) {
-                state_file::write_state(&engine.snapshot()?, path)?;
+                engine.save(path)?;
             }
         }
         if interrupted.load(Ordering::SeqCst) {
@@ -413,12 +365,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     progress.finish();
     let loop_time = loop_start.elapsed();
     if let Some(path) = &args.save {
-        let state = engine.snapshot()?;
-        state_file::write_state(&state, path)?;
+        engine.save(path)?;
+        let saved = engine.extent().unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
         info!(
             "saved {} x {} state to {}",
-            state.height(),
-            state.width(),
+            saved.height(),
+            saved.width(),
             path.display()
         );
     }
@@ -442,122 +394,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Writes the phase of channel 0 and the magnitude of the last delta.
-fn write_pictures(dir: &Path, engine: &Sim) -> anyhow::Result<()> {
-    let step = engine.step_count();
-    let Some((w, h, phase, delta)) = engine.pictures()? else {
+/// Writes the phase of channel 0 and the magnitude of the last delta over
+/// the simulation's extent (the dense grid, or the sparse lattice's matter).
+fn write_pictures(dir: &Path, sim: &Simulation) -> anyhow::Result<()> {
+    let step = sim.step_count();
+    let Some(area) = sim.extent() else {
         tracing::warn!("step {step}: no matter left, no picture");
         return Ok(());
     };
-    write_png(
-        &dir.join(format!("phase_c0_{step:06}.png")),
-        w,
-        h,
-        &phase,
-        Palette::Phase,
-    )?;
-    write_png(
-        &dir.join(format!("delta_{step:06}.png")),
-        w,
-        h,
-        &delta,
-        Palette::Magnitude,
-    )?;
+    let (w, h) = (area.width(), area.height());
+    for (name, field, palette) in [
+        ("phase_c0", Field::Phase(0), Palette::Phase),
+        ("delta", Field::DeltaMagnitude, Palette::Magnitude),
+    ] {
+        let values = sim.field(area, field)?;
+        write_png(
+            &dir.join(format!("{name}_{step:06}.png")),
+            w,
+            h,
+            &values,
+            palette,
+        )?;
+    }
     Ok(())
-}
-
-/// The engine a run steps: the CLI's one view over both.
-enum Sim {
-    Dense(DenseEngine),
-    Sparse(Box<SparseEngine>),
-}
-
-impl Sim {
-    /// The engine `--engine` asks for, holding `state` (the sparse engine
-    /// places its occupied cells at its origin).
-    fn new(
-        args: &RunArgs,
-        backend: Arc<dyn ComputeBackend>,
-        state: DenseState,
-        max_cells: usize,
-    ) -> anyhow::Result<Self> {
-        match args.engine {
-            EngineKind::Dense => {
-                let options = StepOptions {
-                    gamma: args.gamma,
-                    threshold: args.threshold,
-                };
-                Ok(Sim::Dense(DenseEngine::new(backend, state, options)?))
-            }
-            EngineKind::Sparse => {
-                let options = SparseOptions {
-                    tile: args.tile,
-                    threshold: args.threshold.unwrap_or(atheria::sparse::DEFAULT_THRESHOLD),
-                    vacuum: args.vacuum,
-                    gamma: args.gamma,
-                    max_cells,
-                    seed: args.seed,
-                    ..SparseOptions::default()
-                };
-                let mut engine = SparseEngine::new(backend, options)?;
-                engine.import(&state)?;
-                info!(
-                    "sparse lattice: {} occupied cells in {} tiles",
-                    engine.occupied_count(),
-                    engine.tile_count()
-                );
-                Ok(Sim::Sparse(Box::new(engine)))
-            }
-        }
-    }
-
-    fn step(&mut self) -> atheria::Result<StepStats> {
-        match self {
-            Sim::Dense(e) => e.step(),
-            Sim::Sparse(e) => e.step(),
-        }
-    }
-
-    fn step_count(&self) -> u64 {
-        match self {
-            Sim::Dense(e) => e.state().step,
-            Sim::Sparse(e) => e.step_count(),
-        }
-    }
-
-    /// The state to save: the dense grid, or the sparse lattice's bounding box.
-    fn snapshot(&self) -> anyhow::Result<DenseState> {
-        match self {
-            Sim::Dense(e) => Ok(e.state().clone()),
-            Sim::Sparse(e) => {
-                let area = e.bounding_box().unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
-                Ok(e.export(area)?)
-            }
-        }
-    }
-
-    /// Width, height, phase of channel 0 and |delta| over the grid (dense) or
-    /// the bounding box (sparse); `None` when no matter is left.
-    #[allow(clippy::type_complexity)]
-    fn pictures(&self) -> anyhow::Result<Option<(usize, usize, Vec<f32>, Vec<f32>)>> {
-        match self {
-            Sim::Dense(e) => {
-                let s = e.state();
-                Ok(Some((
-                    s.width(),
-                    s.height(),
-                    s.phase(0),
-                    delta_magnitude(e.last_delta(), s.cells()),
-                )))
-            }
-            Sim::Sparse(e) => {
-                let Some(area) = e.bounding_box() else {
-                    return Ok(None);
-                };
-                let phase = e.field(area, Field::Phase(0))?;
-                let delta = e.field(area, Field::DeltaMagnitude)?;
-                Ok(Some((area.width(), area.height(), phase, delta)))
-            }
-        }
-    }
 }

@@ -23,14 +23,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use atheria::{BackendKind, BackendOptions, ModelPackage};
+use atheria::{BackendKind, BackendOptions, ModelPackage, Simulation};
 use clap::Args;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::run::parse_backend;
 use config::{Config, Engine};
-use startup::Stepper;
 use timing::Companion;
 
 /// Arguments of `atheria bench`.
@@ -129,7 +128,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let keep_reference = chosen.iter().any(|c| matches!(c.engine, Engine::Sparse(_)));
     // The dense reference engine of each backend, kept to be timed again
     // beside each sparse configuration: (engine, seconds per step).
-    let mut reference: HashMap<BackendKind, (Stepper, f64)> = HashMap::new();
+    let mut reference: HashMap<BackendKind, (Simulation, f64)> = HashMap::new();
     for cfg in &chosen {
         let package = match python::package_for(cfg, &cache) {
             Ok(p) => p,
@@ -262,11 +261,11 @@ fn bench_one(
     options: &BackendOptions,
     args: &BenchArgs,
     label: &str,
-    reference: Option<&mut (Stepper, f64)>,
-) -> anyhow::Result<(Value, Stepper)> {
+    reference: Option<&mut (Simulation, f64)>,
+) -> anyhow::Result<(Value, Simulation)> {
     let (mut engine, first, stages) = startup::start(kind, cfg, package, options)?;
     let first_time = first.gather + first.forward + first.scatter;
-    let mut dense = reference.map(|(dense, secs)| (move || dense.step(), *secs));
+    let mut dense = reference.map(|(dense, secs)| (move || Ok(dense.step()?), *secs));
     let mut companion = dense.as_mut().map(|(step, secs)| Companion {
         per_window: timing::steps_for(args.window_secs, *secs),
         step,
@@ -283,7 +282,7 @@ fn bench_one(
         first_time,
         args.windows,
         args.window_secs,
-        || engine.step(),
+        || Ok(engine.step()?),
         companion.as_mut(),
         probe,
     )?;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use atheria::{
-    BackendKind, BackendOptions, DenseEngine, DenseState, InitKind, ModelPackage, SparseEngine,
-    SparseOptions, StepOptions, StepStats,
+    BackendKind, BackendOptions, DenseState, EngineKind, InitKind, ModelPackage, Simulation,
+    StepStats,
 };
 use serde_json::{json, Map, Value};
 
@@ -23,24 +23,6 @@ use crate::cli::run::Stages;
 
 /// The configuration a fresh-process start-up is measured on.
 pub const PROBE_CONFIG: &str = "dense-128";
-
-/// Either engine, stepped the same way.
-pub enum Stepper {
-    /// The dense engine.
-    Dense(DenseEngine),
-    /// The sparse engine (boxed: it is the larger of the two by far).
-    Sparse(Box<SparseEngine>),
-}
-
-impl Stepper {
-    /// One step.
-    pub fn step(&mut self) -> anyhow::Result<StepStats> {
-        Ok(match self {
-            Stepper::Dense(e) => e.step()?,
-            Stepper::Sparse(e) => e.step()?,
-        })
-    }
-}
 
 /// Each start-up stage and its duration, in order.
 pub type StageTimes = Vec<(String, Duration)>;
@@ -52,27 +34,27 @@ pub fn start(
     cfg: &Config,
     package: Option<&ModelPackage>,
     options: &BackendOptions,
-) -> anyhow::Result<(Stepper, StepStats, StageTimes)> {
+) -> anyhow::Result<(Simulation, StepStats, StageTimes)> {
     let mut stages = Stages::new(None);
     stages.run("backend init", || Ok(kind.check()?))?;
     let backend = stages.run("model load", || models::load(kind, cfg, package, options))?;
-    let mut engine = stages.run("state init", || match cfg.engine {
-        Engine::Dense => {
-            let mut s = DenseState::zeros(cfg.grid, cfg.grid, cfg.d_state)?;
-            atheria::init::fill(&mut s, InitKind::ComplexNoise, 0);
-            Ok(Stepper::Dense(DenseEngine::new(
-                Arc::clone(&backend),
-                s,
-                StepOptions::default(),
-            )?))
-        }
-        Engine::Sparse(m) => {
-            let mut e = SparseEngine::new(Arc::clone(&backend), SparseOptions::default())?;
-            matter::fill_extent(&mut e, cfg.grid, m)?;
-            Ok(Stepper::Sparse(Box::new(e)))
-        }
+    let mut engine = stages.run("state init", || {
+        let sim = Simulation::builder().backend(Arc::clone(&backend));
+        Ok(match cfg.engine {
+            Engine::Dense => sim.init(InitKind::ComplexNoise, 0, cfg.grid).build()?,
+            Engine::Sparse(m) => {
+                let empty = DenseState::zeros(1, 1, cfg.d_state)?;
+                let mut sim = sim
+                    .engine(EngineKind::Sparse)
+                    .initial_state(empty)
+                    .build()?;
+                let lattice = sim.sparse_mut().expect("a sparse simulation");
+                matter::fill_extent(lattice, cfg.grid, m)?;
+                sim
+            }
+        })
     })?;
-    let first = stages.run("first step", || engine.step())?;
+    let first = stages.run("first step", || Ok(engine.step()?))?;
     Ok((engine, first, stages.done))
 }
 
