@@ -13,6 +13,11 @@ echo "== python tools"
 .venv/bin/python python/test_python_tools.py
 echo "== cargo test (features candle, tch, onnx)"
 cargo test --workspace --features candle,tch,onnx "$@"
-echo "== lint (fmt, clippy with every backend)"
+echo "== examples (what tests/examples.rs checked, as a user runs them)"
+for example in embed sparse_embed shared_backend; do
+  cargo run --quiet --features candle,tch,onnx --example "$example" > /dev/null
+done
+echo "== lint (fmt, clippy and rustdoc with every backend)"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --features candle,tch,onnx -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --features candle,tch,onnx --quiet
