@@ -47,7 +47,7 @@ pub fn spec() -> ModelSpec {
 }
 
 /// The law's weights, named and shaped as PyTorch's `Conv2d` state_dict:
-/// `conv.weight` [2D, 2D, 3, 3] and `conv.bias` [2D].
+/// `conv.weight` `[2D, 2D, 3, 3]` and `conv.bias` `[2D]`.
 pub fn tensors() -> NamedTensors {
     let d = D_STATE;
     let c2 = 2 * d;
