@@ -10,23 +10,39 @@ use atheria::{Field, InitKind, Simulation};
 
 fn main() -> Result<(), atheria::Error> {
     let model = std::env::args().nth(1).unwrap_or_else(|| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden/conv3x3_d4").to_string()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/golden/conv3x3_d4"
+        )
+        .to_string()
     });
     let mut sim = Simulation::builder()
         .model_dir(&model) // model.json + weights; .backend_kind(..) picks tch or onnx
         .init(InitKind::ComplexNoise, 42, 64) // a seeded 64 x 64 field
         .gamma(0.01)
         .build()?;
-    println!("model `{}` d_state {} on {}", sim.spec().name, sim.d_state(), sim.backend().describe());
+    println!(
+        "model `{}` d_state {} on {}",
+        sim.spec().name,
+        sim.d_state(),
+        sim.backend().describe()
+    );
 
     // Run 20 steps; the callback sees every step and could stop the run.
     let run = sim.run(20, |_, stats| {
         if stats.step % 10 == 0 {
-            println!("step {}: {} cells, forward {:?}", stats.step, stats.occupied_cells, stats.forward);
+            println!(
+                "step {}: {} cells, forward {:?}",
+                stats.step, stats.occupied_cells, stats.forward
+            );
         }
         ControlFlow::Continue(())
     })?;
-    println!("ran {} steps at {:.0} steps/s", run.steps, run.steps_per_second());
+    println!(
+        "ran {} steps at {:.0} steps/s",
+        run.steps,
+        run.steps_per_second()
+    );
 
     // One cell, one field, the whole state.
     let psi = sim.cell(10, 20).expect("a dense grid holds every cell");
@@ -34,14 +50,26 @@ fn main() -> Result<(), atheria::Error> {
     let area = sim.extent().expect("a dense grid has an extent");
     let density = sim.field(area, Field::Density)?;
     let mean = density.iter().sum::<f32>() / density.len() as f32;
-    println!("mean density {mean:.6} over {} x {}", area.width(), area.height());
+    println!(
+        "mean density {mean:.6} over {} x {}",
+        area.width(),
+        area.height()
+    );
 
     // Save, reload into a new simulation, and check they agree.
-    let path = std::env::temp_dir().join(format!("atheria-embed-{}.safetensors", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("atheria-embed-{}.safetensors", std::process::id()));
     sim.save(&path)?;
-    let again = Simulation::builder().model_dir(&model).state_file(&path).build()?;
+    let again = Simulation::builder()
+        .model_dir(&model)
+        .state_file(&path)
+        .build()?;
     let same = again.state()? == sim.state()?;
-    println!("saved to {}; reloaded at step {}: identical {same}", path.display(), again.step_count());
+    println!(
+        "saved to {}; reloaded at step {}: identical {same}",
+        path.display(),
+        again.step_count()
+    );
     std::fs::remove_file(&path).map_err(|e| atheria::Error::io(&path, e))?;
     Ok(())
 }

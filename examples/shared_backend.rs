@@ -19,7 +19,10 @@ fn run(backend: Arc<dyn atheria::ComputeBackend>, seed: u64) -> Result<f64, athe
         sim.step()?;
     }
     let state = sim.state()?;
-    Ok(state.planes()[..state.cells()].iter().map(|&v| v as f64).sum())
+    Ok(state.planes()[..state.cells()]
+        .iter()
+        .map(|&v| v as f64)
+        .sum())
 }
 
 fn main() -> Result<(), atheria::Error> {
@@ -40,7 +43,10 @@ fn main() -> Result<(), atheria::Error> {
     // The same run alone on this thread gives the same numbers: sharing the
     // backend changes nothing.
     let alone = run(Arc::clone(&backend), 2)?;
-    println!("seed 2 alone: fingerprint {alone:.6}, equal {}", alone == sums[2]);
+    println!(
+        "seed 2 alone: fingerprint {alone:.6}, equal {}",
+        alone == sums[2]
+    );
     println!("the backend served {} simulations", sums.len() + 1);
     Ok(())
 }

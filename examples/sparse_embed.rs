@@ -19,21 +19,33 @@ fn main() -> Result<(), atheria::Error> {
         for x in cx - r..=cx + r {
             if (x - cx).pow(2) + (y - cy).pow(2) <= r * r {
                 let phase = 0.3 * (x - cx) as f32 + 0.7 * (y - cy) as f32;
-                let v = (phase.cos() / (d as f32).sqrt(), phase.sin() / (d as f32).sqrt());
+                let v = (
+                    phase.cos() / (d as f32).sqrt(),
+                    phase.sin() / (d as f32).sqrt(),
+                );
                 sim.set_cell(x, y, &vec![v; d])?;
             }
         }
     }
-    println!("inserted {} cells around ({cx}, {cy})", sim.occupied_count());
+    println!(
+        "inserted {} cells around ({cx}, {cy})",
+        sim.occupied_count()
+    );
 
     for _ in 0..10 {
         let stats = sim.step()?;
-        println!("step {}: {} cells in {} tiles", stats.step, stats.occupied_cells, stats.active_tiles);
+        println!(
+            "step {}: {} cells in {} tiles",
+            stats.step, stats.occupied_cells, stats.active_tiles
+        );
     }
 
     // Matter spreads at most one cell per step (the law's receptive radius).
     let b = sim.extent().expect("matter is left");
-    println!("bounding box x {}..={}, y {}..={}", b.min_x, b.max_x, b.min_y, b.max_y);
+    println!(
+        "bounding box x {}..={}, y {}..={}",
+        b.min_x, b.max_x, b.min_y, b.max_y
+    );
     let lattice = sim.sparse().expect("a sparse simulation");
     let near = lattice.cells_within(cx, cy, 8).count();
     let far = lattice.cells_within(0, 0, 1000).count();

@@ -52,10 +52,10 @@ pub mod render;
 pub mod simulation;
 pub mod watchdog;
 
-pub use backends::BackendKind;
 /// The candle backend itself (feature `candle`), for what only it offers.
 #[cfg(feature = "candle")]
 pub use backend_candle as candle;
+pub use backends::BackendKind;
 pub use engine_api::{
     Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelPackage,
     ModelSpec, Result, UpdateRule,

@@ -51,19 +51,32 @@ fn complex(s: &str) -> (f32, f32) {
 #[test]
 fn embed_steps_the_package_as_the_dense_engine_does_and_reloads_exactly() {
     let out = run_example("embed");
-    assert!(out.contains("model `conv3x3_d4` d_state 4 on candle"), "{out}");
+    assert!(
+        out.contains("model `conv3x3_d4` d_state 4 on candle"),
+        "{out}"
+    );
     assert!(out.contains("step 10: 4096 cells"), "{out}");
     assert!(out.contains("step 20: 4096 cells"), "{out}");
     assert!(out.contains("ran 20 steps"), "{out}");
-    assert!(after(&out, "saved to ").ends_with("reloaded at step 20: identical true"), "{out}");
+    assert!(
+        after(&out, "saved to ").ends_with("reloaded at step 20: identical true"),
+        "{out}"
+    );
     // Every cell is normalised by the update rule: density 1.
-    let mean: f32 = after(&out, "mean density ").split(' ').next().unwrap().parse().unwrap();
+    let mean: f32 = after(&out, "mean density ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((mean - 1.0).abs() < 1e-5, "mean density {mean}");
 
     // The same run on the dense engine directly.
     let root = env!("CARGO_MANIFEST_DIR");
     let package = ModelPackage::load(format!("{root}/tests/fixtures/golden/conv3x3_d4")).unwrap();
-    let backend = BackendKind::Candle.load(&package, &BackendOptions::default()).unwrap();
+    let backend = BackendKind::Candle
+        .load(&package, &BackendOptions::default())
+        .unwrap();
     let mut state = DenseState::zeros(64, 64, 4).unwrap();
     atheria::init::fill(&mut state, InitKind::ComplexNoise, 42);
     let mut options = atheria::StepOptions::default();
@@ -86,9 +99,15 @@ fn embed_steps_the_package_as_the_dense_engine_does_and_reloads_exactly() {
 fn sparse_embed_keeps_matter_inside_its_light_cone_far_from_the_origin() {
     let out = run_example("sparse_embed");
     // Lattice points with x^2 + y^2 <= 36.
-    assert!(out.contains("inserted 113 cells around (1000000, -2000000)"), "{out}");
+    assert!(
+        out.contains("inserted 113 cells around (1000000, -2000000)"),
+        "{out}"
+    );
     for step in 1..=10 {
-        assert!(out.contains(&format!("step {step}: ")), "step {step} missing:\n{out}");
+        assert!(
+            out.contains(&format!("step {step}: ")),
+            "step {step} missing:\n{out}"
+        );
     }
     // "x A..=B, y C..=D"
     let bounds: Vec<i64> = after(&out, "bounding box ")
@@ -100,8 +119,14 @@ fn sparse_embed_keeps_matter_inside_its_light_cone_far_from_the_origin() {
     assert_eq!(bounds.len(), 4, "{out}");
     // Radius 6 plus one cell per step for 10 steps.
     let (cx, cy, reach) = (1_000_000i64, -2_000_000i64, 16i64);
-    assert!(bounds[0] >= cx - reach && bounds[1] <= cx + reach, "{bounds:?}");
-    assert!(bounds[2] >= cy - reach && bounds[3] <= cy + reach, "{bounds:?}");
+    assert!(
+        bounds[0] >= cx - reach && bounds[1] <= cx + reach,
+        "{bounds:?}"
+    );
+    assert!(
+        bounds[2] >= cy - reach && bounds[3] <= cy + reach,
+        "{bounds:?}"
+    );
     let near: usize = after(&out, "cells within 8 of (1000000, -2000000): ")
         .split(';')
         .next()
@@ -112,7 +137,10 @@ fn sparse_embed_keeps_matter_inside_its_light_cone_far_from_the_origin() {
     assert!(near >= 113, "{out}");
     assert!(out.contains("within 1000 of the origin: 0"), "{out}");
     let psi = complex(after(&out, "psi(1000003, -2000002)[0] = "));
-    assert!(psi.0.is_finite() && psi.1.is_finite() && psi != (0.0, 0.0), "{out}");
+    assert!(
+        psi.0.is_finite() && psi.1.is_finite() && psi != (0.0, 0.0),
+        "{out}"
+    );
 }
 
 #[test]
@@ -120,7 +148,10 @@ fn shared_backend_runs_equal_on_many_threads_and_alone() {
     let out = run_example("shared_backend");
     let mut sums = Vec::new();
     for seed in 0..4 {
-        let line = after(&out, &format!("seed {seed} on its own thread: fingerprint "));
+        let line = after(
+            &out,
+            &format!("seed {seed} on its own thread: fingerprint "),
+        );
         sums.push(line.parse::<f64>().expect("fingerprint"));
     }
     // Different seeds, different runs.

@@ -76,7 +76,13 @@ fn a_crate_outside_the_workspace_builds_against_the_library_and_runs() {
     for _ in 0..5 {
         sim.step().unwrap();
     }
-    let sum: f64 = sim.state().unwrap().planes().iter().map(|&v| v as f64).sum();
+    let sum: f64 = sim
+        .state()
+        .unwrap()
+        .planes()
+        .iter()
+        .map(|&v| v as f64)
+        .sum();
     let printed = stdout.trim();
     let (step, value) = printed
         .strip_prefix("step ")
@@ -96,12 +102,25 @@ fn a_crate_outside_the_workspace_builds_against_the_library_and_runs() {
 #[test]
 fn the_library_does_not_depend_on_the_command_line_stack() {
     let out = cargo()
-        .args(["tree", "--offline", "-p", "atheria", "--edges", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "atheria",
+            "--edges",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .current_dir(ROOT)
         .output()
         .expect("run cargo tree");
     let tree = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(tree.lines().any(|l| l.starts_with("atheria v")), "{tree}");
     for name in ["clap", "indicatif", "ctrlc", "tracing-subscriber", "anyhow"] {
         assert!(
