@@ -12,7 +12,7 @@
 
 mod dense;
 pub mod init;
-mod rng;
+pub mod rng;
 pub mod sparse;
 mod state;
 pub mod state_file;

@@ -16,7 +16,9 @@ fn engine(backend: Arc<dyn ComputeBackend>, options: SparseOptions) -> SparseEng
 }
 
 fn unit(d: usize, rng: &mut Rng) -> Vec<(f32, f32)> {
-    let v: Vec<(f32, f32)> = (0..d).map(|_| (rng.uniform(), rng.uniform())).collect();
+    let v: Vec<(f32, f32)> = (0..d)
+        .map(|_| (rng.uniform_in(-1.0, 1.0), rng.uniform_in(-1.0, 1.0)))
+        .collect();
     let n = v.iter().map(|(a, b)| a * a + b * b).sum::<f32>().sqrt() + 1e-6;
     v.into_iter().map(|(a, b)| (a / n, b / n)).collect()
 }

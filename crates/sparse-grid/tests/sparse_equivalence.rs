@@ -67,7 +67,9 @@ fn pattern(kind: u8, d: usize, rng: &mut Rng) -> Vec<Cell> {
     pos.dedup();
     pos.into_iter()
         .map(|(x, y)| {
-            let v: Vec<(f32, f32)> = (0..d).map(|_| (rng.uniform(), rng.uniform())).collect();
+            let v: Vec<(f32, f32)> = (0..d)
+                .map(|_| (rng.uniform_in(-1.0, 1.0), rng.uniform_in(-1.0, 1.0)))
+                .collect();
             let norm = v.iter().map(|(a, b)| a * a + b * b).sum::<f32>().sqrt() + 1e-6;
             (
                 x,
