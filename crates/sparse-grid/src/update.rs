@@ -1,6 +1,8 @@
 //! The update rule: how a model's delta changes the state, fused into one
-//! pass per run of cells. Dense and sparse engines both call [`update_run`],
-//! so the physics is written once.
+//! pass per run of cells. Dense and sparse engines both call one kernel (the
+//! crate-private `update_run`, over raw plane pointers), so the physics is
+//! written once; its safe public entry points are [`update_field`] (one
+//! contiguous field) and [`update_rows`] (a field in parallel rows).
 
 use engine_api::{Error, Result, UpdateRule};
 
@@ -24,7 +26,7 @@ pub struct UpdateParams {
 /// A run of `n` cells laid out as 2D planes (real planes, then imaginary),
 /// plane `c` starting at `ptr + c * stride`.
 #[derive(Debug, Clone, Copy)]
-pub struct PlaneRun<P> {
+pub(crate) struct PlaneRun<P> {
     /// First cell of plane 0.
     pub ptr: P,
     /// Distance in f32s between planes.
@@ -42,7 +44,7 @@ pub struct PlaneRun<P> {
 /// For every channel c < 2D, `psi.ptr + c * psi.stride .. + n` must be valid
 /// for reads and writes and `delta.ptr + c * delta.stride .. + n` valid for
 /// reads, and no other thread may touch those psi cells during the call.
-pub unsafe fn update_run(
+pub(crate) unsafe fn update_run(
     psi: PlaneRun<*mut f32>,
     delta: PlaneRun<*const f32>,
     n: usize,
@@ -100,8 +102,8 @@ pub unsafe fn update_run(
 /// The first non-finite value in a run of delta planes, as (cell, channel).
 ///
 /// # Safety
-/// As for `delta` in [`update_run`].
-pub unsafe fn first_non_finite(
+/// As for `delta` in `update_run`.
+pub(crate) unsafe fn first_non_finite(
     delta: PlaneRun<*const f32>,
     n: usize,
     channels: usize,
