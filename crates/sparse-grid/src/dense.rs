@@ -174,11 +174,7 @@ impl DenseEngine {
 pub(crate) fn check_options(o: &StepOptions) -> Result<()> {
     crate::update::check_gamma(o.gamma)?;
     if let Some(t) = o.threshold {
-        if !t.is_finite() || t < 0.0 {
-            return Err(Error::InvalidArgument(format!(
-                "threshold {t} must be a finite number >= 0"
-            )));
-        }
+        crate::update::check_threshold(t)?;
     }
     Ok(())
 }

@@ -209,6 +209,30 @@ pub fn update_rows(
         });
 }
 
+/// Checks a decay term a user chose: a finite number >= 0. The one place
+/// gamma is validated, for both engines and every program over them.
+pub fn check_gamma(gamma: f32) -> Result<()> {
+    if !gamma.is_finite() || gamma < 0.0 {
+        return Err(Error::InvalidArgument(format!(
+            "gamma {gamma} must be a finite number >= 0"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an existence threshold a user chose: a finite number >= 0. The
+/// one place a threshold is validated, for both engines and every program
+/// over them (the sparse engine needs it above 0 as well:
+/// [`crate::SparseOptions::validate`]).
+pub fn check_threshold(threshold: f32) -> Result<()> {
+    if !threshold.is_finite() || threshold < 0.0 {
+        return Err(Error::InvalidArgument(format!(
+            "threshold {threshold} must be a finite number >= 0"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,15 +318,19 @@ mod tests {
         delta[3 * n + 1] = f32::NAN;
         assert_eq!(run(&delta), Some((4, 2)));
     }
-}
 
-/// Checks a decay term a user chose: a finite number >= 0. The one place
-/// gamma is validated, for both engines and every program over them.
-pub fn check_gamma(gamma: f32) -> Result<()> {
-    if !gamma.is_finite() || gamma < 0.0 {
-        return Err(Error::InvalidArgument(format!(
-            "gamma {gamma} must be a finite number >= 0"
-        )));
+    #[test]
+    fn gamma_and_threshold_must_be_finite_and_not_negative() {
+        for ok in [0.0, 0.01, 5.0] {
+            assert!(
+                check_gamma(ok).is_ok() && check_threshold(ok).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [-0.01, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let (g, t) = (check_gamma(bad), check_threshold(bad));
+            assert!(matches!(g, Err(Error::InvalidArgument(m)) if m.contains("gamma")));
+            assert!(matches!(t, Err(Error::InvalidArgument(m)) if m.contains("threshold")));
+        }
     }
-    Ok(())
 }

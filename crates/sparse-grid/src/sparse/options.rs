@@ -3,6 +3,7 @@
 use engine_api::{Error, Result};
 
 use super::Vacuum;
+use crate::update::{check_gamma, check_threshold};
 use crate::DEFAULT_MAX_CELLS;
 
 /// Cells per tile side unless the caller chooses: small enough that a lone
@@ -64,13 +65,13 @@ impl SparseOptions {
                 self.tile
             ));
         }
-        if !self.threshold.is_finite() || self.threshold <= 0.0 {
-            return bad(format!(
-                "threshold {} must be a finite number > 0: the sparse engine turns cells below it into vacuum, which keeps the lattice sparse",
-                self.threshold
-            ));
+        check_threshold(self.threshold)?;
+        if self.threshold == 0.0 {
+            return bad(
+                "threshold 0: the sparse engine needs a threshold > 0; it turns cells below it into vacuum, which keeps the lattice sparse".into(),
+            );
         }
-        crate::update::check_gamma(self.gamma)?;
+        check_gamma(self.gamma)?;
         if let Vacuum::Harmonic { strength } = self.vacuum {
             if !strength.is_finite() {
                 return bad(format!(
