@@ -87,7 +87,7 @@ pub fn fill(state: &mut DenseState, kind: InitKind, seed: u64) {
                 _ => 1.0,
             };
             for (c, (a, b)) in values.into_iter().enumerate() {
-                state.set(y, x, c, (a * scale, b * scale));
+                state.set(x, y, c, (a * scale, b * scale));
             }
         }
     }

@@ -100,7 +100,7 @@ fn check(
     dense.origin = (base.0 - margin, base.1 - margin);
     for (x, y, v) in cells {
         for (c, &val) in v.iter().enumerate() {
-            dense.set((y + margin) as usize, (x + margin) as usize, c, val);
+            dense.set((x + margin) as usize, (y + margin) as usize, c, val);
         }
         dense.occupied_mut()[((y + margin) * w + x + margin) as usize] = 1;
     }
