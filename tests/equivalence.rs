@@ -454,10 +454,7 @@ fn dense_runs_agree(case: &'static str) {
     }
     let (_, gamma) = case_params(case);
     let d = backends[0].1.spec().d_state;
-    let options = StepOptions {
-        gamma,
-        threshold: None,
-    };
+    let options = StepOptions::default().with_gamma(gamma);
     let mut engines: Vec<(BackendKind, DenseEngine)> = with_probe(&backends)
         .into_iter()
         .map(|(kind, backend)| {
@@ -513,11 +510,7 @@ fn sparse_runs_agree(case: &'static str) {
     } else {
         sparse::DEFAULT_TILE
     };
-    let options = SparseOptions {
-        gamma,
-        tile,
-        ..SparseOptions::default()
-    };
+    let options = SparseOptions::default().with_gamma(gamma).with_tile(tile);
     let mut engines: Vec<(BackendKind, SparseEngine)> = with_probe(&backends)
         .into_iter()
         .map(|(kind, backend)| {

@@ -34,10 +34,7 @@ fn every_backend_reproduces_pytorch_steps_within_1e_5() {
                 .expect("initial");
             let expected = state_file::read_state(&dir.join("expected.safetensors"), usize::MAX)
                 .expect("expected");
-            let options = StepOptions {
-                gamma,
-                threshold: None,
-            };
+            let options = StepOptions::default().with_gamma(gamma);
             let mut engine = DenseEngine::new(load(kind, case), initial, options).expect("engine");
             for _ in 0..steps {
                 engine

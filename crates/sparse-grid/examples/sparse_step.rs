@@ -104,10 +104,7 @@ fn main() -> Result<()> {
     // At threshold 0.2 a vacuum cell needs |delta| = 0.02 x (matter neighbours)
     // >= 0.2: impossible, so the pattern is stationary and the figures are
     // those of the requested cell count.
-    let options = SparseOptions {
-        threshold: 0.2,
-        ..SparseOptions::default()
-    };
+    let options = SparseOptions::default().with_threshold(0.2);
     let backend: Arc<dyn ComputeBackend> = match args.get(4).map_or("depthwise", String::as_str) {
         "candle" => {
             let c = 2 * D;

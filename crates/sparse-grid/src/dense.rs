@@ -10,14 +10,42 @@ use engine_api::{BatchShape, ComputeBackend, Error, Result};
 use crate::update::{first_non_finite, update_rows, PlaneRun, UpdateParams};
 use crate::{DenseState, StepStats};
 
-/// Options of a step that are not part of the model.
+/// Options of a dense step that are not part of the model. Build them from
+/// the default: `StepOptions::default().with_gamma(0.05).with_threshold(0.01)`
+/// (fields may be added, so there is no struct literal outside this crate).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
 pub struct StepOptions {
     /// Decay term (0 = off).
     pub gamma: f32,
     /// Existence threshold; `None` (the default) keeps every cell, as the
     /// PyTorch engine does.
     pub threshold: Option<f32>,
+}
+
+impl StepOptions {
+    /// These options with decay term `gamma` (0 = off).
+    pub fn with_gamma(mut self, gamma: f32) -> Self {
+        self.gamma = gamma;
+        self
+    }
+
+    /// These options with existence threshold `threshold`: a number, or
+    /// `None` to keep every cell.
+    pub fn with_threshold(mut self, threshold: impl Into<Option<f32>>) -> Self {
+        self.threshold = threshold.into();
+        self
+    }
+
+    /// Checks the values: gamma ([`crate::update::check_gamma`]) and the
+    /// threshold when there is one ([`crate::update::check_threshold`]).
+    pub fn validate(&self) -> Result<()> {
+        crate::update::check_gamma(self.gamma)?;
+        if let Some(t) = self.threshold {
+            crate::update::check_threshold(t)?;
+        }
+        Ok(())
+    }
 }
 
 /// Steps a [`DenseState`] with a [`ComputeBackend`].
@@ -60,7 +88,7 @@ impl DenseEngine {
                 spec.architecture
             )));
         }
-        check_options(&options)?;
+        options.validate()?;
         let params = UpdateParams {
             d_state: spec.d_state,
             rule: spec.update,
@@ -168,13 +196,4 @@ impl DenseEngine {
             scatter: update,
         })
     }
-}
-
-/// Checks the step options a user chose.
-pub(crate) fn check_options(o: &StepOptions) -> Result<()> {
-    crate::update::check_gamma(o.gamma)?;
-    if let Some(t) = o.threshold {
-        crate::update::check_threshold(t)?;
-    }
-    Ok(())
 }

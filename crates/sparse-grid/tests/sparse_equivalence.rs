@@ -106,12 +106,10 @@ fn check(
     }
     let mut sparse = SparseEngine::new(
         backend.clone(),
-        SparseOptions {
-            tile,
-            threshold,
-            gamma,
-            ..SparseOptions::default()
-        },
+        SparseOptions::default()
+            .with_tile(tile)
+            .with_threshold(threshold)
+            .with_gamma(gamma),
     )
     .unwrap();
     sparse.insert_dense(&dense).unwrap();
@@ -120,10 +118,9 @@ fn check(
     let mut engine = DenseEngine::new(
         backend,
         dense,
-        StepOptions {
-            gamma,
-            threshold: Some(threshold),
-        },
+        StepOptions::default()
+            .with_gamma(gamma)
+            .with_threshold(threshold),
     )
     .unwrap();
     for step in 1..=steps {
@@ -207,10 +204,7 @@ fn a_small_forward_budget_splits_the_batch_without_changing_the_result() {
     let run = |bytes: usize| {
         let mut e = SparseEngine::new(
             backend.clone(),
-            SparseOptions {
-                forward_bytes: bytes,
-                ..SparseOptions::default()
-            },
+            SparseOptions::default().with_forward_bytes(bytes),
         )
         .unwrap();
         for (x, y, v) in &cells {

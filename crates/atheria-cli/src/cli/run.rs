@@ -483,22 +483,19 @@ impl Sim {
     ) -> anyhow::Result<Self> {
         match args.engine {
             EngineKind::Dense => {
-                let options = StepOptions {
-                    gamma: args.gamma,
-                    threshold: args.threshold,
-                };
+                let options = StepOptions::default()
+                    .with_gamma(args.gamma)
+                    .with_threshold(args.threshold);
                 Ok(Sim::Dense(DenseEngine::new(backend, state, options)?))
             }
             EngineKind::Sparse => {
-                let options = SparseOptions {
-                    tile: args.tile,
-                    threshold: args.threshold.unwrap_or(atheria::sparse::DEFAULT_THRESHOLD),
-                    vacuum: args.vacuum,
-                    gamma: args.gamma,
-                    max_cells,
-                    seed: args.seed,
-                    ..SparseOptions::default()
-                };
+                let options = SparseOptions::default()
+                    .with_tile(args.tile)
+                    .with_threshold(args.threshold.unwrap_or(atheria::sparse::DEFAULT_THRESHOLD))
+                    .with_vacuum(args.vacuum)
+                    .with_gamma(args.gamma)
+                    .with_max_cells(max_cells)
+                    .with_seed(args.seed);
                 let mut engine = SparseEngine::new(backend, options)?;
                 engine.import(&state)?;
                 info!(
