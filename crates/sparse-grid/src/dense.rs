@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use engine_api::{BatchShape, ComputeBackend, Error, Result};
 
+use crate::pool::LoopPool;
 use crate::update::{first_non_finite, update_rows, PlaneRun, UpdateParams};
 use crate::{DenseState, StepStats};
 
@@ -59,6 +60,8 @@ pub struct DenseEngine {
     norm: Vec<f32>,
     /// Occupancy written by the update, swapped in only when a step succeeds.
     next_occupied: Vec<u8>,
+    /// Where the update's parallel loop runs.
+    pool: LoopPool,
 }
 
 impl DenseEngine {
@@ -103,7 +106,29 @@ impl DenseEngine {
             next_occupied: vec![0; n],
             state,
             params,
+            pool: LoopPool::default(),
         })
+    }
+
+    /// Runs this engine's own parallel loop (the update, over rows) in
+    /// `pool` instead of rayon's global pool. Only that loop runs inside
+    /// the pool: `forward` is still called from the thread that calls
+    /// [`DenseEngine::step`], so the backend's threads never nest in it.
+    /// Results do not depend on the pool.
+    pub fn with_pool(mut self, pool: Arc<rayon::ThreadPool>) -> Self {
+        self.pool.set(Some(pool));
+        self
+    }
+
+    /// Sets (`Some`) or clears (`None`: rayon's global pool) the pool of
+    /// this engine's own parallel loop; see [`DenseEngine::with_pool`].
+    pub fn set_pool(&mut self, pool: Option<Arc<rayon::ThreadPool>>) {
+        self.pool.set(pool);
+    }
+
+    /// The pool this engine's own parallel loop runs in, when it was given one.
+    pub fn pool(&self) -> Option<&Arc<rayon::ThreadPool>> {
+        self.pool.get()
     }
 
     /// The current state.
@@ -140,7 +165,14 @@ impl DenseEngine {
     }
 
     /// Advances one step. On error the state is exactly as before the call.
+    ///
+    /// Call it from an ordinary thread: called from inside a rayon worker
+    /// (e.g. in `pool.install(|| engine.step())`), where the backend's own
+    /// thread pool would nest inside rayon's, it returns
+    /// [`Error::NestedPool`] and does nothing. To bound the engine's own
+    /// threads, give it a pool ([`DenseEngine::with_pool`]).
     pub fn step(&mut self) -> Result<StepStats> {
+        self.pool.check_caller()?;
         let s = &mut self.state;
         let (h, w, d) = (s.height(), s.width(), s.d_state());
         let n = h * w;
@@ -174,14 +206,11 @@ impl DenseEngine {
                 imaginary: c >= d,
             }));
         }
-        update_rows(
-            s.planes_mut(),
-            &self.delta,
-            w,
-            &self.params,
-            &mut self.norm,
-            &mut self.next_occupied,
-        );
+        let (delta, params) = (&self.delta, &self.params);
+        let (norm, next_occupied) = (&mut self.norm, &mut self.next_occupied);
+        let planes = s.planes_mut();
+        self.pool
+            .run(|| update_rows(planes, delta, w, params, norm, next_occupied));
         s.swap_occupied(&mut self.next_occupied);
         s.step += 1;
         let update = t1.elapsed();

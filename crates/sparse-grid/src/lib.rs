@@ -12,6 +12,7 @@
 
 mod dense;
 pub mod init;
+mod pool;
 pub mod rng;
 pub mod sparse;
 mod state;

@@ -52,9 +52,6 @@ pub struct Reference {
     pub net: Net,
     pub poison: Option<f32>,
     pub calls: AtomicU64,
-    /// Let tests run a whole step inside a chosen rayon pool: this plain-Rust
-    /// backend has no pool of its own, so nothing can nest.
-    pub allow_in_pool: bool,
 }
 
 impl Reference {
@@ -64,7 +61,6 @@ impl Reference {
             net,
             poison: None,
             calls: AtomicU64::new(0),
-            allow_in_pool: false,
         }
     }
 
@@ -267,7 +263,7 @@ impl ComputeBackend for Reference {
     fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         check_forward_args(&self.spec, input, shape, output)?;
         assert!(
-            self.allow_in_pool || rayon::current_thread_index().is_none(),
+            rayon::current_thread_index().is_none(),
             "forward called from inside a rayon worker"
         );
         self.calls.fetch_add(1, Ordering::Relaxed);
