@@ -133,6 +133,7 @@ pub struct SimulationBuilder {
     initial: InitialState,
     gamma: f32,
     max_cells: Option<usize>,
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl Default for SimulationBuilder {
@@ -152,6 +153,7 @@ impl Default for SimulationBuilder {
             },
             gamma: 0.0,
             max_cells: None,
+            pool: None,
         }
     }
 }
@@ -197,9 +199,20 @@ impl SimulationBuilder {
         self
     }
 
-    /// Threads of the backend (default: one per core).
+    /// Threads of the backend (default: one per core). The engine's own
+    /// loops run on rayon's global pool unless given
+    /// [`SimulationBuilder::engine_pool`].
     pub fn threads(mut self, threads: usize) -> Self {
         self.options.threads = Some(threads);
+        self
+    }
+
+    /// A rayon pool for the engine's own parallel loops (the update, the
+    /// sparse gather and scatter) instead of rayon's global pool: keeps a
+    /// simulation off the threads its host uses for other work. The backend
+    /// is still called from the thread that steps, never from this pool.
+    pub fn engine_pool(mut self, pool: Arc<rayon::ThreadPool>) -> Self {
+        self.pool = Some(pool);
         self
     }
 
@@ -295,7 +308,7 @@ impl SimulationBuilder {
         let state = stage(observer, "state init", || {
             self.initial_state_for(&spec, max_cells)
         })?;
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             self.engine,
             backend,
             state,
@@ -306,6 +319,9 @@ impl SimulationBuilder {
             self.seed(),
             max_cells,
         )?;
+        if let Some(pool) = &self.pool {
+            engine.set_pool(Some(Arc::clone(pool)));
+        }
         Ok(Simulation {
             engine,
             max_cells,
@@ -456,6 +472,20 @@ enum Engine {
 }
 
 impl Engine {
+    fn set_pool(&mut self, pool: Option<Arc<rayon::ThreadPool>>) {
+        match self {
+            Engine::Dense(e) => e.set_pool(pool),
+            Engine::Sparse(e) => e.set_pool(pool),
+        }
+    }
+
+    fn pool(&self) -> Option<Arc<rayon::ThreadPool>> {
+        match self {
+            Engine::Dense(e) => e.pool().cloned(),
+            Engine::Sparse(e) => e.pool().cloned(),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new(
         kind: EngineKind,
@@ -698,7 +728,8 @@ impl Simulation {
             });
         }
         let backend = Arc::clone(self.backend());
-        let engine = match &self.engine {
+        let pool = self.engine.pool();
+        let mut engine = match &self.engine {
             Engine::Dense(e) => {
                 let mut options = StepOptions::default();
                 options.gamma = e.gamma();
@@ -711,6 +742,7 @@ impl Simulation {
                 Engine::Sparse(Box::new(fresh))
             }
         };
+        engine.set_pool(pool);
         self.engine = engine;
         self.last = None;
         Ok(())
@@ -742,17 +774,7 @@ impl Simulation {
         match &mut self.engine {
             Engine::Dense(e) => {
                 let d = e.state().d_state();
-                if values.len() != d {
-                    return Err(Error::InvalidArgument(format!(
-                        "cell ({x}, {y}): {} values given but the model has d_state {d}",
-                        values.len()
-                    )));
-                }
-                if values.iter().any(|(a, b)| !a.is_finite() || !b.is_finite()) {
-                    return Err(Error::InvalidArgument(format!(
-                        "cell ({x}, {y}): values must be finite"
-                    )));
-                }
+                sparse_grid::check_cell_values(x, y, values, d)?;
                 let s = e.state_mut();
                 let i = dense_index(s, x, y).ok_or_else(|| {
                     Error::InvalidArgument(format!(
@@ -872,11 +894,18 @@ fn dense_field(e: &DenseEngine, area: CellBox, field: Field, max_cells: usize) -
     let s = e.state();
     let (d, n) = (s.d_state(), s.cells());
     let cells = sparse_grid::check_size(area.height(), area.width(), 1, max_cells)?;
-    if let Field::Phase(c) = field {
-        if c >= d {
+    match field {
+        Field::Phase(c) if c >= d => {
             return Err(Error::InvalidArgument(format!(
                 "phase of channel {c}: the model has channels 0..{d}"
-            )));
+            )))
+        }
+        Field::Density | Field::Phase(_) | Field::DeltaMagnitude => {}
+        // A field added to sparse-grid after this function was written.
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "field {other:?} is not drawn on the dense engine yet"
+            )))
         }
     }
     let mut out = vec![0.0f32; cells];
@@ -890,6 +919,7 @@ fn dense_field(e: &DenseEngine, area: CellBox, field: Field, max_cells: usize) -
                 .map(|c| delta[c * n + i] * delta[c * n + i])
                 .sum::<f32>()
                 .sqrt(),
+            _ => unreachable!("checked above"),
         };
     });
     Ok(out)

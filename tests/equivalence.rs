@@ -30,6 +30,7 @@ use atheria::{
 };
 use common::*;
 use proptest::prelude::*;
+use sparse_grid::rng::{self, Rng};
 
 /// Forward agreement: |a - b| <= FORWARD_TOL + FORWARD_TOL * max(|a|, |b|).
 const FORWARD_TOL: f32 = 1e-4;
@@ -98,31 +99,6 @@ fn nothing_to_compare(case: &str, backends: &Loaded) -> bool {
     false
 }
 
-/// SplitMix64: a tiny seeded generator for test inputs (proptest draws the seed).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f32 {
-        let u = 1.0 - self.uniform();
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
-    }
-}
-
 /// What the model input looks like.
 #[derive(Debug, Clone, Copy)]
 enum Values {
@@ -150,7 +126,7 @@ fn side(m: usize) -> impl Strategy<Value = usize> {
 
 /// An NCHW input of `shape` (channels 2D: real planes, then imaginary).
 fn input(shape: BatchShape, values: Values, seed: u64) -> Vec<f32> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (hw, ch) = (shape.height * shape.width, shape.channels);
     let d = ch / 2;
     let mut x = vec![0.0f32; shape.len()];
@@ -292,9 +268,9 @@ impl ComputeBackend for Noisy {
     fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> atheria::Result<()> {
         self.inner.forward(input, shape, output)?;
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut rng = Rng(RUN_SEED ^ call.wrapping_mul(0x2545_F491_4F6C_DD1D));
-        for y in output.iter_mut() {
-            *y += PROBE_EPS * (1.0 + y.abs()) * (2.0 * rng.uniform() - 1.0);
+        for (i, y) in output.iter_mut().enumerate() {
+            let noise = 2.0 * rng::uniform(&[RUN_SEED, call, i as u64]) - 1.0;
+            *y += PROBE_EPS * (1.0 + y.abs()) * noise;
         }
         Ok(())
     }
@@ -478,10 +454,7 @@ fn dense_runs_agree(case: &'static str) {
     }
     let (_, gamma) = case_params(case);
     let d = backends[0].1.spec().d_state;
-    let options = StepOptions {
-        gamma,
-        threshold: None,
-    };
+    let options = StepOptions::default().with_gamma(gamma);
     let mut engines: Vec<(BackendKind, DenseEngine)> = with_probe(&backends)
         .into_iter()
         .map(|(kind, backend)| {
@@ -537,11 +510,7 @@ fn sparse_runs_agree(case: &'static str) {
     } else {
         sparse::DEFAULT_TILE
     };
-    let options = SparseOptions {
-        gamma,
-        tile,
-        ..SparseOptions::default()
-    };
+    let options = SparseOptions::default().with_gamma(gamma).with_tile(tile);
     let mut engines: Vec<(BackendKind, SparseEngine)> = with_probe(&backends)
         .into_iter()
         .map(|(kind, backend)| {

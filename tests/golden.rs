@@ -1,59 +1,212 @@
-//! Every backend reproduces PyTorch: the committed golden files were computed
-//! by the PyTorch reference engine (python/make_golden.py).
+//! Every backend reproduces PyTorch: the one golden suite. The committed
+//! golden files were computed by the PyTorch reference engine
+//! (python/make_golden.py, tests/fixtures/golden/*); each case is run once
+//! per compiled-in backend that can run it, and every failure (backend,
+//! case, check, worst element) is collected and reported together at the
+//! end, so one run names everything that disagrees.
+//!
+//! Two kinds of check, each with one tolerance for every backend and case:
+//!
+//! - **Forward** ([`FORWARD`]): one model evaluation, `forward.safetensors`
+//!   (`x`, a batch of two fields, and PyTorch's `y = M(x)`), with the
+//!   backend loaded on 1 and on 2 threads (kernels split work by thread
+//!   count). |got - want| <= 1e-4 + 1e-4 |want| per value. The backends sum
+//!   in other orders than PyTorch (Winograd and im2col in candle, oneDNN in
+//!   libtorch, MLAS in ONNX Runtime), which moves f32 results by a few ulps:
+//!   at most 2e-6 on these cases (on outputs of magnitude 5; each check
+//!   prints its largest difference), so the bound leaves a margin of 50.
+//!   The relative part keeps it fair for outputs above 1 (conv3x3_d4's
+//!   reach 5). A real error (a wrong weight, a shifted tap, a
+//!   wrong padding or normalisation) moves values by 1e-2 or more.
+//! - **Run** ([`RUN`]): the dense engine's `steps` steps from
+//!   `initial.safetensors` with the case's gamma, against PyTorch's state
+//!   after as many steps (`expected.safetensors`). |got - want| <= 1e-5 +
+//!   1e-5 |want|, and the step count must match. States are normalised per
+//!   cell (every value within [-1, 1]), so the forward's rounding, scaled
+//!   by the laws' small updates and by the normalisation, stays near 1e-6
+//!   after three steps (at most 1.1e-6 here): a margin of 10, tighter than
+//!   the forward's because the values are smaller; an error in the update
+//!   rule (a sign, a missing decay term, a skipped normalisation) moves
+//!   values by 1e-2 or more.
+//!
+//! Backend-specific checks (errors, batches, pools, concurrency, thread
+//! counts of one backend) stay in each backend crate's tests.
 
 mod common;
 
-use atheria::{state_file, BatchShape, DenseEngine, StepOptions};
+use std::fmt::Write as _;
+
+use atheria::{
+    state_file, BackendKind, BackendOptions, BatchShape, DenseEngine, ModelPackage, StepOptions,
+};
 use common::*;
 
-#[test]
-fn every_backend_reproduces_pytorch_forward_within_1e_4() {
-    for kind in backends() {
-        for case in GOLDEN_CASES {
-            let backend = load(kind, case);
-            let file = golden(case).join("forward.safetensors");
-            let (shape, x) = read_tensor(&file, "x");
-            let (_, y) = read_tensor(&file, "y");
-            let shape = BatchShape::new(shape[0], shape[1], shape[2], shape[3]);
-            let mut out = vec![0.0; y.len()];
-            backend
-                .forward(&x, shape, &mut out)
-                .unwrap_or_else(|e| panic!("{kind} {case}: {e}"));
-            assert_close(&format!("{kind} forward {case}"), &out, &y, 1e-4, 1e-4);
+/// How close a value must be: |got - want| <= atol + rtol |want|.
+#[derive(Debug, Clone, Copy)]
+struct Tolerance {
+    atol: f32,
+    rtol: f32,
+}
+
+impl Tolerance {
+    /// True when `diff` is allowed next to `want`; false for NaN.
+    fn allows(&self, diff: f32, want: f32) -> bool {
+        diff <= self.atol + self.rtol * want.abs()
+    }
+}
+
+/// One model evaluation against PyTorch's (see the module docs).
+const FORWARD: Tolerance = Tolerance {
+    atol: 1e-4,
+    rtol: 1e-4,
+};
+
+/// A few engine steps against PyTorch's engine (see the module docs).
+const RUN: Tolerance = Tolerance {
+    atol: 1e-5,
+    rtol: 1e-5,
+};
+
+/// `None` when every value is within `tol` (NaN never is), else where the
+/// worst one is and by how much.
+fn disagreement(got: &[f32], want: &[f32], tol: Tolerance) -> Option<String> {
+    if got.len() != want.len() {
+        return Some(format!("{} values, expected {}", got.len(), want.len()));
+    }
+    let mut worst: Option<(f32, usize)> = None;
+    let mut bad = 0usize;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let diff = (g - w).abs();
+        if !tol.allows(diff, *w) {
+            bad += 1;
+            if worst.is_none_or(|(d, _)| diff > d || diff.is_nan()) {
+                worst = Some((diff, i));
+            }
+        }
+    }
+    worst.map(|(diff, i)| {
+        format!(
+            "{bad} of {} values outside {tol:?}; worst: value {i} is {}, expected {} (|diff| {diff:.3e})",
+            got.len(),
+            got[i],
+            want[i]
+        )
+    })
+}
+
+/// The largest |got - want|, for the log of a passing check.
+fn max_error(got: &[f32], want: &[f32]) -> f32 {
+    max_abs_diff(got, want).0
+}
+
+/// Loads `case` on `kind` with `threads` threads.
+fn load_on(
+    kind: BackendKind,
+    case: &str,
+    threads: usize,
+) -> atheria::Result<std::sync::Arc<dyn atheria::ComputeBackend>> {
+    let package = ModelPackage::load(golden(case))?;
+    let options = BackendOptions {
+        threads: Some(threads),
+        ..BackendOptions::default()
+    };
+    kind.load(&package, &options)
+}
+
+/// The forward check of one case on one backend; failures are appended.
+fn check_forward(kind: BackendKind, case: &str, failures: &mut Vec<String>) {
+    let file = golden(case).join("forward.safetensors");
+    let (shape, x) = read_tensor(&file, "x");
+    let (_, y) = read_tensor(&file, "y");
+    let shape = BatchShape::new(shape[0], shape[1], shape[2], shape[3]);
+    for threads in [1, 2] {
+        let what = format!("{kind} {case} forward ({threads} threads)");
+        let backend = match load_on(kind, case, threads) {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push(format!("{what}: cannot load: {e}"));
+                continue;
+            }
+        };
+        if backend.name() != kind.name() {
+            failures.push(format!(
+                "{what}: the backend calls itself `{}`",
+                backend.name()
+            ));
+        }
+        let mut out = vec![f32::NAN; y.len()];
+        match backend.forward(&x, shape, &mut out) {
+            Err(e) => failures.push(format!("{what}: {e}")),
+            Ok(()) => match disagreement(&out, &y, FORWARD) {
+                Some(m) => failures.push(format!("{what}: {m}")),
+                None => println!("{what}: max |diff| {:.2e}", max_error(&out, &y)),
+            },
         }
     }
 }
 
+/// The run check of one case on one backend; failures are appended.
+fn check_run(kind: BackendKind, case: &str, failures: &mut Vec<String>) {
+    let what = format!("{kind} {case} run");
+    let (steps, gamma) = case_params(case);
+    let dir = golden(case);
+    let initial =
+        state_file::read_state(&dir.join("initial.safetensors"), usize::MAX).expect("initial");
+    let expected =
+        state_file::read_state(&dir.join("expected.safetensors"), usize::MAX).expect("expected");
+    let backend = match load_on(kind, case, 2) {
+        Ok(b) => b,
+        Err(e) => return failures.push(format!("{what}: cannot load: {e}")),
+    };
+    let options = StepOptions::default().with_gamma(gamma);
+    let mut engine = match DenseEngine::new(backend, initial, options) {
+        Ok(e) => e,
+        Err(e) => return failures.push(format!("{what}: {e}")),
+    };
+    for _ in 0..steps {
+        if let Err(e) = engine.step() {
+            return failures.push(format!("{what}: {e}"));
+        }
+    }
+    let got = engine.state();
+    if got.step != expected.step {
+        failures.push(format!(
+            "{what}: step {}, expected {}",
+            got.step, expected.step
+        ));
+    }
+    match disagreement(got.planes(), expected.planes(), RUN) {
+        Some(m) => failures.push(format!("{what} ({steps} steps): {m}")),
+        None => println!(
+            "{what} ({steps} steps): max |diff| {:.2e}",
+            max_error(got.planes(), expected.planes())
+        ),
+    }
+}
+
 #[test]
-fn every_backend_reproduces_pytorch_steps_within_1e_5() {
+fn every_backend_reproduces_pytorch_on_every_golden_case() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
     for kind in backends() {
         for case in GOLDEN_CASES {
-            let (steps, gamma) = case_params(case);
-            let dir = golden(case);
-            let initial = state_file::read_state(&dir.join("initial.safetensors"), usize::MAX)
-                .expect("initial");
-            let expected = state_file::read_state(&dir.join("expected.safetensors"), usize::MAX)
-                .expect("expected");
-            let options = StepOptions {
-                gamma,
-                threshold: None,
-            };
-            let mut engine = DenseEngine::new(load(kind, case), initial, options).expect("engine");
-            for _ in 0..steps {
-                engine
-                    .step()
-                    .unwrap_or_else(|e| panic!("{kind} {case}: {e}"));
+            let package = ModelPackage::load(golden(case)).expect("golden package");
+            if !supports(kind, &package) {
+                println!("{kind} {case}: not an architecture this backend runs");
+                continue;
             }
-            let got = engine.state();
-            assert_eq!(got.step, expected.step, "{kind} {case}: step count");
-            assert_close(
-                &format!("{kind} run {case}"),
-                got.planes(),
-                expected.planes(),
-                1e-5,
-                1e-5,
-            );
+            check_forward(kind, case, &mut failures);
+            check_run(kind, case, &mut failures);
+            checked += 1;
         }
+    }
+    assert!(checked > 0, "no backend ran any golden case");
+    if !failures.is_empty() {
+        let mut report = format!("{} golden checks failed:\n", failures.len());
+        for f in &failures {
+            let _ = writeln!(report, "  - {f}");
+        }
+        panic!("{report}");
     }
 }
 

@@ -13,15 +13,7 @@ pub fn quick() -> Criterion {
         .sample_size(10)
 }
 
-/// `n` reproducible values in [-1, 1).
+/// `n` reproducible values in [-1, 1), from the workspace's one generator.
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut z = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            z ^= z << 13;
-            z ^= z >> 7;
-            z ^= z << 17;
-            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    sparse_grid::rng::Rng::new(seed).uniform_vec(n, -1.0, 1.0)
 }

@@ -507,14 +507,8 @@ fn the_sparse_engine_steps_a_unet_on_its_window() {
         let backend = kind
             .load(&package, &Default::default())
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
-        let mut engine = SparseEngine::new(
-            backend,
-            SparseOptions {
-                gamma,
-                ..SparseOptions::default()
-            },
-        )
-        .expect("sparse engine");
+        let mut engine = SparseEngine::new(backend, SparseOptions::default().with_gamma(gamma))
+            .expect("sparse engine");
         engine.import(&start).expect("import");
         let mut window = None;
         for _ in 0..3 {

@@ -22,15 +22,7 @@ use engine_api::{
 };
 
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005) | 1;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect()
+    sparse_grid::rng::Rng::new(seed).uniform_vec(n, -scale, scale)
 }
 
 fn spec(d: usize) -> ModelSpec {

@@ -104,10 +104,7 @@ fn main() -> Result<()> {
     // At threshold 0.2 a vacuum cell needs |delta| = 0.02 x (matter neighbours)
     // >= 0.2: impossible, so the pattern is stationary and the figures are
     // those of the requested cell count.
-    let options = SparseOptions {
-        threshold: 0.2,
-        ..SparseOptions::default()
-    };
+    let options = SparseOptions::default().with_threshold(0.2);
     let backend: Arc<dyn ComputeBackend> = match args.get(4).map_or("depthwise", String::as_str) {
         "candle" => {
             let c = 2 * D;
@@ -148,12 +145,9 @@ fn main() -> Result<()> {
         _ => {
             // Uniform at 1/16 density: about 16 cells per 16 x 16 tile.
             let side = ((cells * 16) as f64).sqrt() as u64;
-            let mut z = 0x1234_5678_u64;
+            let mut rng = sparse_grid::rng::Rng::new(0x1234_5678);
             while e.occupied_count() < cells {
-                z = z
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let (x, y) = ((z >> 33) % side, (z >> 13) % side);
+                let (x, y) = (rng.below(side), rng.below(side));
                 e.insert(x as i32, y as i32, &[value; D])?;
             }
         }

@@ -7,17 +7,46 @@ use std::time::{Duration, Instant};
 
 use engine_api::{BatchShape, ComputeBackend, Error, Result};
 
+use crate::pool::LoopPool;
 use crate::update::{first_non_finite, update_rows, PlaneRun, UpdateParams};
 use crate::{DenseState, StepStats};
 
-/// Options of a step that are not part of the model.
+/// Options of a dense step that are not part of the model. Build them from
+/// the default: `StepOptions::default().with_gamma(0.05).with_threshold(0.01)`
+/// (fields may be added, so there is no struct literal outside this crate).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
 pub struct StepOptions {
     /// Decay term (0 = off).
     pub gamma: f32,
     /// Existence threshold; `None` (the default) keeps every cell, as the
     /// PyTorch engine does.
     pub threshold: Option<f32>,
+}
+
+impl StepOptions {
+    /// These options with decay term `gamma` (0 = off).
+    pub fn with_gamma(mut self, gamma: f32) -> Self {
+        self.gamma = gamma;
+        self
+    }
+
+    /// These options with existence threshold `threshold`: a number, or
+    /// `None` to keep every cell.
+    pub fn with_threshold(mut self, threshold: impl Into<Option<f32>>) -> Self {
+        self.threshold = threshold.into();
+        self
+    }
+
+    /// Checks the values: gamma ([`crate::update::check_gamma`]) and the
+    /// threshold when there is one ([`crate::update::check_threshold`]).
+    pub fn validate(&self) -> Result<()> {
+        crate::update::check_gamma(self.gamma)?;
+        if let Some(t) = self.threshold {
+            crate::update::check_threshold(t)?;
+        }
+        Ok(())
+    }
 }
 
 /// Steps a [`DenseState`] with a [`ComputeBackend`].
@@ -31,6 +60,8 @@ pub struct DenseEngine {
     norm: Vec<f32>,
     /// Occupancy written by the update, swapped in only when a step succeeds.
     next_occupied: Vec<u8>,
+    /// Where the update's parallel loop runs.
+    pool: LoopPool,
 }
 
 impl DenseEngine {
@@ -60,7 +91,7 @@ impl DenseEngine {
                 spec.architecture
             )));
         }
-        check_options(&options)?;
+        options.validate()?;
         let params = UpdateParams {
             d_state: spec.d_state,
             rule: spec.update,
@@ -75,7 +106,29 @@ impl DenseEngine {
             next_occupied: vec![0; n],
             state,
             params,
+            pool: LoopPool::default(),
         })
+    }
+
+    /// Runs this engine's own parallel loop (the update, over rows) in
+    /// `pool` instead of rayon's global pool. Only that loop runs inside
+    /// the pool: `forward` is still called from the thread that calls
+    /// [`DenseEngine::step`], so the backend's threads never nest in it.
+    /// Results do not depend on the pool.
+    pub fn with_pool(mut self, pool: Arc<rayon::ThreadPool>) -> Self {
+        self.pool.set(Some(pool));
+        self
+    }
+
+    /// Sets (`Some`) or clears (`None`: rayon's global pool) the pool of
+    /// this engine's own parallel loop; see [`DenseEngine::with_pool`].
+    pub fn set_pool(&mut self, pool: Option<Arc<rayon::ThreadPool>>) {
+        self.pool.set(pool);
+    }
+
+    /// The pool this engine's own parallel loop runs in, when it was given one.
+    pub fn pool(&self) -> Option<&Arc<rayon::ThreadPool>> {
+        self.pool.get()
     }
 
     /// The current state.
@@ -124,7 +177,14 @@ impl DenseEngine {
     }
 
     /// Advances one step. On error the state is exactly as before the call.
+    ///
+    /// Call it from an ordinary thread: called from inside a rayon worker
+    /// (e.g. in `pool.install(|| engine.step())`), where the backend's own
+    /// thread pool would nest inside rayon's, it returns
+    /// [`Error::NestedPool`] and does nothing. To bound the engine's own
+    /// threads, give it a pool ([`DenseEngine::with_pool`]).
     pub fn step(&mut self) -> Result<StepStats> {
+        self.pool.check_caller()?;
         let s = &mut self.state;
         let (h, w, d) = (s.height(), s.width(), s.d_state());
         let n = h * w;
@@ -158,14 +218,11 @@ impl DenseEngine {
                 imaginary: c >= d,
             }));
         }
-        update_rows(
-            s.planes_mut(),
-            &self.delta,
-            w,
-            &self.params,
-            &mut self.norm,
-            &mut self.next_occupied,
-        );
+        let (delta, params) = (&self.delta, &self.params);
+        let (norm, next_occupied) = (&mut self.norm, &mut self.next_occupied);
+        let planes = s.planes_mut();
+        self.pool
+            .run(|| update_rows(planes, delta, w, params, norm, next_occupied));
         s.swap_occupied(&mut self.next_occupied);
         s.step += 1;
         let update = t1.elapsed();
@@ -180,17 +237,4 @@ impl DenseEngine {
             scatter: update,
         })
     }
-}
-
-/// Checks the step options a user chose.
-pub(crate) fn check_options(o: &StepOptions) -> Result<()> {
-    crate::update::check_gamma(o.gamma)?;
-    if let Some(t) = o.threshold {
-        if !t.is_finite() || t < 0.0 {
-            return Err(Error::InvalidArgument(format!(
-                "threshold {t} must be a finite number >= 0"
-            )));
-        }
-    }
-    Ok(())
 }

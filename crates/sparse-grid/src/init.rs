@@ -24,8 +24,9 @@ pub(crate) mod stream {
 /// The strength of `complex_noise`'s phase noise (theta ~ N(0,1) * 0.1).
 pub const NOISE_STRENGTH: f32 = 0.1;
 
-/// A generated initial state.
+/// A generated initial state (parse one from its name with `str::parse`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InitKind {
     /// psi = e^{i theta}, theta ~ N(0, 1) * 0.1 per cell and channel.
     ComplexNoise,
@@ -87,7 +88,7 @@ pub fn fill(state: &mut DenseState, kind: InitKind, seed: u64) {
                 _ => 1.0,
             };
             for (c, (a, b)) in values.into_iter().enumerate() {
-                state.set(y, x, c, (a * scale, b * scale));
+                state.set(x, y, c, (a * scale, b * scale));
             }
         }
     }

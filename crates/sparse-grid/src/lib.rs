@@ -1,18 +1,32 @@
-//! The lattice and the engines that step it.
+//! Atheria's lattice and everything that steps it, not only the sparse grid
+//! its name recalls: the dense state and the dense engine, the update rule,
+//! seeded initial states, the state file, the random generator, and the
+//! tiled sparse engine.
 //!
-//! - [`DenseState`]: a dense block of cells as contiguous channel planes.
-//! - [`init`]: seeded initial fields; [`state_file`]: the safetensors state format.
-//! - [`update`]: the update rule (the physics after the model), fused per run of cells.
-//! - [`DenseEngine`]: one forward over the whole grid per step.
-//! - [`sparse`]: [`SparseEngine`], an unbounded tiled lattice whose step
-//!   costs what its matter costs.
+//! | module / item | what it holds |
+//! |---|---|
+//! | [`DenseState`] | a dense block of cells as contiguous channel planes `[2D][H][W]` (a model's NCHW input for a batch of one), with its occupancy mask, origin and step |
+//! | [`update`] | the update rule, the physics after the model (unitary multiply, decay, normalisation, existence threshold), written once for both engines; the checks of gamma and threshold |
+//! | [`DenseEngine`], [`StepOptions`] | one forward over the whole grid per step: what the PyTorch engine computes |
+//! | [`sparse`]: [`SparseEngine`], [`SparseOptions`], [`Vacuum`] | an unbounded lattice (i32 per axis) of tiles whose step costs what its matter costs |
+//! | [`init`], [`InitKind`] | seeded initial fields |
+//! | [`state_file`] | the safetensors state file, read and written atomically |
+//! | [`rng`] | the workspace's one random generator: counter-based, so a value depends only on its key |
+//! | [`StepStats`], [`StepTimes`] | what a step did and where its time went |
+//! | [`check_size`], [`DEFAULT_MAX_CELLS`] | limits on what a state may hold |
 //!
-//! Engines parallelise their own loops with rayon but call the backend only
-//! from the stepping thread, never from a rayon worker (ARCHITECTURE.md).
+//! **The threading rule** (ARCHITECTURE.md): engines parallelise their own
+//! loops with rayon, on the global pool or on one they were given
+//! (`with_pool`), and call the backend only from the thread that calls
+//! `step`, never from a rayon worker. A step called from inside a rayon
+//! worker returns [`engine_api::Error::NestedPool`] and changes nothing.
+
+#![warn(missing_docs)]
 
 mod dense;
 pub mod init;
-mod rng;
+mod pool;
+pub mod rng;
 pub mod sparse;
 mod state;
 pub mod state_file;
@@ -22,5 +36,5 @@ pub mod update;
 pub use dense::{DenseEngine, StepOptions};
 pub use init::InitKind;
 pub use sparse::{SparseEngine, SparseOptions, Vacuum};
-pub use state::{check_size, DenseState, DEFAULT_MAX_CELLS};
+pub use state::{check_cell_values, check_size, DenseState, DEFAULT_MAX_CELLS};
 pub use stats::{StepStats, StepTimes};

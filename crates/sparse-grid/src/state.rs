@@ -47,6 +47,24 @@ pub fn check_size(height: usize, width: usize, d_state: usize, max_cells: usize)
     Ok(cells)
 }
 
+/// Checks the values a caller writes into lattice cell (x, y): one (re, im)
+/// per channel of a model with `d_state` channels, all finite. Both engines
+/// and every program over them check a written cell with this.
+pub fn check_cell_values(x: i32, y: i32, values: &[(f32, f32)], d_state: usize) -> Result<()> {
+    if values.len() != d_state {
+        return Err(Error::InvalidArgument(format!(
+            "cell ({x}, {y}): {} values given but the model has d_state {d_state}",
+            values.len()
+        )));
+    }
+    if values.iter().any(|(a, b)| !a.is_finite() || !b.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "cell ({x}, {y}): values must be finite"
+        )));
+    }
+    Ok(())
+}
+
 impl DenseState {
     /// An all-zero (vacuum) state. Sizes are checked before allocating.
     pub fn zeros(height: usize, width: usize, d_state: usize) -> Result<Self> {
@@ -137,17 +155,31 @@ impl DenseState {
         (&mut self.data, &mut self.occupied)
     }
 
-    /// Psi at channel `c` of the cell in row `y`, column `x`, as (re, im).
-    pub fn get(&self, y: usize, x: usize, c: usize) -> (f32, f32) {
+    /// The index of the cell in column `x`, row `y` in every plane; panics
+    /// outside the block, like slice indexing.
+    fn index(&self, x: usize, y: usize) -> usize {
+        assert!(
+            x < self.width && y < self.height,
+            "cell (x {x}, y {y}) outside the {} x {} block (width x height)",
+            self.width,
+            self.height
+        );
+        y * self.width + x
+    }
+
+    /// Psi at channel `c` of the cell in column `x`, row `y` (relative to
+    /// [`DenseState::origin`]), as (re, im). Coordinates are (x, y) =
+    /// (column, row), as everywhere in the public API.
+    pub fn get(&self, x: usize, y: usize, c: usize) -> (f32, f32) {
         let n = self.cells();
-        let i = y * self.width + x;
+        let i = self.index(x, y);
         (self.data[c * n + i], self.data[(c + self.d_state) * n + i])
     }
 
-    /// Sets psi at channel `c` of the cell in row `y`, column `x`.
-    pub fn set(&mut self, y: usize, x: usize, c: usize, value: (f32, f32)) {
+    /// Sets psi at channel `c` of the cell in column `x`, row `y`.
+    pub fn set(&mut self, x: usize, y: usize, c: usize, value: (f32, f32)) {
         let n = self.cells();
-        let i = y * self.width + x;
+        let i = self.index(x, y);
         self.data[c * n + i] = value.0;
         self.data[(c + self.d_state) * n + i] = value.1;
     }
@@ -189,5 +221,33 @@ impl DenseState {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_addressed_by_column_then_row() {
+        // 2 rows, 3 columns: (x, y) = (2, 1) is the last cell, index 5.
+        let mut s = DenseState::zeros(2, 3, 2).unwrap();
+        s.set(2, 1, 1, (0.5, -0.25));
+        s.set(1, 0, 0, (1.0, 2.0));
+        let n = s.cells();
+        assert_eq!((s.planes()[n + 5], s.planes()[3 * n + 5]), (0.5, -0.25));
+        assert_eq!((s.planes()[1], s.planes()[2 * n + 1]), (1.0, 2.0));
+        assert_eq!(s.get(2, 1, 1), (0.5, -0.25));
+        assert_eq!(s.get(1, 0, 0), (1.0, 2.0));
+        assert_eq!(s.get(0, 1, 0), (0.0, 0.0));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the 3 x 2 block")]
+    fn a_row_past_the_height_panics_even_when_the_index_fits() {
+        // (x 0, y 2) would be index 6 < 2 * 3 * 2 planes' length: without
+        // the check it would silently read another plane.
+        let s = DenseState::zeros(2, 3, 2).unwrap();
+        let _ = s.get(0, 2, 0);
     }
 }

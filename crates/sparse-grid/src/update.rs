@@ -1,6 +1,8 @@
 //! The update rule: how a model's delta changes the state, fused into one
-//! pass per run of cells. Dense and sparse engines both call [`update_run`],
-//! so the physics is written once.
+//! pass per run of cells. Dense and sparse engines both call one kernel (the
+//! crate-private `update_run`, over raw plane pointers), so the physics is
+//! written once; its safe public entry points are [`update_field`] (one
+//! contiguous field) and [`update_rows`] (a field in parallel rows).
 
 use engine_api::{Error, Result, UpdateRule};
 
@@ -24,7 +26,7 @@ pub struct UpdateParams {
 /// A run of `n` cells laid out as 2D planes (real planes, then imaginary),
 /// plane `c` starting at `ptr + c * stride`.
 #[derive(Debug, Clone, Copy)]
-pub struct PlaneRun<P> {
+pub(crate) struct PlaneRun<P> {
     /// First cell of plane 0.
     pub ptr: P,
     /// Distance in f32s between planes.
@@ -42,7 +44,7 @@ pub struct PlaneRun<P> {
 /// For every channel c < 2D, `psi.ptr + c * psi.stride .. + n` must be valid
 /// for reads and writes and `delta.ptr + c * delta.stride .. + n` valid for
 /// reads, and no other thread may touch those psi cells during the call.
-pub unsafe fn update_run(
+pub(crate) unsafe fn update_run(
     psi: PlaneRun<*mut f32>,
     delta: PlaneRun<*const f32>,
     n: usize,
@@ -100,8 +102,8 @@ pub unsafe fn update_run(
 /// The first non-finite value in a run of delta planes, as (cell, channel).
 ///
 /// # Safety
-/// As for `delta` in [`update_run`].
-pub unsafe fn first_non_finite(
+/// As for `delta` in `update_run`.
+pub(crate) unsafe fn first_non_finite(
     delta: PlaneRun<*const f32>,
     n: usize,
     channels: usize,
@@ -207,6 +209,30 @@ pub fn update_rows(
         });
 }
 
+/// Checks a decay term a user chose: a finite number >= 0. The one place
+/// gamma is validated, for both engines and every program over them.
+pub fn check_gamma(gamma: f32) -> Result<()> {
+    if !gamma.is_finite() || gamma < 0.0 {
+        return Err(Error::InvalidArgument(format!(
+            "gamma {gamma} must be a finite number >= 0"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an existence threshold a user chose: a finite number >= 0. The
+/// one place a threshold is validated, for both engines and every program
+/// over them (the sparse engine needs it above 0 as well:
+/// [`crate::SparseOptions::validate`]).
+pub fn check_threshold(threshold: f32) -> Result<()> {
+    if !threshold.is_finite() || threshold < 0.0 {
+        return Err(Error::InvalidArgument(format!(
+            "threshold {threshold} must be a finite number >= 0"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,15 +318,19 @@ mod tests {
         delta[3 * n + 1] = f32::NAN;
         assert_eq!(run(&delta), Some((4, 2)));
     }
-}
 
-/// Checks a decay term a user chose: a finite number >= 0. The one place
-/// gamma is validated, for both engines and every program over them.
-pub fn check_gamma(gamma: f32) -> Result<()> {
-    if !gamma.is_finite() || gamma < 0.0 {
-        return Err(Error::InvalidArgument(format!(
-            "gamma {gamma} must be a finite number >= 0"
-        )));
+    #[test]
+    fn gamma_and_threshold_must_be_finite_and_not_negative() {
+        for ok in [0.0, 0.01, 5.0] {
+            assert!(
+                check_gamma(ok).is_ok() && check_threshold(ok).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [-0.01, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let (g, t) = (check_gamma(bad), check_threshold(bad));
+            assert!(matches!(g, Err(Error::InvalidArgument(m)) if m.contains("gamma")));
+            assert!(matches!(t, Err(Error::InvalidArgument(m)) if m.contains("threshold")));
+        }
     }
-    Ok(())
 }

@@ -42,11 +42,9 @@ fn a_warm_step_allocates_nothing() {
             Arc::new(Reference::conv3x3(2, UpdateRule::Additive, 0.0, 1));
         let mut e = SparseEngine::new(
             backend,
-            SparseOptions {
-                vacuum,
-                forward_bytes: 1 << 16,
-                ..SparseOptions::default()
-            },
+            SparseOptions::default()
+                .with_vacuum(vacuum)
+                .with_forward_bytes(1 << 16),
         )
         .unwrap();
         for i in 0..300 {

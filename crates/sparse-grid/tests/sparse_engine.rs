@@ -16,7 +16,9 @@ fn engine(backend: Arc<dyn ComputeBackend>, options: SparseOptions) -> SparseEng
 }
 
 fn unit(d: usize, rng: &mut Rng) -> Vec<(f32, f32)> {
-    let v: Vec<(f32, f32)> = (0..d).map(|_| (rng.uniform(), rng.uniform())).collect();
+    let v: Vec<(f32, f32)> = (0..d)
+        .map(|_| (rng.uniform_in(-1.0, 1.0), rng.uniform_in(-1.0, 1.0)))
+        .collect();
     let n = v.iter().map(|(a, b)| a * a + b * b).sum::<f32>().sqrt() + 1e-6;
     v.into_iter().map(|(a, b)| (a / n, b / n)).collect()
 }
@@ -53,11 +55,9 @@ fn a_global_step_equals_the_dense_engine_on_its_window() {
         let backend: Arc<dyn ComputeBackend> = Arc::new(Reference::global(d, m, 21));
         let mut e = engine(
             backend.clone(),
-            SparseOptions {
-                tile,
-                threshold,
-                ..SparseOptions::default()
-            },
+            SparseOptions::default()
+                .with_tile(tile)
+                .with_threshold(threshold),
         );
         assert!(e.is_global());
         populate(&mut e, -5, 11, 3);
@@ -69,10 +69,7 @@ fn a_global_step_equals_the_dense_engine_on_its_window() {
             let mut dense = DenseEngine::new(
                 backend.clone(),
                 e.export(win).unwrap(),
-                StepOptions {
-                    gamma: 0.0,
-                    threshold: Some(threshold),
-                },
+                StepOptions::default().with_threshold(threshold),
             )
             .unwrap();
             dense.step().unwrap();
@@ -105,9 +102,10 @@ fn a_global_step_equals_the_dense_engine_on_its_window() {
 #[test]
 fn the_harmonic_vacuum_does_not_depend_on_tiles_threads_or_order() {
     let d = 2;
-    let mut reference = Reference::conv3x3(d, UpdateRule::Additive, 0.3, 8);
-    reference.allow_in_pool = true;
-    let backend: Arc<dyn ComputeBackend> = Arc::new(reference);
+    // The reference backend asserts that `forward` never runs in a rayon
+    // worker: the engine's own pool is for its loops only.
+    let backend: Arc<dyn ComputeBackend> =
+        Arc::new(Reference::conv3x3(d, UpdateRule::Additive, 0.3, 8));
     let cells = |reverse: bool| {
         let mut rng = Rng::new(4);
         let mut cells: Vec<_> = (0..40)
@@ -124,13 +122,11 @@ fn the_harmonic_vacuum_does_not_depend_on_tiles_threads_or_order() {
     let run = |vacuum: Vacuum, tile: usize, threads: usize, reverse: bool| {
         let mut e = engine(
             backend.clone(),
-            SparseOptions {
-                tile,
-                vacuum,
-                seed: 99,
-                threshold: 0.5,
-                ..SparseOptions::default()
-            },
+            SparseOptions::default()
+                .with_tile(tile)
+                .with_vacuum(vacuum)
+                .with_seed(99)
+                .with_threshold(0.5),
         );
         for (x, y, v) in cells(reverse) {
             e.insert(x, y, &v).unwrap();
@@ -139,8 +135,9 @@ fn the_harmonic_vacuum_does_not_depend_on_tiles_threads_or_order() {
             .num_threads(threads)
             .build()
             .unwrap();
+        let mut e = e.with_pool(Arc::new(pool));
         for _ in 0..4 {
-            pool.install(|| e.step()).unwrap();
+            e.step().unwrap();
         }
         snapshot(&e)
     };
@@ -178,7 +175,9 @@ fn coordinates_beyond_i32_are_errors_not_wraps() {
         e.insert(x, y, &[(1.0, 0.0)]).unwrap();
         e.insert(7, 7, &[(1.0, 0.0)]).unwrap();
         let before = (snapshot(&e), e.tile_count(), e.step_count());
-        let err = e.step().unwrap_err().to_string();
+        let err = e.step().unwrap_err();
+        assert!(matches!(err, Error::Step { step: 1, .. }), "{err}");
+        let err = err.cause().to_string();
         assert!(err.contains("edge of the lattice"), "{err}");
         assert!(err.contains(&format!("x = {x}, y = {y}")), "{err}");
         assert_eq!((snapshot(&e), e.tile_count(), e.step_count()), before);
@@ -208,7 +207,7 @@ fn coordinates_beyond_i32_are_errors_not_wraps() {
     let mut e = engine(global, SparseOptions::default());
     e.insert(i32::MAX - 3, 0, &[(1.0, 0.0)]).unwrap();
     assert!(e.next_window().is_err());
-    let err = e.step().unwrap_err().to_string();
+    let err = e.step().unwrap_err().cause().to_string();
     assert!(err.contains("i32 lattice"), "{err}");
     assert_eq!(e.step_count(), 0);
 }
@@ -266,13 +265,7 @@ fn max_cells_stops_growth_with_an_error_and_no_change() {
     let d = 1;
     let backend: Arc<dyn ComputeBackend> =
         Arc::new(Reference::conv3x3(d, UpdateRule::Additive, 0.5, 2));
-    let mut e = engine(
-        backend,
-        SparseOptions {
-            max_cells: 60,
-            ..SparseOptions::default()
-        },
-    );
+    let mut e = engine(backend, SparseOptions::default().with_max_cells(60));
     for i in 0..3 {
         e.insert(i, 0, &[(1.0, 0.0)]).unwrap();
     }
@@ -282,7 +275,10 @@ fn max_cells_stops_growth_with_an_error_and_no_change() {
         match e.step() {
             Ok(s) => assert!(s.occupied_cells <= 60),
             Err(err) => {
-                assert!(err.to_string().contains("max_cells 60"), "{err}");
+                assert!(
+                    matches!(err.cause(), Error::TooManyCells { limit: 60, .. }),
+                    "{err:?}"
+                );
                 assert_eq!((snapshot(&e), e.tile_count(), e.step_count()), before);
                 failed = true;
                 break;
@@ -292,10 +288,7 @@ fn max_cells_stops_growth_with_an_error_and_no_change() {
     assert!(failed, "the law grows: it must hit the limit");
     let mut small = engine(
         Arc::new(Reference::conv3x3(d, UpdateRule::Additive, 0.5, 2)),
-        SparseOptions {
-            max_cells: 2,
-            ..SparseOptions::default()
-        },
+        SparseOptions::default().with_max_cells(2),
     );
     small.insert(0, 0, &[(1.0, 0.0)]).unwrap();
     small.insert(0, 1, &[(1.0, 0.0)]).unwrap();
@@ -457,31 +450,41 @@ fn options_are_checked() {
     let backend: Arc<dyn ComputeBackend> =
         Arc::new(Reference::conv3x3(1, UpdateRule::Additive, 0.3, 3));
     for bad in [
-        SparseOptions {
-            tile: 12,
-            ..SparseOptions::default()
-        },
-        SparseOptions {
-            tile: 2,
-            ..SparseOptions::default()
-        },
-        SparseOptions {
-            threshold: 0.0,
-            ..SparseOptions::default()
-        },
-        SparseOptions {
-            gamma: f32::NAN,
-            ..SparseOptions::default()
-        },
-        SparseOptions {
-            vacuum: Vacuum::Harmonic {
-                strength: f32::INFINITY,
-            },
-            ..SparseOptions::default()
-        },
+        SparseOptions::default().with_tile(12),
+        SparseOptions::default().with_tile(2),
+        SparseOptions::default().with_threshold(0.0),
+        SparseOptions::default().with_threshold(-0.5),
+        SparseOptions::default().with_threshold(f32::NAN),
+        SparseOptions::default().with_gamma(f32::NAN),
+        SparseOptions::default().with_gamma(-0.1),
+        SparseOptions::default().with_max_cells(0),
+        SparseOptions::default().with_vacuum(Vacuum::harmonic(f32::INFINITY)),
     ] {
         assert!(SparseEngine::new(backend.clone(), bad).is_err(), "{bad:?}");
     }
+    // The dense engine's options, checked by the same functions.
+    let state = DenseState::zeros(4, 4, 1).unwrap();
+    for bad in [
+        StepOptions::default().with_gamma(-1.0),
+        StepOptions::default().with_gamma(f32::INFINITY),
+        StepOptions::default().with_threshold(-0.1),
+        StepOptions::default().with_threshold(f32::NAN),
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+        assert!(
+            DenseEngine::new(backend.clone(), state.clone(), bad).is_err(),
+            "{bad:?}"
+        );
+    }
+    let good = StepOptions::default().with_gamma(0.1).with_threshold(0.0);
+    assert_eq!((good.gamma, good.threshold), (0.1, Some(0.0)));
+    assert!(DenseEngine::new(backend.clone(), state, good).is_ok());
+    let good = SparseOptions::default()
+        .with_tile(32)
+        .with_seed(4)
+        .with_forward_bytes(1 << 10);
+    assert_eq!((good.tile, good.seed, good.forward_bytes), (32, 4, 1 << 10));
+    assert!(SparseEngine::new(backend, good).is_ok());
 }
 
 #[test]

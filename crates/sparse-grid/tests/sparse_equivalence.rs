@@ -67,7 +67,9 @@ fn pattern(kind: u8, d: usize, rng: &mut Rng) -> Vec<Cell> {
     pos.dedup();
     pos.into_iter()
         .map(|(x, y)| {
-            let v: Vec<(f32, f32)> = (0..d).map(|_| (rng.uniform(), rng.uniform())).collect();
+            let v: Vec<(f32, f32)> = (0..d)
+                .map(|_| (rng.uniform_in(-1.0, 1.0), rng.uniform_in(-1.0, 1.0)))
+                .collect();
             let norm = v.iter().map(|(a, b)| a * a + b * b).sum::<f32>().sqrt() + 1e-6;
             (
                 x,
@@ -98,18 +100,16 @@ fn check(
     dense.origin = (base.0 - margin, base.1 - margin);
     for (x, y, v) in cells {
         for (c, &val) in v.iter().enumerate() {
-            dense.set((y + margin) as usize, (x + margin) as usize, c, val);
+            dense.set((x + margin) as usize, (y + margin) as usize, c, val);
         }
         dense.occupied_mut()[((y + margin) * w + x + margin) as usize] = 1;
     }
     let mut sparse = SparseEngine::new(
         backend.clone(),
-        SparseOptions {
-            tile,
-            threshold,
-            gamma,
-            ..SparseOptions::default()
-        },
+        SparseOptions::default()
+            .with_tile(tile)
+            .with_threshold(threshold)
+            .with_gamma(gamma),
     )
     .unwrap();
     sparse.insert_dense(&dense).unwrap();
@@ -118,10 +118,9 @@ fn check(
     let mut engine = DenseEngine::new(
         backend,
         dense,
-        StepOptions {
-            gamma,
-            threshold: Some(threshold),
-        },
+        StepOptions::default()
+            .with_gamma(gamma)
+            .with_threshold(threshold),
     )
     .unwrap();
     for step in 1..=steps {
@@ -205,10 +204,7 @@ fn a_small_forward_budget_splits_the_batch_without_changing_the_result() {
     let run = |bytes: usize| {
         let mut e = SparseEngine::new(
             backend.clone(),
-            SparseOptions {
-                forward_bytes: bytes,
-                ..SparseOptions::default()
-            },
+            SparseOptions::default().with_forward_bytes(bytes),
         )
         .unwrap();
         for (x, y, v) in &cells {

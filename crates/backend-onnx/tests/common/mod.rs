@@ -75,19 +75,9 @@ pub fn write_package_with_multiple(
     ModelPackage::load(&dir).unwrap()
 }
 
-/// Deterministic values in [-1, 1) (an LCG: tests need no rand crate).
+/// Deterministic values in [-1, 1), from the workspace's one generator.
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    sparse_grid::rng::Rng::new(seed).uniform_vec(n, -1.0, 1.0)
 }
 
 /// A `2D -> 2D` 3x3 convolution with same padding: its ONNX bytes, and the

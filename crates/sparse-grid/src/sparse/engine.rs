@@ -9,6 +9,7 @@ use super::query::{occupied_in, slots_overlapping, CellBox, CellValues};
 use super::tiles::TileStore;
 use super::window::WindowBatch;
 use super::{Field, SparseOptions};
+use crate::pool::LoopPool;
 use crate::state::check_size;
 use crate::update::UpdateParams;
 use crate::{DenseState, StepStats, DEFAULT_MAX_CELLS};
@@ -31,6 +32,8 @@ pub struct SparseEngine {
     tiles: TileStore,
     step: u64,
     mode: Mode,
+    /// Where the step's parallel sections run.
+    pool: LoopPool,
 }
 
 impl SparseEngine {
@@ -55,7 +58,29 @@ impl SparseEngine {
             params,
             step: 0,
             mode,
+            pool: LoopPool::default(),
         })
+    }
+
+    /// Runs this engine's own parallel loops (gather, update, scatter) in
+    /// `pool` instead of rayon's global pool. Only those loops run inside the
+    /// pool: `forward` is still called from the thread that calls
+    /// [`SparseEngine::step`], so the backend's threads never nest in it.
+    /// Results do not depend on the pool.
+    pub fn with_pool(mut self, pool: Arc<rayon::ThreadPool>) -> Self {
+        self.pool.set(Some(pool));
+        self
+    }
+
+    /// Sets (`Some`) or clears (`None`: rayon's global pool) the pool of
+    /// this engine's own parallel loops; see [`SparseEngine::with_pool`].
+    pub fn set_pool(&mut self, pool: Option<Arc<rayon::ThreadPool>>) {
+        self.pool.set(pool);
+    }
+
+    /// The pool this engine's own parallel loops run in, when it was given one.
+    pub fn pool(&self) -> Option<&Arc<rayon::ThreadPool>> {
+        self.pool.get()
     }
 
     /// The backend this engine calls.
@@ -123,18 +148,7 @@ impl SparseEngine {
     /// wrong channel count, a non-finite value, or when a new cell would
     /// exceed `max_cells`.
     pub fn insert(&mut self, x: i32, y: i32, values: &[(f32, f32)]) -> Result<()> {
-        let d = self.d_state();
-        if values.len() != d {
-            return Err(Error::InvalidArgument(format!(
-                "cell ({x}, {y}): {} values given but the model has d_state {d}",
-                values.len()
-            )));
-        }
-        if values.iter().any(|(a, b)| !a.is_finite() || !b.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "cell ({x}, {y}): values must be finite"
-            )));
-        }
+        crate::check_cell_values(x, y, values, self.d_state())?;
         let (key, i) = self.tiles.locate(x, y);
         let present = self
             .tiles
@@ -316,9 +330,17 @@ impl SparseEngine {
 
     /// Advances one step. On error the lattice and the step counter are
     /// exactly as before the call.
+    ///
+    /// Call it from an ordinary thread: called from inside a rayon worker
+    /// (e.g. in `pool.install(|| engine.step())`), where the backend's own
+    /// thread pool would nest inside rayon's, it returns
+    /// [`Error::NestedPool`] and does nothing. To bound the engine's own
+    /// threads, give it a pool ([`SparseEngine::with_pool`]).
     pub fn step(&mut self) -> Result<StepStats> {
+        self.pool.check_caller()?;
         let cx = StepContext {
             backend: self.backend.as_ref(),
+            pool: &self.pool,
             params: self.params,
             vacuum: self.options.vacuum,
             seed: self.options.seed,

@@ -11,12 +11,15 @@ use rayon::prelude::*;
 
 use super::tiles::{TileKey, TileStore};
 use super::Vacuum;
+use crate::pool::LoopPool;
 use crate::update::{first_non_finite, update_run, PlaneRun, UpdateParams};
 use crate::StepStats;
 
 /// What a step needs besides the tiles and the batch buffers.
 pub(crate) struct StepContext<'a> {
     pub backend: &'a dyn ComputeBackend,
+    /// Where the step's parallel sections run (never `forward`).
+    pub pool: &'a LoopPool,
     pub params: UpdateParams,
     pub vacuum: Vacuum,
     pub seed: u64,
@@ -223,18 +226,21 @@ impl LocalBatch {
             let n = chunk.min(b - b0);
             let tg = Instant::now();
             let st: &TileStore = store;
-            self.input[..n * fl]
-                .par_chunks_mut(fl)
-                .zip(self.halo.par_chunks_mut(hs * hs))
-                .zip(self.hmax.par_chunks_mut(hs * t))
-                .zip(self.reach.par_chunks_mut(area))
-                .zip(self.wanted[b0..b0 + n].par_iter())
-                .for_each(|((((field, halo), hmax), reach), &key)| {
-                    gather_tile(st, key, cx, r, side, field, halo);
-                    reach_mask(halo, hmax, reach, t, r);
-                });
+            cx.pool.run(|| {
+                self.input[..n * fl]
+                    .par_chunks_mut(fl)
+                    .zip(self.halo.par_chunks_mut(hs * hs))
+                    .zip(self.hmax.par_chunks_mut(hs * t))
+                    .zip(self.reach.par_chunks_mut(area))
+                    .zip(self.wanted[b0..b0 + n].par_iter())
+                    .for_each(|((((field, halo), hmax), reach), &key)| {
+                        gather_tile(st, key, cx, r, side, field, halo);
+                        reach_mask(halo, hmax, reach, t, r);
+                    })
+            });
             gather += tg.elapsed();
 
+            // The forward runs here, on the stepping thread, never in a pool.
             let tf = Instant::now();
             cx.backend
                 .forward(
@@ -247,21 +253,24 @@ impl LocalBatch {
 
             let ts = Instant::now();
             let params = cx.params;
-            self.stage[b0 * tl..(b0 + n) * tl]
-                .par_chunks_mut(tl)
-                .zip(self.stage_occ[b0 * area..(b0 + n) * area].par_chunks_mut(area))
-                .zip(self.delta_norm[b0 * area..(b0 + n) * area].par_chunks_mut(area))
-                .zip(self.checks[b0..b0 + n].par_iter_mut())
-                .zip(self.delta[..n * fl].par_chunks(fl))
-                .zip(self.reach.par_chunks(area))
-                .zip(self.slots[b0..b0 + n].par_iter())
-                .for_each(
-                    |((((((stage, occ), dnorm), check), delta), reach), &slot)| {
-                        let tile = &st.data[slot as usize * tl..][..tl];
-                        *check =
-                            stage_tile(tile, delta, reach, &params, t, r, side, stage, occ, dnorm);
-                    },
-                );
+            cx.pool.run(|| {
+                self.stage[b0 * tl..(b0 + n) * tl]
+                    .par_chunks_mut(tl)
+                    .zip(self.stage_occ[b0 * area..(b0 + n) * area].par_chunks_mut(area))
+                    .zip(self.delta_norm[b0 * area..(b0 + n) * area].par_chunks_mut(area))
+                    .zip(self.checks[b0..b0 + n].par_iter_mut())
+                    .zip(self.delta[..n * fl].par_chunks(fl))
+                    .zip(self.reach.par_chunks(area))
+                    .zip(self.slots[b0..b0 + n].par_iter())
+                    .for_each(
+                        |((((((stage, occ), dnorm), check), delta), reach), &slot)| {
+                            let tile = &st.data[slot as usize * tl..][..tl];
+                            *check = stage_tile(
+                                tile, delta, reach, &params, t, r, side, stage, occ, dnorm,
+                            );
+                        },
+                    )
+            });
             scatter += ts.elapsed();
             if let Some((j, (ly, lx, c))) = self.checks[b0..b0 + n]
                 .iter()
@@ -279,10 +288,13 @@ impl LocalBatch {
             return Err(cx.fail(too_much_matter(total, cx.max_cells)));
         }
         let (stage, stage_occ, checks) = (&self.stage, &self.stage_occ, &self.checks);
-        store.commit(&self.slots, &mut self.slot_batch, |j, tile, occ, count| {
-            tile.copy_from_slice(&stage[j * tl..(j + 1) * tl]);
-            occ.copy_from_slice(&stage_occ[j * area..(j + 1) * area]);
-            *count = checks[j].count;
+        let (slots, slot_batch) = (&self.slots, &mut self.slot_batch);
+        cx.pool.run(|| {
+            store.commit(slots, slot_batch, |j, tile, occ, count| {
+                tile.copy_from_slice(&stage[j * tl..(j + 1) * tl]);
+                occ.copy_from_slice(&stage_occ[j * area..(j + 1) * area]);
+                *count = checks[j].count;
+            })
         });
         store.occupied = total;
         Ok(StepStats {

@@ -3,6 +3,7 @@
 use engine_api::{Error, Result};
 
 use super::Vacuum;
+use crate::update::{check_gamma, check_threshold};
 use crate::DEFAULT_MAX_CELLS;
 
 /// Cells per tile side unless the caller chooses: small enough that a lone
@@ -16,8 +17,11 @@ pub const DEFAULT_THRESHOLD: f32 = 0.01;
 /// chooses: bounds the backend's working memory on large worlds.
 pub const DEFAULT_FORWARD_BYTES: usize = 64 << 20;
 
-/// Options of a [`super::SparseEngine`].
+/// Options of a [`super::SparseEngine`]. Build them from the default:
+/// `SparseOptions::default().with_tile(32).with_threshold(0.05)` (fields may
+/// be added, so there is no struct literal outside this crate).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct SparseOptions {
     /// Tile side T in cells: a power of two from 4 to 1024.
     pub tile: usize,
@@ -55,6 +59,49 @@ impl Default for SparseOptions {
 }
 
 impl SparseOptions {
+    /// These options with tile side `tile` (a power of two from 4 to 1024).
+    pub fn with_tile(mut self, tile: usize) -> Self {
+        self.tile = tile;
+        self
+    }
+
+    /// These options with existence threshold `threshold` (> 0).
+    pub fn with_threshold(mut self, threshold: f32) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// These options with `vacuum`.
+    pub fn with_vacuum(mut self, vacuum: Vacuum) -> Self {
+        self.vacuum = vacuum;
+        self
+    }
+
+    /// These options with decay term `gamma` (0 = off).
+    pub fn with_gamma(mut self, gamma: f32) -> Self {
+        self.gamma = gamma;
+        self
+    }
+
+    /// These options with a limit of `max_cells` cells of matter.
+    pub fn with_max_cells(mut self, max_cells: usize) -> Self {
+        self.max_cells = max_cells;
+        self
+    }
+
+    /// These options with `seed` for the harmonic vacuum's noise.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// These options with at most `forward_bytes` of model input per
+    /// `forward` call.
+    pub fn with_forward_bytes(mut self, forward_bytes: usize) -> Self {
+        self.forward_bytes = forward_bytes;
+        self
+    }
+
     /// Checks the values against each other; one clear error per mistake.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
@@ -64,13 +111,13 @@ impl SparseOptions {
                 self.tile
             ));
         }
-        if !self.threshold.is_finite() || self.threshold <= 0.0 {
-            return bad(format!(
-                "threshold {} must be a finite number > 0: the sparse engine turns cells below it into vacuum, which keeps the lattice sparse",
-                self.threshold
-            ));
+        check_threshold(self.threshold)?;
+        if self.threshold == 0.0 {
+            return bad(
+                "threshold 0: the sparse engine needs a threshold > 0; it turns cells below it into vacuum, which keeps the lattice sparse".into(),
+            );
         }
-        crate::update::check_gamma(self.gamma)?;
+        check_gamma(self.gamma)?;
         if let Vacuum::Harmonic { strength } = self.vacuum {
             if !strength.is_finite() {
                 return bad(format!(
@@ -87,6 +134,7 @@ impl SparseOptions {
 
 /// A per-cell quantity to read over a window ([`super::SparseEngine::field`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Field {
     /// Sum over channels of |psi|^2 (0 for vacuum).
     Density,

@@ -7,6 +7,7 @@ use crate::rng::{cell_key, normal};
 /// update itself: a vacuum cell's psi is zero there, so only its neighbours
 /// (through the model) notice the difference.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
 pub enum Vacuum {
     /// psi = 0 in every channel: the dense engine's vacuum.
     #[default]
@@ -22,6 +23,11 @@ pub enum Vacuum {
 }
 
 impl Vacuum {
+    /// The harmonic vacuum with phase noise of standard deviation `strength`.
+    pub fn harmonic(strength: f32) -> Self {
+        Vacuum::Harmonic { strength }
+    }
+
     /// True for the zero vacuum, whose gather is a plain copy.
     pub fn is_zero(&self) -> bool {
         matches!(self, Vacuum::Zero)

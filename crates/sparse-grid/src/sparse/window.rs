@@ -117,10 +117,9 @@ impl WindowBatch {
             let (key, i) = st.locate((x0 + x as i64) as i32, (y0 + y as i64) as i32);
             (st.slot(key), i)
         };
-        self.psi
-            .par_chunks_mut(w)
-            .enumerate()
-            .for_each(|(pi, row)| {
+        let (psi, occ_old) = (&mut self.psi, &mut self.occ_old);
+        cx.pool.run(|| {
+            psi.par_chunks_mut(w).enumerate().for_each(|(pi, row)| {
                 let (p, y) = (pi / h, pi % h);
                 for xa in (0..w).step_by(t) {
                     let len = t.min(w - xa);
@@ -131,10 +130,7 @@ impl WindowBatch {
                     }
                 }
             });
-        self.occ_old
-            .par_chunks_mut(w)
-            .enumerate()
-            .for_each(|(y, row)| {
+            occ_old.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
                 for xa in (0..w).step_by(t) {
                     let len = t.min(w - xa);
                     match row_source(y, xa) {
@@ -145,16 +141,12 @@ impl WindowBatch {
                     }
                 }
             });
-        let input: &[f32] = if cx.vacuum.is_zero() {
-            &self.psi
-        } else {
+        });
+        if !cx.vacuum.is_zero() {
             self.input.resize(2 * d * n, 0.0);
-            let occ_old = &self.occ_old;
-            let psi = &self.psi;
-            self.input
-                .par_chunks_mut(w)
-                .enumerate()
-                .for_each(|(pi, row)| {
+            let (occ_old, psi, input) = (&self.occ_old, &self.psi, &mut self.input);
+            cx.pool.run(|| {
+                input.par_chunks_mut(w).enumerate().for_each(|(pi, row)| {
                     let (p, y) = (pi / h, pi % h);
                     row.copy_from_slice(&psi[pi * w..(pi + 1) * w]);
                     for (x, v) in row.iter_mut().enumerate() {
@@ -169,11 +161,17 @@ impl WindowBatch {
                             *v = if p < d { re } else { im };
                         }
                     }
-                });
+                })
+            });
+        }
+        let input: &[f32] = if cx.vacuum.is_zero() {
+            &self.psi
+        } else {
             &self.input
         };
         let gather = t0.elapsed();
 
+        // The forward runs here, on the stepping thread, never in a pool.
         let tf = Instant::now();
         cx.backend
             .forward(input, BatchShape::new(1, 2 * d, h, w), &mut self.delta)
@@ -182,25 +180,22 @@ impl WindowBatch {
 
         let ts = Instant::now();
         let delta = &self.delta;
-        let bad = (0..h).into_par_iter().find_map_first(|y| {
-            let run = PlaneRun {
-                ptr: delta[y * w..].as_ptr(),
-                stride: n,
-            };
-            // SAFETY: `delta` holds 2D planes of n cells; row y spans w of each.
-            unsafe { first_non_finite(run, w, 2 * d) }.map(|(x, c)| (x, y, c))
+        let bad = cx.pool.run(|| {
+            (0..h).into_par_iter().find_map_first(|y| {
+                let run = PlaneRun {
+                    ptr: delta[y * w..].as_ptr(),
+                    stride: n,
+                };
+                // SAFETY: `delta` holds 2D planes of n cells; row y spans w of each.
+                unsafe { first_non_finite(run, w, 2 * d) }.map(|(x, c)| (x, y, c))
+            })
         });
         if let Some((x, y, c)) = bad {
             return Err(cx.fail(non_finite(x0 + x as i64, y0 + y as i64, c, d)));
         }
-        update_rows(
-            &mut self.psi,
-            &self.delta,
-            w,
-            &cx.params,
-            &mut self.norm,
-            &mut self.occ_new,
-        );
+        let (psi, occ_new, norm) = (&mut self.psi, &mut self.occ_new, &mut self.norm);
+        cx.pool
+            .run(|| update_rows(psi, delta, w, &cx.params, norm, occ_new));
         let total = self.occ_new.iter().filter(|&&o| o != 0).count();
         if total > cx.max_cells {
             return Err(cx.fail(too_much_matter(total, cx.max_cells)));
@@ -230,10 +225,9 @@ impl WindowBatch {
             }
         }
         let (psi, occ_new, counts) = (&self.psi, &self.occ_new, &self.tile_counts);
-        store.commit(
-            &self.tile_slots,
-            &mut self.slot_batch,
-            |wi, tile, occ, count| {
+        let (tile_slots, slot_batch) = (&self.tile_slots, &mut self.slot_batch);
+        cx.pool.run(|| {
+            store.commit(tile_slots, slot_batch, |wi, tile, occ, count| {
                 let (wx, wy) = ((wi % wtw) * t, (wi / wtw) * t);
                 let (rows, cols) = (t.min(h - wy), t.min(w - wx));
                 for ly in 0..rows {
@@ -245,8 +239,8 @@ impl WindowBatch {
                     occ[ly * t..][..cols].copy_from_slice(&occ_new[src..][..cols]);
                 }
                 *count = counts[wi];
-            },
-        );
+            })
+        });
         store.occupied = total;
         self.window = Some(win);
         Ok(StepStats {

@@ -10,28 +10,8 @@ use engine_api::{
     Result, UpdateRule, MODEL_FORMAT,
 };
 
-/// A deterministic stream of numbers for weights and patterns.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// The workspace's one generator, for weights and patterns.
+pub use sparse_grid::rng::Rng;
 
 pub fn spec(arch: Architecture, d: usize, hidden: Option<usize>, update: UpdateRule) -> ModelSpec {
     ModelSpec {
@@ -72,9 +52,6 @@ pub struct Reference {
     pub net: Net,
     pub poison: Option<f32>,
     pub calls: AtomicU64,
-    /// Let tests run a whole step inside a chosen rayon pool: this plain-Rust
-    /// backend has no pool of its own, so nothing can nest.
-    pub allow_in_pool: bool,
 }
 
 impl Reference {
@@ -84,7 +61,6 @@ impl Reference {
             net,
             poison: None,
             calls: AtomicU64::new(0),
-            allow_in_pool: false,
         }
     }
 
@@ -92,7 +68,7 @@ impl Reference {
     pub fn conv3x3(d: usize, update: UpdateRule, scale: f32, seed: u64) -> Self {
         let c = 2 * d;
         let mut rng = Rng::new(seed);
-        let w = (0..c * c * 9).map(|_| rng.uniform() * scale).collect();
+        let w = rng.uniform_vec(c * c * 9, -scale, scale);
         Self::new(
             spec(Architecture::Conv3x3, d, None, update),
             Net::Conv3x3 { w, b: vec![0.0; c] },
@@ -103,7 +79,7 @@ impl Reference {
     pub fn deep_qca(d: usize, h: usize, update: UpdateRule, scale: f32, seed: u64) -> Self {
         let c = 2 * d;
         let mut rng = Rng::new(seed);
-        let mut v = |n: usize, s: f32| -> Vec<f32> { (0..n).map(|_| rng.uniform() * s).collect() };
+        let mut v = |n: usize, s: f32| -> Vec<f32> { rng.uniform_vec(n, -s, s) };
         let net = Net::DeepQca {
             h,
             w0: v(h * 8 * c, scale / 4.0),
@@ -120,8 +96,8 @@ impl Reference {
     pub fn global(d: usize, m: usize, seed: u64) -> Self {
         let c = 2 * d;
         let mut rng = Rng::new(seed);
-        let a = (0..c * c).map(|_| rng.uniform() * 3.0).collect();
-        let cc = (0..c * c).map(|_| rng.uniform() * 0.5).collect();
+        let a = rng.uniform_vec(c * c, -3.0, 3.0);
+        let cc = rng.uniform_vec(c * c, -0.5, 0.5);
         let mut spec = spec(Architecture::Custom, d, None, UpdateRule::Additive);
         spec.receptive_radius = None;
         spec.spatial_multiple = m;
@@ -287,7 +263,7 @@ impl ComputeBackend for Reference {
     fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         check_forward_args(&self.spec, input, shape, output)?;
         assert!(
-            self.allow_in_pool || rayon::current_thread_index().is_none(),
+            rayon::current_thread_index().is_none(),
             "forward called from inside a rayon worker"
         );
         self.calls.fetch_add(1, Ordering::Relaxed);

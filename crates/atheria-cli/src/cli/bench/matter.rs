@@ -69,13 +69,10 @@ pub fn fill_extent(e: &mut SparseEngine, extent: usize, matter: Matter) -> anyho
             let want = (f * cells as f64).round() as usize;
             let v = [value(e.d_state()); 1];
             let values = v.repeat(e.d_state());
-            // A fixed LCG: the same cells on every run and backend.
-            let mut z = 0x1234_5678_u64;
+            // A fixed seed: the same cells on every run and backend.
+            let mut rng = sparse_grid::rng::Rng::new(0x1234_5678);
             while e.occupied_count() < want {
-                z = z
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let (x, y) = ((z >> 33) as usize % extent, (z >> 13) as usize % extent);
+                let (x, y) = (rng.below(extent as u64), rng.below(extent as u64));
                 e.insert(x as i32, y as i32, &values)?;
             }
             Ok(())

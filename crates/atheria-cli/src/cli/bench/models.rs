@@ -94,20 +94,10 @@ pub mod in_code {
     /// values do not change the cost of a step; they only have to be sane.
     pub fn seeded_unet(d: usize, h: usize, seed: u64) -> (ModelSpec, NamedTensors) {
         let c = 2 * d;
-        let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+        let mut rng = sparse_grid::rng::Rng::new(seed);
         let mut uniform = |n: usize, fan_in: usize| -> Vec<f32> {
             let bound = 1.0 / (fan_in as f32).sqrt();
-            (0..n)
-                .map(|_| {
-                    // splitmix64: a fixed sequence, no dependency.
-                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                    let mut z = state;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                    z ^= z >> 31;
-                    ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * bound
-                })
-                .collect()
+            rng.uniform_vec(n, -bound, bound)
         };
         let mut t: NamedTensors = Vec::new();
         let mut block = |t: &mut NamedTensors, prefix: &str, i: usize, o: usize| {
