@@ -326,3 +326,40 @@ fn the_builder_refuses_bad_options_before_loading_anything() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_simulation_stepped_inside_a_rayon_worker_refuses_instead_of_nesting_pools() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for engine in [EngineKind::Dense, EngineKind::Sparse] {
+        let mut sim = build(engine, disc_state());
+        let before = sim.state().unwrap();
+        let err = pool.install(|| sim.step()).unwrap_err();
+        assert!(matches!(err, Error::NestedPool { .. }), "{engine}: {err:?}");
+        assert_eq!(sim.state().unwrap(), before);
+        assert_eq!(sim.step_count(), 0);
+
+        // Given the pool for its own loops instead, it steps, and equals a
+        // simulation on rayon's global pool.
+        let mut own = Simulation::builder()
+            .backend(default_law())
+            .engine(engine)
+            .threshold(Some(0.01))
+            .initial_state(disc_state())
+            .engine_pool(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(3)
+                    .build()
+                    .unwrap(),
+            ))
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            own.step().unwrap();
+            sim.step().unwrap();
+        }
+        assert_eq!(own.state().unwrap(), sim.state().unwrap(), "{engine}");
+    }
+}
