@@ -289,7 +289,7 @@ impl ComputeBackend for Noisy {
         self.inner.device()
     }
 
-    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> atheria::Result<()> {
+    fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> atheria::Result<()> {
         self.inner.forward(input, shape, output)?;
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut rng = Rng(RUN_SEED ^ call.wrapping_mul(0x2545_F491_4F6C_DD1D));

@@ -295,10 +295,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let watchdog = start_watchdog(args.timeout)?;
     let mut stages = Stages::new(watchdog.as_ref());
-    let options = BackendOptions {
-        device: args.device,
-        threads: args.threads,
-    };
+    let mut options = BackendOptions::default().with_device(args.device);
+    options.threads = args.threads;
     let started = Instant::now();
 
     stages.run("backend init", || {
