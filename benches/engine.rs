@@ -35,7 +35,7 @@ impl ComputeBackend for Scale {
     fn device(&self) -> Device {
         Device::Cpu
     }
-    fn forward(&self, input: &[f32], _: BatchShape, output: &mut [f32]) -> atheria::Result<()> {
+    fn run(&self, input: &[f32], _: BatchShape, output: &mut [f32]) -> atheria::Result<()> {
         for (o, i) in output.iter_mut().zip(input) {
             *o = 0.1 * i;
         }

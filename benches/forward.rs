@@ -70,6 +70,9 @@ fn candle_identity_d64(_: &BackendOptions) -> Option<Arc<dyn ComputeBackend>> {
 }
 
 fn bench_forward(c: &mut Criterion) {
+    // Find ONNX Runtime in the project's Python environment, as `atheria` does.
+    #[cfg(feature = "onnx")]
+    let _ = atheria::onnx::set_library(atheria::onnx::OrtLibrary::SearchPythonEnvironments);
     let options = BackendOptions::default();
     let d4 = ModelPackage::load(root().join("tests/fixtures/golden/conv3x3_d4"))
         .expect("the golden conv3x3_d4 package is part of the repository");

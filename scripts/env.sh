@@ -8,6 +8,7 @@ export PATH="$_atheria_root/.venv/bin:$PATH"
 # Keep build outputs outside the clone so fresh clones (and CI) rebuild little.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/atheria/target}"
 unset _atheria_root
-# libtorch's OpenMP threads spin between forwards unless told otherwise; the
-# `atheria` binary sets this itself, test binaries and benches read it here.
+# libtorch's OpenMP threads spin between forwards unless told otherwise. The
+# atheria library sets this itself before it loads the tch library; programs
+# that link libtorch directly (backend-tch's tests and examples) read it here.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"

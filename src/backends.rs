@@ -1,10 +1,12 @@
-//! Backend selection at run time over the backends compiled in.
+//! Backend selection at run time over the backends compiled in: each
+//! [`BackendKind`] hands out its [`Runtime`], the factory that checks the
+//! backend and loads models on it.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use engine_api::{BackendOptions, ComputeBackend, Error, ModelPackage, Result};
+use engine_api::{BackendOptions, ComputeBackend, Error, ModelPackage, Result, Runtime};
 
 /// The inference backends Atheria knows, compiled in or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,49 +50,57 @@ impl BackendKind {
         Error::BackendUnavailable {
             backend: self.name(),
             message: format!(
-                "this binary was built without it; rebuild with `cargo build --release --features {}`",
+                "this program was built without it; rebuild with the Cargo feature `{}` (`cargo build --release --features {}`)",
+                self.name(),
                 self.name()
             ),
         }
     }
 
-    /// Whether the backend can work here (its native library loads), and its
-    /// version: the `check` of tract's runtimes.
-    pub fn check(self) -> Result<String> {
+    /// The backend's [`Runtime`]: the factory that checks it and loads
+    /// models on it; or an error naming the feature to build with.
+    ///
+    /// The tch runtime loads its library (`libatheria_tch.so`, and with it
+    /// libtorch) on first use, not here.
+    pub fn runtime(self) -> Result<&'static dyn Runtime> {
         match self {
             #[cfg(feature = "candle")]
-            BackendKind::Candle => backend_candle::check(),
+            BackendKind::Candle => Ok(&backend_candle::RUNTIME),
             #[cfg(feature = "tch")]
-            BackendKind::Tch => (crate::plugin::load(&crate::plugin::TCH)?.check)(),
+            BackendKind::Tch => Ok(&crate::plugin::TCH_RUNTIME),
             #[cfg(feature = "onnx")]
-            BackendKind::Onnx => backend_onnx::check(),
+            BackendKind::Onnx => Ok(&backend_onnx::RUNTIME),
             #[allow(unreachable_patterns)]
             _ => Err(self.not_compiled()),
         }
     }
 
-    /// Loads the model in `package` on this backend.
+    /// Whether the backend can work here (its native library loads), and its
+    /// version: [`Runtime::check`].
+    pub fn check(self) -> Result<String> {
+        self.runtime()?.check()
+    }
+
+    /// Loads the model in `package` on this backend: [`Runtime::load`].
     pub fn load(
         self,
         package: &ModelPackage,
         options: &BackendOptions,
     ) -> Result<Arc<dyn ComputeBackend>> {
-        match self {
-            #[cfg(feature = "candle")]
-            BackendKind::Candle => Ok(Arc::new(backend_candle::CandleBackend::load(
-                package, options,
-            )?)),
-            #[cfg(feature = "tch")]
-            BackendKind::Tch => (crate::plugin::load(&crate::plugin::TCH)?.load)(package, options),
-            #[cfg(feature = "onnx")]
-            BackendKind::Onnx => Ok(Arc::new(backend_onnx::OnnxBackend::load(package, options)?)),
-            #[allow(unreachable_patterns)]
-            _ => {
-                let _ = (package, options);
-                Err(self.not_compiled())
-            }
-        }
+        self.runtime()?.load(package, options)
     }
+}
+
+/// The libtorch this build's tch library was built against, where it looks
+/// for it (its rpath): `(version, lib dir)`; `None` in a build without `tch`.
+pub fn tch_libtorch() -> Option<(&'static str, &'static str)> {
+    #[cfg(feature = "tch")]
+    return Some((
+        env!("ATHERIA_TCH_LIBTORCH_VERSION"),
+        env!("ATHERIA_TCH_LIBTORCH_LIB"),
+    ));
+    #[cfg(not(feature = "tch"))]
+    None
 }
 
 impl fmt::Display for BackendKind {

@@ -117,7 +117,7 @@ pub fn load(
 ) -> engine_api::Result<std::sync::Arc<dyn engine_api::ComputeBackend>> {
     Err(engine_api::Error::BackendUnavailable {
         backend: "candle",
-        message: "the embedded default law runs on candle; rebuild with the `candle` feature, or give a model package".into(),
+        message: "the embedded default law runs on candle; rebuild with the `candle` feature (`--features candle`), or load a model package instead".into(),
     })
 }
 

@@ -27,10 +27,15 @@
 //! - [`simulation`]: [`Simulation`] and its [`SimulationBuilder`], over
 //!   either engine ([`EngineKind`]).
 //! - [`backends`]: [`BackendKind`], a backend chosen at run time over those
-//!   compiled in (features `candle` (default), `tch`, `onnx`).
+//!   compiled in (features `candle` (default), `tch`, `onnx`), and its
+//!   [`Runtime`], which checks it and loads models (from a directory or from
+//!   memory: [`ModelPackage::from_bytes`]).
 //! - [`default_law`]: the built-in law used when no model is given.
 //! - [`render`] (feature `render`, default): PNG pictures of fields.
 //! - [`watchdog`]: turns a stage that hangs into an error naming the stage.
+//! - `plugin` (with `tch`, private): loads the tch backend's shared library
+//!   on first use, through a C interface, so a program starts where
+//!   libtorch is missing.
 //! - Re-exports of the contract ([`engine_api`]: [`ComputeBackend`],
 //!   [`Error`], [`ModelPackage`], ...) and of the engines ([`sparse_grid`]:
 //!   [`DenseEngine`], [`SparseEngine`], [`DenseState`], state files, ...)
@@ -55,10 +60,14 @@ pub mod watchdog;
 /// The candle backend itself (feature `candle`), for what only it offers.
 #[cfg(feature = "candle")]
 pub use backend_candle as candle;
+/// The ONNX Runtime backend itself (feature `onnx`): choose where its library
+/// is found ([`onnx::set_library`]) before the first ONNX load.
+#[cfg(feature = "onnx")]
+pub use backend_onnx as onnx;
 pub use backends::BackendKind;
 pub use engine_api::{
-    Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelPackage,
-    ModelSpec, Result, UpdateRule,
+    Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelFile,
+    ModelPackage, ModelSpec, Result, Runtime, UpdateRule,
 };
 pub use simulation::{
     default_max_cells, EngineKind, InitialState, RunSummary, Simulation, SimulationBuilder,

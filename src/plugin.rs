@@ -1,18 +1,40 @@
-//! Backends built as shared libraries ([`engine_api::plugin`]): found beside
-//! the program, loaded once per process on first use, never unloaded.
+//! Backends built as shared libraries ([`engine_api::plugin`], a C ABI):
+//! found beside the program, loaded once per process on first use, never
+//! unloaded, and wrapped in a [`Runtime`] like the backends compiled in.
 //!
 //! The tch backend is one (`libatheria_tch.so`, crates/backend-tch-plugin),
-//! so that this program starts, and runs its other backends, on a machine
-//! without libtorch, and says what is missing when tch is asked for.
+//! so that a program using this library starts, and runs its other backends,
+//! on a machine without libtorch, and says what is missing when tch is asked
+//! for.
+//!
+//! Only C crosses the boundary: the library may be built by another compiler,
+//! and the host may use another global allocator (tests/foreign_allocator.rs
+//! runs tch under one). Strings and errors the library returns are copied
+//! here and handed back to the library to free; its errors are rebuilt into
+//! [`Error`]; its log events arrive through [`log_from_library`] and are
+//! re-emitted through this process's `tracing`.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_void, CStr, CString, OsStr};
+use std::num::NonZeroUsize;
+use std::os::unix::ffi::OsStrExt;
+use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::ptr::{null_mut, NonNull};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use engine_api::plugin::{PluginApi, ABI, ABI_SYMBOL, API_SYMBOL};
-use engine_api::{Error, Result};
+use engine_api::plugin::{
+    error_from_parts, AbiFn, CheckFn, DescribeFn, ForwardFn, FreeErrorFn, FreeFn, FreeStringFn,
+    LoadFn, NameFn, PluginError, SetLoggerFn, ABI, ABI_SYMBOL, CHECK_SYMBOL, DESCRIBE_SYMBOL,
+    DEVICE_CPU, DEVICE_CUDA, FORWARD_SYMBOL, FREE_ERROR_SYMBOL, FREE_STRING_SYMBOL, FREE_SYMBOL,
+    LOAD_SYMBOL, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_OFF, LOG_TRACE, LOG_WARN, NAME_SYMBOL,
+    SET_LOGGER_SYMBOL,
+};
+use engine_api::{
+    BatchShape, ComputeBackend, Device, Error, LoadRequest, ModelFile, ModelSpec, Result, Runtime,
+};
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use tracing::level_filters::LevelFilter;
 
 /// A backend library: what it is called and what it needs.
 pub(crate) struct Plugin {
@@ -22,6 +44,13 @@ pub(crate) struct Plugin {
     pub file: &'static str,
     /// The environment variable that names the library's path instead.
     pub env: &'static str,
+    /// The package file the backend runs.
+    pub model_file: ModelFile,
+    /// Whether this build asked for the backend's CUDA support.
+    pub cuda: bool,
+    /// Environment variables set, where the process has not set them, right
+    /// before the library is loaded (see [`TCH`]).
+    pub env_defaults: &'static [(&'static str, &'static str)],
     /// Words a loader error (a missing or mismatched dependency) for people.
     pub explain: fn(&Path, &str) -> String,
 }
@@ -31,12 +60,26 @@ const LIBTORCH_VERSION: &str = env!("ATHERIA_TCH_LIBTORCH_VERSION");
 const LIBTORCH_LIB: &str = env!("ATHERIA_TCH_LIBTORCH_LIB");
 
 /// The tch backend (TorchScript on libtorch).
+///
+/// `OMP_WAIT_POLICY=PASSIVE`: libtorch's OpenMP workers otherwise spin for
+/// milliseconds after each forward, taking the cores the engine's rayon
+/// workers need next (ARCHITECTURE.md, the threading rule). libgomp reads the
+/// variable once, in its constructor, which runs when this library brings
+/// libtorch in: so it is set here, right before that, for every program using
+/// this library (not only the `atheria` binary), and only when the process
+/// has not chosen a policy itself.
 pub(crate) const TCH: Plugin = Plugin {
     backend: "tch",
     file: "libatheria_tch.so",
     env: "ATHERIA_TCH_PLUGIN",
+    model_file: ModelFile::TorchScript,
+    cuda: cfg!(feature = "cuda"),
+    env_defaults: &[("OMP_WAIT_POLICY", "PASSIVE")],
     explain: explain_tch,
 };
+
+/// The tch backend as a [`Runtime`].
+pub(crate) static TCH_RUNTIME: PluginRuntime = PluginRuntime { plugin: &TCH };
 
 fn explain_tch(path: &Path, error: &str) -> String {
     let wanted = format!("libtorch {LIBTORCH_VERSION} (built against {LIBTORCH_LIB})");
@@ -53,13 +96,25 @@ fn explain_tch(path: &Path, error: &str) -> String {
     }
 }
 
+/// A loaded library's entry points (C functions, see [`engine_api::plugin`]).
+pub(crate) struct Api {
+    backend: &'static str,
+    check: CheckFn,
+    load: LoadFn,
+    forward: ForwardFn,
+    describe: DescribeFn,
+    free: FreeFn,
+    free_string: FreeStringFn,
+    free_error: FreeErrorFn,
+}
+
 /// The libraries loaded so far.
-static LOADED: Mutex<Vec<&'static PluginApi>> = Mutex::new(Vec::new());
+static LOADED: Mutex<Vec<&'static Api>> = Mutex::new(Vec::new());
 
 /// The entry points of `plugin`'s library, loading it on first use.
-pub(crate) fn load(plugin: &Plugin) -> Result<&'static PluginApi> {
+pub(crate) fn load(plugin: &Plugin) -> Result<&'static Api> {
     let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(api) = loaded.iter().find(|api| api.name == plugin.backend) {
+    if let Some(api) = loaded.iter().find(|api| api.backend == plugin.backend) {
         return Ok(api);
     }
     let unavailable = |message: String| Error::BackendUnavailable {
@@ -68,16 +123,30 @@ pub(crate) fn load(plugin: &Plugin) -> Result<&'static PluginApi> {
     };
     let started = Instant::now();
     let path = find(plugin).map_err(unavailable)?;
+    for (name, value) in plugin.env_defaults {
+        if std::env::var_os(name).is_none() {
+            // Changing the environment races with any other thread reading
+            // or writing it at the same moment (getenv and setenv are not
+            // synchronised in glibc). It is done once per process, under
+            // this loader's lock, only where the process left the variable
+            // unset; a program that must avoid it sets the variable itself
+            // (to PASSIVE, or to ACTIVE to keep libgomp's default).
+            std::env::set_var(name, value);
+        }
+    }
     // RTLD_NOW: a libtorch with missing symbols fails here, with the symbol's
     // name, instead of killing the process at its first call.
     // SAFETY: loading runs the library's initialisers: libtorch's, which
-    // only register operators, and this project's plugin, which has none.
+    // only register operators, and this project's library, which has none.
     let library = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
         .map_err(|e| unavailable((plugin.explain)(&path, &dl_message(&e))))?;
-    // Never unloaded: backends made by the library hold its code and vtables.
+    // Never unloaded: backends made by the library hold handles into it.
     let library: &'static Library = Box::leak(Box::new(library));
-    let api = entry_points(plugin, library, &path).map_err(unavailable)?;
-    (api.set_dispatch)(&tracing::dispatcher::get_default(Clone::clone));
+    let (api, set_logger) = entry_points(plugin, library, &path).map_err(unavailable)?;
+    let api: &'static Api = Box::leak(Box::new(api));
+    // SAFETY: the C signature engine_api::plugin documents; `log_from_library`
+    // lives as long as the process.
+    unsafe { set_logger(log_from_library, max_log_level()) };
     tracing::debug!(
         "loaded the {} backend from {} in {:.1} ms",
         plugin.backend,
@@ -127,12 +196,12 @@ fn find(plugin: &Plugin) -> std::result::Result<PathBuf, String> {
     ))
 }
 
-/// Checks the library's ABI string, then returns its entry points.
+/// Checks the library's ABI string, then looks up its entry points.
 fn entry_points(
     plugin: &Plugin,
     library: &'static Library,
     path: &Path,
-) -> std::result::Result<&'static PluginApi, String> {
+) -> std::result::Result<(Api, SetLoggerFn), String> {
     let not_ours = |what: String| {
         format!(
             "{} is not an Atheria backend library ({what}): point {} at the one built with this program",
@@ -142,9 +211,8 @@ fn entry_points(
     };
     // SAFETY: the symbol's type is the one engine_api::plugin documents; a
     // library without it is refused before the call.
-    let abi = unsafe { library.get::<extern "C" fn() -> *const c_char>(ABI_SYMBOL) }
-        .map_err(|e| not_ours(dl_message(&e)))?;
-    // SAFETY: the plugin returns a pointer to a static NUL-terminated string.
+    let abi = unsafe { library.get::<AbiFn>(ABI_SYMBOL) }.map_err(|e| not_ours(dl_message(&e)))?;
+    // SAFETY: the library returns a pointer to a static NUL-terminated string.
     let abi = unsafe { CStr::from_ptr(abi()) };
     if abi != ABI {
         return Err(format!(
@@ -154,24 +222,299 @@ fn entry_points(
             ABI.to_string_lossy()
         ));
     }
-    // SAFETY: the ABI strings match, so both sides agree on PluginApi.
-    let api = unsafe { library.get::<extern "C" fn() -> &'static PluginApi>(API_SYMBOL) }
-        .map_err(|e| not_ours(dl_message(&e)))?;
-    let api = api();
-    if api.name != plugin.backend {
+    /// Looks up one entry point.
+    ///
+    /// # Safety
+    /// `T` must be the C function type engine_api::plugin gives `symbol`.
+    unsafe fn get<T: Copy>(library: &Library, symbol: &[u8]) -> std::result::Result<T, String> {
+        // SAFETY: by the function's contract.
+        unsafe { library.get::<T>(symbol) }
+            .map(|s| *s)
+            .map_err(|e| dl_message(&e))
+    }
+    // SAFETY: the ABI strings match, so the library exports these symbols
+    // with these C signatures.
+    let (name, set_logger, api) = unsafe {
+        let name: NameFn = get(library, NAME_SYMBOL)?;
+        let set_logger: SetLoggerFn = get(library, SET_LOGGER_SYMBOL)?;
+        let api = Api {
+            backend: plugin.backend,
+            check: get(library, CHECK_SYMBOL)?,
+            load: get(library, LOAD_SYMBOL)?,
+            forward: get(library, FORWARD_SYMBOL)?,
+            describe: get(library, DESCRIBE_SYMBOL)?,
+            free: get(library, FREE_SYMBOL)?,
+            free_string: get(library, FREE_STRING_SYMBOL)?,
+            free_error: get(library, FREE_ERROR_SYMBOL)?,
+        };
+        (
+            CStr::from_ptr(name()).to_string_lossy().into_owned(),
+            set_logger,
+            api,
+        )
+    };
+    if name != plugin.backend {
         return Err(format!(
-            "{} is the {} backend's library, not the {} backend's: point {} at {}",
+            "{} is the {name} backend's library, not the {} backend's: point {} at {}",
             path.display(),
-            api.name,
             plugin.backend,
             plugin.env,
             plugin.file
         ));
     }
-    Ok(api)
+    Ok((api, set_logger))
 }
 
 /// The loader's own message, without libloading's wrapping.
 fn dl_message(error: &libloading::Error) -> String {
     std::error::Error::source(error).map_or_else(|| error.to_string(), |s| s.to_string())
+}
+
+/// The most verbose level this process's subscriber wants, as a `LOG_*` code.
+fn max_log_level() -> u32 {
+    match LevelFilter::current() {
+        LevelFilter::OFF => LOG_OFF,
+        LevelFilter::ERROR => LOG_ERROR,
+        LevelFilter::WARN => LOG_WARN,
+        LevelFilter::INFO => LOG_INFO,
+        LevelFilter::DEBUG => LOG_DEBUG,
+        _ => LOG_TRACE,
+    }
+}
+
+/// The log sink a library calls: re-emits the event through this process's
+/// `tracing`, under the target `atheria::plugin`, with the library's own
+/// target as the field `from`.
+extern "C" fn log_from_library(level: u32, target: *const c_char, message: *const c_char) {
+    let _ = catch_unwind(|| {
+        // SAFETY: NUL-terminated strings valid during this call, or null.
+        let (target, message) = unsafe { (lossy(target), lossy(message)) };
+        match level {
+            LOG_ERROR => tracing::error!(target: "atheria::plugin", from = %target, "{message}"),
+            LOG_WARN => tracing::warn!(target: "atheria::plugin", from = %target, "{message}"),
+            LOG_INFO => tracing::info!(target: "atheria::plugin", from = %target, "{message}"),
+            LOG_DEBUG => tracing::debug!(target: "atheria::plugin", from = %target, "{message}"),
+            _ => tracing::trace!(target: "atheria::plugin", from = %target, "{message}"),
+        }
+    });
+}
+
+/// A copy of a C string (empty for null).
+///
+/// # Safety
+/// `text` must be null or a NUL-terminated string.
+unsafe fn lossy(text: *const c_char) -> String {
+    if text.is_null() {
+        return String::new();
+    }
+    // SAFETY: by the function's contract.
+    unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl Api {
+    /// Turns an error the library returned into an [`Error`], and frees it.
+    ///
+    /// # Safety
+    /// `error` must be null or an error this library returned, not yet freed.
+    unsafe fn take_error(&self, error: *mut PluginError) -> Option<Error> {
+        if error.is_null() {
+            return None;
+        }
+        // SAFETY: a live PluginError with NUL-terminated strings (or a null
+        // path), copied before the library frees it.
+        let rebuilt = unsafe {
+            let e = &*error;
+            let path = (!e.path.is_null())
+                .then(|| PathBuf::from(OsStr::from_bytes(CStr::from_ptr(e.path).to_bytes())));
+            error_from_parts(self.backend, e.kind, lossy(e.message), path)
+        };
+        // SAFETY: returned by this library, freed once.
+        unsafe { (self.free_error)(error) };
+        Some(rebuilt)
+    }
+
+    /// Copies a string the library returned, and frees it.
+    ///
+    /// # Safety
+    /// `text` must be null or a string this library returned, not yet freed.
+    unsafe fn take_string(&self, text: *mut c_char) -> String {
+        // SAFETY: by the function's contract.
+        unsafe {
+            let copy = lossy(text);
+            if !text.is_null() {
+                (self.free_string)(text);
+            }
+            copy
+        }
+    }
+}
+
+/// A backend library as a [`Runtime`]: the library is loaded on first use.
+pub(crate) struct PluginRuntime {
+    plugin: &'static Plugin,
+}
+
+impl PluginRuntime {
+    fn api(&self) -> Result<&'static Api> {
+        load(self.plugin)
+    }
+}
+
+impl Runtime for PluginRuntime {
+    fn name(&self) -> &'static str {
+        self.plugin.backend
+    }
+
+    fn model_file(&self) -> ModelFile {
+        self.plugin.model_file
+    }
+
+    fn check(&self) -> Result<String> {
+        let api = self.api()?;
+        let mut version = null_mut();
+        // SAFETY: the C signature engine_api::plugin documents; `version` is
+        // a valid place for one pointer.
+        let error = unsafe { (api.check)(&mut version) };
+        // SAFETY: what the library returned, each freed once.
+        unsafe {
+            match api.take_error(error) {
+                Some(e) => Err(e),
+                None => Ok(api.take_string(version)),
+            }
+        }
+    }
+
+    fn load_library(&self) -> Result<()> {
+        self.api().map(|_| ())
+    }
+
+    fn supports_device(&self, device: Device) -> std::result::Result<(), String> {
+        match device {
+            Device::Cpu => Ok(()),
+            Device::Cuda(_) if self.plugin.cuda => Ok(()),
+            other => Err(format!(
+                "{other} was requested but this build lacks the `cuda` feature: rebuild with \
+                 `--features {},cuda`, or use the cpu device",
+                self.plugin.backend
+            )),
+        }
+    }
+
+    fn prepare(&self, request: LoadRequest) -> Result<Arc<dyn ComputeBackend>> {
+        let api = self.api()?;
+        let spec_json = serde_json::to_string(request.spec())
+            .map_err(|e| Error::backend(api.backend, format!("cannot describe the model: {e}")))?;
+        let spec_json = CString::new(spec_json)
+            .map_err(|_| Error::backend(api.backend, "the model description holds a NUL"))?;
+        let origin = CString::new(request.origin().as_os_str().as_bytes()).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "{}: a path holding a NUL byte",
+                request.origin().display()
+            ))
+        })?;
+        let (device_kind, device_index) = match request.device() {
+            Device::Cuda(n) => (DEVICE_CUDA, n),
+            _ => (DEVICE_CPU, 0),
+        };
+        let threads = request.threads().map_or(0, NonZeroUsize::get);
+        let bytes = request.bytes();
+        let mut handle = null_mut::<c_void>();
+        // SAFETY: the C signature engine_api::plugin documents; every pointer
+        // is valid for the call (the library copies what it keeps), and
+        // `handle` is a valid place for one pointer.
+        let error = unsafe {
+            (api.load)(
+                spec_json.as_ptr(),
+                origin.as_ptr(),
+                bytes.as_ptr(),
+                bytes.len(),
+                device_kind,
+                device_index,
+                threads,
+                &mut handle,
+            )
+        };
+        // SAFETY: what the library returned, freed once.
+        if let Some(e) = unsafe { api.take_error(error) } {
+            return Err(e);
+        }
+        let handle = NonNull::new(handle).ok_or_else(|| {
+            Error::backend(api.backend, "the library reported success but no backend")
+        })?;
+        Ok(Arc::new(PluginBackend {
+            api,
+            handle,
+            spec: request.spec().clone(),
+            device: request.device(),
+        }))
+    }
+}
+
+/// A backend living in a library: a handle and the library's functions.
+struct PluginBackend {
+    api: &'static Api,
+    handle: NonNull<c_void>,
+    spec: ModelSpec,
+    device: Device,
+}
+
+// SAFETY: the handle is the library's `Send + Sync` backend (the ABI allows
+// calls on one handle from several threads at once), and the library is
+// never unloaded.
+unsafe impl Send for PluginBackend {}
+// SAFETY: as above.
+unsafe impl Sync for PluginBackend {}
+
+impl ComputeBackend for PluginBackend {
+    fn name(&self) -> &'static str {
+        self.api.backend
+    }
+
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn device(&self) -> Device {
+        self.device
+    }
+
+    fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
+        // SAFETY: a live handle; `input` and `output` are valid, distinct
+        // buffers of the lengths passed, for the duration of the call.
+        let error = unsafe {
+            (self.api.forward)(
+                self.handle.as_ptr(),
+                input.as_ptr(),
+                input.len(),
+                shape.batch,
+                shape.channels,
+                shape.height,
+                shape.width,
+                output.as_mut_ptr(),
+                output.len(),
+            )
+        };
+        // SAFETY: what the library returned, freed once.
+        match unsafe { self.api.take_error(error) } {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    fn describe(&self) -> String {
+        // SAFETY: a live handle; the string returned is the library's.
+        unsafe {
+            let text = (self.api.describe)(self.handle.as_ptr());
+            self.api.take_string(text)
+        }
+    }
+}
+
+impl Drop for PluginBackend {
+    fn drop(&mut self) {
+        // SAFETY: a live handle, freed once, by the library that made it.
+        unsafe { (self.api.free)(self.handle.as_ptr()) };
+    }
 }

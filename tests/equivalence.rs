@@ -265,7 +265,7 @@ impl ComputeBackend for Noisy {
         self.inner.device()
     }
 
-    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> atheria::Result<()> {
+    fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> atheria::Result<()> {
         self.inner.forward(input, shape, output)?;
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         for (i, y) in output.iter_mut().enumerate() {

@@ -106,10 +106,7 @@ fn load_on(
     threads: usize,
 ) -> atheria::Result<std::sync::Arc<dyn atheria::ComputeBackend>> {
     let package = ModelPackage::load(golden(case))?;
-    let options = BackendOptions {
-        threads: Some(threads),
-        ..BackendOptions::default()
-    };
+    let options = BackendOptions::default().with_threads(threads);
     kind.load(&package, &options)
 }
 

@@ -238,7 +238,7 @@ impl ComputeBackend for PoisonAfter {
     fn device(&self) -> Device {
         Device::Cpu
     }
-    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> atheria::Result<()> {
+    fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> atheria::Result<()> {
         self.inner.forward(input, shape, output)?;
         if self.calls.fetch_add(1, Ordering::SeqCst) >= self.after {
             let (x, y) = self.cell;

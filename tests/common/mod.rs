@@ -50,6 +50,7 @@ pub fn case_params(case: &str) -> (u64, f32) {
 /// is announced as skipped; with ATHERIA_REQUIRE_BACKENDS=all (set by the
 /// README's test command) a missing one fails the test instead.
 pub fn backends() -> Vec<BackendKind> {
+    find_native_libraries();
     let require_all = std::env::var("ATHERIA_REQUIRE_BACKENDS").is_ok_and(|v| v == "all");
     for kind in BackendKind::ALL {
         if !kind.compiled_in() {
@@ -65,16 +66,23 @@ pub fn backends() -> Vec<BackendKind> {
 
 /// True when `kind` can run the package's architecture.
 pub fn supports(kind: BackendKind, package: &ModelPackage) -> bool {
-    kind != BackendKind::Candle || package.spec.architecture != atheria::Architecture::Custom
+    kind != BackendKind::Candle || package.spec().architecture != atheria::Architecture::Custom
+}
+
+/// Lets ONNX Runtime be found in the project's Python environment, as the
+/// `atheria` program does (a library user's default is `ORT_DYLIB_PATH` or
+/// the system's library only). [`backends`] and [`load`] call it.
+pub fn find_native_libraries() {
+    #[cfg(feature = "onnx")]
+    atheria::onnx::set_library(atheria::onnx::OrtLibrary::SearchPythonEnvironments)
+        .expect("the library choice is made before any load");
 }
 
 /// Loads a golden case's model on a backend with 2 threads.
 pub fn load(kind: BackendKind, case: &str) -> Arc<dyn ComputeBackend> {
+    find_native_libraries();
     let package = ModelPackage::load(golden(case)).expect("golden package");
-    let options = BackendOptions {
-        threads: Some(2),
-        ..BackendOptions::default()
-    };
+    let options = BackendOptions::default().with_threads(2);
     kind.load(&package, &options)
         .unwrap_or_else(|e| panic!("{kind} cannot load {case}: {e}"))
 }

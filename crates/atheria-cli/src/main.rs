@@ -9,8 +9,13 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    #[cfg(feature = "tch")]
-    passive_openmp();
+    // The program, unlike a library user, searches Python environments for
+    // ONNX Runtime (the project's .venv ships it): see backend_onnx's docs.
+    #[cfg(feature = "onnx")]
+    atheria::onnx::set_library(atheria::onnx::OrtLibrary::SearchPythonEnvironments)
+        .expect("nothing has loaded ONNX Runtime before main");
+    // OMP_WAIT_POLICY=PASSIVE for libtorch is set by the library itself,
+    // right before it loads the tch backend (src/plugin.rs).
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -36,20 +41,5 @@ fn main() -> ExitCode {
             eprintln!("error: {}", cli::one_line(&e));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// libtorch's OpenMP workers spin after each forward by default, taking the
-/// cores the engine's rayon workers need next. The OpenMP runtime reads
-/// `OMP_WAIT_POLICY` when it is loaded, which is when the tch backend's
-/// library is first loaded (src/plugin.rs), long after this; so the binary
-/// asks for `PASSIVE` unless the user chose a policy (ARCHITECTURE.md,
-/// threading).
-#[cfg(feature = "tch")]
-fn passive_openmp() {
-    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
-        // First thing in `main`: no other thread exists yet to read the
-        // environment while it changes.
-        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
     }
 }

@@ -27,7 +27,7 @@ fn within<T: Send + 'static>(
 fn noise_state(case: &str, seed: u64) -> DenseState {
     let d = atheria::ModelPackage::load(golden(case))
         .unwrap()
-        .spec
+        .spec()
         .d_state;
     let mut s = DenseState::zeros(16, 12, d).unwrap();
     atheria::init::fill(&mut s, InitKind::ComplexNoise, seed);
@@ -152,7 +152,7 @@ fn a_non_finite_delta_stops_the_step_names_the_cell_and_keeps_the_state() {
     );
     let out = atheria()
         .args(["run", "--model"])
-        .arg(package.dir)
+        .arg(package.dir().expect("a package on disk"))
         .args(["--grid", "8", "--steps", "3"])
         .output()
         .unwrap();

@@ -69,7 +69,8 @@ fn tch_library_with(name: &str, from: &[u8], to: &[u8]) -> PathBuf {
 /// The tch library as it is once the Python environment holding libtorch is gone.
 #[cfg(feature = "tch")]
 fn tch_library_without_libtorch() -> PathBuf {
-    let dir = env!("ATHERIA_TCH_LIBTORCH_LIB").as_bytes();
+    let (_, dir) = atheria::backends::tch_libtorch().expect("a build with tch");
+    let dir = dir.as_bytes();
     let gone: Vec<u8> = b"/nonexistent/"
         .iter()
         .copied()

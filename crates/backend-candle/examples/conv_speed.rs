@@ -81,10 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ("conv.weight".into(), vec![c, c, 3, 3], weight.clone()),
                 ("conv.bias".into(), vec![c], bias.clone()),
             ],
-            &BackendOptions {
-                threads: Some(threads),
-                ..Default::default()
-            },
+            &BackendOptions::default().with_threads(threads),
         )?;
         let shape = BatchShape::new(b, c, hw, hw);
         let x = values(3, shape.len(), 1.0);

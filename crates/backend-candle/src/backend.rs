@@ -1,10 +1,12 @@
 //! [`CandleBackend`]: the [`ComputeBackend`] the rest of Atheria sees.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use engine_api::{
-    check_forward_args, Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error,
-    ModelPackage, ModelSpec, Result,
+    check_load_args, Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error,
+    LoadRequest, ModelFile, ModelPackage, ModelSpec, Result, Runtime,
 };
 
 use crate::kernels::Dims;
@@ -26,39 +28,39 @@ pub struct CandleBackend {
 }
 
 impl CandleBackend {
-    /// Loads `package.file("safetensors")` for conv3x3, mlp, deep_qca, unet
-    /// or unet_unitary, checking every tensor against the architecture.
+    /// Loads the package's `safetensors` file for conv3x3, mlp, deep_qca,
+    /// unet or unet_unitary, checking every tensor against the architecture:
+    /// [`CandleRuntime`]'s load, returning the concrete backend.
     pub fn load(package: &ModelPackage, options: &BackendOptions) -> Result<Self> {
-        refuse_unsupported(&package.spec, options)?;
-        let path = package.file("safetensors")?;
-        let weights = Weights::read(&path)?;
-        Self::build(package.spec.clone(), weights, options)
+        Self::prepare(LoadRequest::new(&CandleRuntime, package, options)?)
+    }
+
+    /// Builds the backend from a checked request.
+    pub fn prepare(request: LoadRequest) -> Result<Self> {
+        let weights = Weights::from_bytes(request.origin(), request.bytes())?;
+        Self::build(request.spec().clone(), weights, request.threads())
     }
 
     /// The same from in-memory `(name, shape, values)` tensors, for the
-    /// engine's embedded default law.
+    /// engine's embedded default law. `options` are checked as a load
+    /// checks them ([`check_load_args`]).
     pub fn from_tensors(
         spec: ModelSpec,
         tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
         options: &BackendOptions,
     ) -> Result<Self> {
-        refuse_unsupported(&spec, options)?;
+        check_load_args(&CandleRuntime, &spec, options)?;
         let origin = PathBuf::from(format!("<embedded model `{}`>", spec.name));
         spec.validate().map_err(|m| Error::model(&origin, m))?;
         let weights = Weights::from_tensors(origin, tensors)?;
-        Self::build(spec, weights, options)
+        Self::build(spec, weights, options.threads.and_then(NonZeroUsize::new))
     }
 
-    fn build(spec: ModelSpec, mut weights: Weights, options: &BackendOptions) -> Result<Self> {
+    fn build(spec: ModelSpec, mut weights: Weights, threads: Option<NonZeroUsize>) -> Result<Self> {
         weights.check(&spec)?;
         let network = Network::build(&spec, &mut weights)?;
-        let threads = match options.threads {
-            Some(0) => {
-                return Err(Error::InvalidArgument(
-                    "threads must be at least 1 (leave it unset for one per core)".into(),
-                ))
-            }
-            Some(n) => n,
+        let threads = match threads {
+            Some(n) => n.get(),
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let pool = rayon::ThreadPoolBuilder::new()
@@ -81,26 +83,49 @@ impl CandleBackend {
     }
 }
 
-/// Refuses what this backend cannot run, before any file is read.
-fn refuse_unsupported(spec: &ModelSpec, options: &BackendOptions) -> Result<()> {
-    if spec.architecture == Architecture::Custom {
-        return Err(Error::BackendUnavailable {
-            backend: NAME,
-            message: format!(
-                "model `{}` has architecture `custom`: custom models run on tch or onnx only (use --backend tch or --backend onnx)",
+/// The candle [`Runtime`]: pure Rust, nothing to load, CPU only, every
+/// architecture but `custom`, from the package's safetensors weights.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CandleRuntime;
+
+/// The candle runtime, for programs that hand out `&'static dyn Runtime`.
+pub static RUNTIME: CandleRuntime = CandleRuntime;
+
+impl Runtime for CandleRuntime {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn model_file(&self) -> ModelFile {
+        ModelFile::Safetensors
+    }
+
+    fn check(&self) -> Result<String> {
+        crate::check()
+    }
+
+    fn supports_device(&self, device: Device) -> std::result::Result<(), String> {
+        match device {
+            Device::Cpu => Ok(()),
+            other => Err(format!(
+                "{other} requested but the candle backend runs on the CPU only: use the cpu device, or the tch or onnx backend for CUDA"
+            )),
+        }
+    }
+
+    fn supports_model(&self, spec: &ModelSpec) -> std::result::Result<(), String> {
+        if spec.architecture == Architecture::Custom {
+            return Err(format!(
+                "model `{}` has architecture `custom`: custom models run on tch or onnx only (choose one of those backends)",
                 spec.name
-            ),
-        });
+            ));
+        }
+        Ok(())
     }
-    if let Device::Cuda(n) = options.device {
-        return Err(Error::BackendUnavailable {
-            backend: NAME,
-            message: format!(
-                "cuda:{n} requested but the candle backend runs on the CPU only: use --device cpu, or the tch or onnx backend for CUDA"
-            ),
-        });
+
+    fn prepare(&self, request: LoadRequest) -> Result<Arc<dyn ComputeBackend>> {
+        Ok(Arc::new(CandleBackend::prepare(request)?))
     }
-    Ok(())
 }
 
 impl ComputeBackend for CandleBackend {
@@ -116,11 +141,7 @@ impl ComputeBackend for CandleBackend {
         Device::Cpu
     }
 
-    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
-        check_forward_args(&self.spec, input, shape, output)?;
-        if shape.checked_len()? == 0 {
-            return Ok(());
-        }
+    fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         let d = Dims::new(shape.batch, shape.channels, shape.height, shape.width);
         self.workspaces.with(|ws| {
             self.pool

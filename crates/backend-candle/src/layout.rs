@@ -46,7 +46,13 @@ pub fn expected(spec: &ModelSpec) -> Result<Vec<Entry>, String> {
         }
         Architecture::Custom => {
             return Err(format!(
-                "model `{}` has architecture `custom`: custom models run on tch or onnx only (use --backend tch or --backend onnx)",
+                "model `{}` has architecture `custom`: custom models run on tch or onnx only (choose one of those backends)",
+                spec.name
+            ))
+        }
+        other => {
+            return Err(format!(
+                "model `{}` has architecture `{other}`, which the candle backend does not know",
                 spec.name
             ))
         }
@@ -67,7 +73,7 @@ pub fn input_channels(
         Architecture::Mlp => ("net.0.weight", 1, 1),
         Architecture::DeepQca => ("conv_neighbors.weight", 0, 8),
         Architecture::Unet | Architecture::UnetUnitary => ("inc.conv_block.0.weight", 1, 1),
-        Architecture::Custom => return None,
+        _ => return None,
     };
     let shape = shape_of(name)?;
     let n = *shape.get(dim)?;

@@ -5,6 +5,8 @@
 //! stock CPU convolution is several times slower than PyTorch's.
 //!
 //! - [`CandleBackend`]: load a package or in-memory tensors, then forward.
+//! - [`CandleRuntime`] (and the static [`RUNTIME`]): the backend as an
+//!   [`engine_api::Runtime`], the factory a program chooses at run time.
 //! - [`check`]: whether the backend works here, and its version string.
 //! - [`matmul_gflops`]: the matrix-multiply speed the kernels can reach.
 //!
@@ -22,7 +24,7 @@ mod unet;
 mod weights;
 mod workspace;
 
-pub use backend::CandleBackend;
+pub use backend::{CandleBackend, CandleRuntime, RUNTIME};
 pub use speed::matmul_gflops;
 
 /// The candle release this crate is built against.

@@ -35,7 +35,7 @@ impl Network {
             Architecture::Unet | Architecture::UnetUnitary => {
                 Network::Unet(Box::new(Unet::build(w, c, h)?))
             }
-            Architecture::Custom => {
+            _ => {
                 let message = crate::layout::expected(spec).err().unwrap_or_default();
                 return Err(engine_api::Error::BackendUnavailable {
                     backend: "candle",

@@ -17,16 +17,16 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Reads a safetensors file. Float tensors of any width are converted to f32.
-    pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    /// Reads safetensors bytes; `path` names them in errors. Float tensors
+    /// of any width are converted to f32.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
         let bad = |what: String| Error::model(path, what);
         if bytes.is_empty() {
             return Err(bad(
                 "the safetensors file is empty: re-export the model with python/export.py".into(),
             ));
         }
-        let loaded = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+        let loaded = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| {
             bad(format!(
                 "not a readable safetensors file ({e}): it may be truncated or corrupt; re-export it with python/export.py"
             ))

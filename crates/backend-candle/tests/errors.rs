@@ -202,19 +202,13 @@ fn custom_models_and_cuda_are_refused() {
         ("conv.weight".to_string(), vec![4, 4, 3, 3], vec![0.0; 144]),
         ("conv.bias".to_string(), vec![4], vec![0.0; 4]),
     ];
-    let cuda = BackendOptions {
-        device: EngineDevice::Cuda(0),
-        threads: None,
-    };
+    let cuda = BackendOptions::default().with_device(EngineDevice::Cuda(0));
     let e = CandleBackend::from_tensors(spec.clone(), tensors.clone(), &cuda)
         .expect_err("no cuda")
         .to_string();
     assert!(e.contains("cuda:0") && e.contains("CPU only"), "{e}");
 
-    let zero = BackendOptions {
-        threads: Some(0),
-        ..Default::default()
-    };
+    let zero = BackendOptions::default().with_threads(0);
     let e = CandleBackend::from_tensors(spec.clone(), tensors, &zero)
         .expect_err("no threads")
         .to_string();

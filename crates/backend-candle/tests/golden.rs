@@ -29,10 +29,7 @@ fn case_dir(case: &str) -> PathBuf {
 
 fn backend(case: &str, threads: usize) -> CandleBackend {
     let package = ModelPackage::load(case_dir(case)).expect("fixture model.json");
-    let options = BackendOptions {
-        threads: Some(threads),
-        ..Default::default()
-    };
+    let options = BackendOptions::default().with_threads(threads);
     CandleBackend::load(&package, &options).expect("fixture loads")
 }
 

@@ -1,70 +1,113 @@
 //! [`OnnxBackend`]: a model package's ONNX graph behind [`ComputeBackend`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use engine_api::pool::{Factory, Pool};
 use engine_api::{
-    check_forward_args, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelPackage,
-    ModelSpec, Result,
+    BackendOptions, BatchShape, ComputeBackend, Device, Error, LoadRequest, ModelFile,
+    ModelPackage, ModelSpec, Result, Runtime,
 };
 use ort::session::builder::{BuilderResult, SessionBuilder};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use crate::pool::{Factory, SessionPool};
 use crate::provider;
-use crate::runtime::{runtime, Runtime};
+use crate::runtime::{runtime, OrtRuntime};
 
 /// A model's ONNX graph run by ONNX Runtime.
 ///
 /// `Send + Sync`: concurrent [`forward`](ComputeBackend::forward) calls each
-/// run on their own session from a small pool (see the `pool` module), so
-/// threads sharing one backend do not queue behind a single lock.
+/// run on their own session from a small bounded pool
+/// ([`engine_api::pool::Pool`]), so threads sharing one backend do not queue
+/// behind a single lock.
 pub struct OnnxBackend {
     spec: ModelSpec,
     device: Device,
     provider: &'static str,
     threads: Option<usize>,
     version: &'static str,
-    pool: SessionPool<Session>,
+    pool: Pool<Session>,
 }
 
 /// Session settings, kept so the pool can build more sessions like the first.
 #[derive(Clone)]
 struct Recipe {
-    model: PathBuf,
+    /// The graph's bytes (sessions are built from memory, so a package in
+    /// memory and one on disk load the same way).
+    model: Arc<[u8]>,
+    /// What errors call the graph.
+    origin: PathBuf,
     device: Device,
     threads: Option<usize>,
 }
 
+/// The ONNX Runtime [`Runtime`]: loads the library at run time
+/// ([`set_library`](crate::set_library) says where from), runs a package's
+/// `onnx` file on the CPU, or on CUDA with the `cuda` feature.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnnxRuntime;
+
+/// The ONNX Runtime runtime, for programs that hand out `&'static dyn Runtime`.
+pub static RUNTIME: OnnxRuntime = OnnxRuntime;
+
+impl Runtime for OnnxRuntime {
+    fn name(&self) -> &'static str {
+        "onnx"
+    }
+
+    fn model_file(&self) -> ModelFile {
+        ModelFile::Onnx
+    }
+
+    fn check(&self) -> Result<String> {
+        crate::check()
+    }
+
+    fn load_library(&self) -> Result<()> {
+        runtime().map(|_| ())
+    }
+
+    fn supports_device(&self, device: Device) -> std::result::Result<(), String> {
+        provider::supports(device)
+    }
+
+    fn prepare(&self, request: LoadRequest) -> Result<Arc<dyn ComputeBackend>> {
+        Ok(Arc::new(OnnxBackend::prepare(request)?))
+    }
+}
+
 impl OnnxBackend {
     /// Loads `package`'s `onnx` file and checks it against `model.json` with
-    /// one small forward.
+    /// one small forward: [`OnnxRuntime`]'s load, returning the concrete
+    /// backend.
     pub fn load(package: &ModelPackage, options: &BackendOptions) -> Result<Self> {
+        Self::prepare(LoadRequest::new(&OnnxRuntime, package, options)?)
+    }
+
+    /// Builds the backend from a checked request.
+    pub fn prepare(request: LoadRequest) -> Result<Self> {
         let rt = runtime()?;
         let recipe = Recipe {
-            model: package.file("onnx")?,
-            device: options.device,
-            threads: options.threads,
+            model: request.shared_bytes(),
+            origin: request.origin().to_path_buf(),
+            device: request.device(),
+            threads: request.threads().map(|n| n.get()),
         };
-        if recipe.threads == Some(0) {
-            return Err(Error::InvalidArgument(
-                "threads must be at least 1 (leave it unset for one per core)".into(),
-            ));
-        }
         let (mut first, provider) = build_session(rt, &recipe)?;
-        verify(&mut first, &package.spec, &recipe.model)?;
+        verify(&mut first, request.spec(), &recipe.origin)?;
         let factory_recipe = recipe.clone();
         let factory: Factory<Session> = Box::new(move || {
             // The runtime is initialised by now; `runtime()` only reads it.
             build_session(runtime()?, &factory_recipe).map(|(session, _)| session)
         });
         Ok(Self {
-            spec: package.spec.clone(),
-            device: options.device,
+            spec: request.spec().clone(),
+            device: recipe.device,
             provider,
-            threads: options.threads,
+            threads: recipe.threads,
             version: &rt.version,
-            pool: SessionPool::new(first, factory, max_sessions()),
+            pool: Pool::new(first, factory, Pool::<Session>::default_max()),
         })
     }
 
@@ -87,8 +130,7 @@ impl ComputeBackend for OnnxBackend {
         self.device
     }
 
-    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
-        check_forward_args(&self.spec, input, shape, output)?;
+    fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         let mut session = self.pool.checkout()?;
         run_into(&mut session, input, shape, output).map_err(|failure| match failure {
             RunFailure::Ort(message) => {
@@ -116,17 +158,9 @@ impl ComputeBackend for OnnxBackend {
     }
 }
 
-/// The pool's cap: concurrent callers beyond the core count gain nothing but
-/// another copy of the weights, and 16 bounds that copy count on big hosts.
-fn max_sessions() -> usize {
-    std::thread::available_parallelism()
-        .map_or(4, |n| n.get())
-        .clamp(2, 16)
-}
-
 /// One session with the backend's settings, and the provider it runs on.
-fn build_session(rt: &Runtime, recipe: &Recipe) -> Result<(Session, &'static str)> {
-    let model = &recipe.model;
+fn build_session(rt: &OrtRuntime, recipe: &Recipe) -> Result<(Session, &'static str)> {
+    let model = &recipe.origin;
     let setting =
         |r: BuilderResult| r.map_err(|e| Error::backend("onnx", format!("session options: {e}")));
     let builder = Session::builder(&rt.env).map_err(|e| Error::backend("onnx", e))?;
@@ -143,7 +177,7 @@ fn build_session(rt: &Runtime, recipe: &Recipe) -> Result<(Session, &'static str
     let builder = setting(builder.with_intra_op_spinning(false))?;
     let builder = setting(builder.with_inter_op_spinning(false))?;
     let (mut builder, provider): (SessionBuilder, _) = provider::register(builder, recipe.device)?;
-    let session = builder.commit_from_file(model).map_err(|e| {
+    let session = builder.commit_from_memory(&recipe.model).map_err(|e| {
         Error::model(
             model,
             format!(

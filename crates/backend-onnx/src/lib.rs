@@ -4,18 +4,29 @@
 //! per process, from the first usable place in [`library_candidates`].
 //!
 //! - [`OnnxBackend`]: the [`engine_api::ComputeBackend`] (module `backend`):
-//!   loading, the load-time model check, forward.
-//! - [`check`], [`library_candidates`]: finding and initialising the library
-//!   (module `runtime`).
-//! - module `pool`: one session per concurrent caller, because ort's
+//!   loading, the load-time model check, forward; one session per concurrent
+//!   caller from a bounded [`engine_api::pool::Pool`], because ort's
 //!   `Session::run` needs `&mut`.
+//! - [`OnnxRuntime`] (and the static [`RUNTIME`]): the backend as an
+//!   [`engine_api::Runtime`].
+//! - [`check`], [`library_candidates`], [`set_library`]: finding and
+//!   initialising the library (module `runtime`).
 //! - module `provider`: CPU, or CUDA with the `cuda` feature.
+//!
+//! # Where the library comes from
+//! A process loads ONNX Runtime once; [`set_library`] chooses where from,
+//! before the first load ([`OrtLibrary`]). By default only `ORT_DYLIB_PATH`,
+//! else the system's library: a program embedding Atheria finds nothing by
+//! its working directory. A program can name the file
+//! ([`OrtLibrary::Path`]), or search Python environments for the
+//! onnxruntime wheel ([`OrtLibrary::SearchPythonEnvironments`], what the
+//! `atheria` program does).
 //!
 //! # Environment variables
 //! - `ORT_DYLIB_PATH`: the ONNX Runtime library to load; when set, the only
-//!   place tried.
-//! - `VIRTUAL_ENV`: a Python environment whose `onnxruntime` wheel to use,
-//!   searched before `<repo>/.venv`.
+//!   place tried (unless the program named a file itself).
+//! - `VIRTUAL_ENV`: with [`OrtLibrary::SearchPythonEnvironments`], a Python
+//!   environment whose `onnxruntime` wheel to use, searched first.
 //! - `ORT_LOG`: ONNX Runtime's own log level (`fatal`, `error` (default),
 //!   `warning`, `info`, `verbose`), read by ort.
 //!
@@ -25,9 +36,8 @@
 //! that between forwards the cores belong to the engine's rayon workers.
 
 mod backend;
-mod pool;
 mod provider;
 mod runtime;
 
-pub use backend::OnnxBackend;
-pub use runtime::{check, library_candidates};
+pub use backend::{OnnxBackend, OnnxRuntime, RUNTIME};
+pub use runtime::{check, library, library_candidates, set_library, OrtLibrary};

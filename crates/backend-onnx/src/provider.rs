@@ -6,6 +6,19 @@ use ort::session::builder::SessionBuilder;
 /// ONNX Runtime's name for its built-in CPU provider.
 pub(crate) const CPU: &str = "CPUExecutionProvider";
 
+/// Whether this build can use `device` (whether the library and the machine
+/// can is found out when a session registers the provider).
+pub(crate) fn supports(device: Device) -> std::result::Result<(), String> {
+    match device {
+        Device::Cpu => Ok(()),
+        Device::Cuda(_) if cfg!(feature = "cuda") => Ok(()),
+        other => Err(format!(
+            "{other} requested, but backend-onnx was built without its `cuda` feature: \
+             rebuild with `--features onnx,cuda`, or use the cpu device"
+        )),
+    }
+}
+
 /// Registers the provider for `device` and returns its name.
 ///
 /// The CPU provider is always present and needs no registration. CUDA is
@@ -19,6 +32,9 @@ pub(crate) fn register(
     match device {
         Device::Cpu => Ok((builder, CPU)),
         Device::Cuda(ordinal) => register_cuda(builder, ordinal),
+        other => Err(Error::InvalidArgument(format!(
+            "device {other} is not supported by ONNX Runtime here"
+        ))),
     }
 }
 
@@ -41,7 +57,7 @@ fn register_cuda(
             message: format!(
                 "cannot use ONNX Runtime's CUDA provider on cuda:{ordinal}: {e}; the library must be a GPU build \
                  (the onnxruntime-gpu wheel, or ORT_DYLIB_PATH pointing at one) with CUDA and cuDNN on the \
-                 library path, or use --device cpu"
+                 library path, or use the cpu device"
             ),
         }
     })?;
@@ -53,11 +69,11 @@ fn register_cuda(
     _builder: SessionBuilder,
     ordinal: usize,
 ) -> Result<(SessionBuilder, &'static str)> {
+    // `supports` refused this before any session was built.
     Err(Error::BackendUnavailable {
         backend: "onnx",
-        message: format!(
-            "cuda:{ordinal} requested, but backend-onnx was built without its `cuda` feature: \
-             rebuild with `--features onnx,cuda`, or use --device cpu"
-        ),
+        message: supports(Device::Cuda(ordinal))
+            .err()
+            .unwrap_or_else(|| "CUDA is not compiled in".into()),
     })
 }

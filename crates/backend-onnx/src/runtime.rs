@@ -1,9 +1,12 @@
 //! Finding the ONNX Runtime library and initialising it once per process.
 //!
 //! ort is built with `load-dynamic`: nothing is linked at build time, so the
-//! library must be found at run time. The project's Python environment already
-//! ships one (the `onnxruntime` wheel), which keeps the Rust and Python sides on
-//! the same ONNX Runtime version without a second download.
+//! library must be found at run time. Where to look is the program's choice
+//! ([`set_library`]): by default `ORT_DYLIB_PATH` or the system's library,
+//! nothing else; the `atheria` program also searches Python environments, since
+//! the project's one already ships the library (the `onnxruntime` wheel), which
+//! keeps the Rust and Python sides on the same ONNX Runtime version without a
+//! second download.
 
 use std::ffi::OsString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,11 +21,59 @@ const DYLIB_VAR: &str = "ORT_DYLIB_PATH";
 
 /// How to get a usable library, appended to every discovery error.
 const FIX: &str =
-    "fix: run scripts/setup-python.sh (installs the onnxruntime wheel into <repo>/.venv), \
-                   or set ORT_DYLIB_PATH to a libonnxruntime.so of ONNX Runtime 1.17 or newer";
+    "fix: set ORT_DYLIB_PATH to a libonnxruntime.so of ONNX Runtime 1.17 or newer \
+     (in this project, scripts/setup-python.sh installs one, the onnxruntime wheel, into <repo>/.venv)";
+
+/// Where to look for the ONNX Runtime library: a process-wide choice
+/// ([`set_library`]), since a process loads the library once.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OrtLibrary {
+    /// `ORT_DYLIB_PATH` when set, else the system's `libonnxruntime.so` as
+    /// the dynamic loader finds it (`LD_LIBRARY_PATH`, the loader's cache).
+    /// Nothing else is searched: the default for a program embedding
+    /// Atheria.
+    #[default]
+    Environment,
+    /// This file and nothing else (`ORT_DYLIB_PATH` is ignored).
+    Path(PathBuf),
+    /// `ORT_DYLIB_PATH` when set; else the onnxruntime wheel of the Python
+    /// environment in `$VIRTUAL_ENV`, of the first `.venv` from the working
+    /// directory upwards, and of the `.venv` of the checkout this crate was
+    /// built from; then the system's library. What the `atheria` program
+    /// asks for, so that it runs in a checkout set up by
+    /// scripts/setup-python.sh.
+    SearchPythonEnvironments,
+}
+
+/// The choice in force; read when the library is first loaded.
+static CHOICE: Mutex<OrtLibrary> = Mutex::new(OrtLibrary::Environment);
+
+/// Chooses where the ONNX Runtime library is looked for. Call it before the
+/// first ONNX load or check; once the library is loaded, asking for another
+/// place is an error (asking for the one in use is not).
+pub fn set_library(library: OrtLibrary) -> Result<()> {
+    let _init = INIT.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut choice = CHOICE.lock().unwrap_or_else(PoisonError::into_inner);
+    if RUNTIME.get().is_some() && *choice != library {
+        return Err(Error::InvalidArgument(format!(
+            "ONNX Runtime is already loaded (found by {choice:?}); choose its library before the first ONNX load"
+        )));
+    }
+    *choice = library;
+    Ok(())
+}
+
+/// The choice in force.
+pub fn library() -> OrtLibrary {
+    CHOICE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
 
 /// The loaded library and its one process-wide environment.
-pub(crate) struct Runtime {
+pub(crate) struct OrtRuntime {
     /// ort allows one environment per process; every session shares it.
     pub(crate) env: Environment,
     /// The file the library was loaded from (a bare name for the system one).
@@ -33,24 +84,34 @@ pub(crate) struct Runtime {
 
 /// Set once, on the first successful initialisation; failures are not cached,
 /// so a user who fixes the environment need not restart a long-lived process.
-static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+static RUNTIME: OnceLock<OrtRuntime> = OnceLock::new();
 /// Serialises initialisation attempts (`OnceLock::get_or_try_init` is unstable).
 static INIT: Mutex<()> = Mutex::new(());
 
-/// Where the ONNX Runtime library would be looked for, in order.
+/// Where the ONNX Runtime library would be looked for, in order, under the
+/// choice in force ([`set_library`], [`OrtLibrary`]).
 ///
-/// `ORT_DYLIB_PATH`, when set, is the only place. Otherwise: the onnxruntime
-/// wheel in `$VIRTUAL_ENV`, in the first `.venv` found from the current
-/// directory upwards, and in the `.venv` of the repository this crate was built
-/// from; then the system's `libonnxruntime.so` (found by the dynamic loader).
-/// A Python environment without the wheel is listed as its glob pattern (the
-/// entry then contains `*`), so that messages show every place searched.
+/// A named file (`ORT_DYLIB_PATH`, [`OrtLibrary::Path`]) is the only place.
+/// Otherwise the system's `libonnxruntime.so` (found by the dynamic loader)
+/// comes last, after, with [`OrtLibrary::SearchPythonEnvironments`], the
+/// onnxruntime wheels of the Python environments. A Python environment
+/// without the wheel is listed as its glob pattern (the entry then contains
+/// `*`), so that messages show every place searched.
 pub fn library_candidates() -> Vec<PathBuf> {
+    let choice = library();
+    if let OrtLibrary::Path(path) = choice {
+        return vec![path];
+    }
     if let Some(path) = non_empty_var(DYLIB_VAR) {
         return vec![PathBuf::from(path)];
     }
     let mut candidates = Vec::new();
-    for venv in python_environments() {
+    let venvs = if choice == OrtLibrary::SearchPythonEnvironments {
+        python_environments()
+    } else {
+        Vec::new()
+    };
+    for venv in venvs {
         let found = wheel_libraries(&venv);
         let entries = if found.is_empty() {
             vec![venv.join(WHEEL_PATTERN)]
@@ -79,7 +140,7 @@ pub fn check() -> Result<String> {
 }
 
 /// The process's runtime, initialising it on first use.
-pub(crate) fn runtime() -> Result<&'static Runtime> {
+pub(crate) fn runtime() -> Result<&'static OrtRuntime> {
     if let Some(rt) = RUNTIME.get() {
         return Ok(rt);
     }
@@ -92,7 +153,7 @@ pub(crate) fn runtime() -> Result<&'static Runtime> {
 }
 
 /// Tries every candidate in order; the error lists each one and why it failed.
-fn initialise() -> Result<Runtime> {
+fn initialise() -> Result<OrtRuntime> {
     let mut tried = Vec::new();
     for candidate in library_candidates() {
         match try_candidate(&candidate) {
@@ -103,10 +164,10 @@ fn initialise() -> Result<Runtime> {
             Err(why) => tried.push(format!("{} ({why})", candidate.display())),
         }
     }
-    let source = if non_empty_var(DYLIB_VAR).is_some() {
-        "ORT_DYLIB_PATH is set, so only it was tried (unset it to search the Python environment)"
-    } else {
-        "looked in"
+    let source = match library() {
+        OrtLibrary::Path(_) => "the program named the library, so only it was tried",
+        _ if non_empty_var(DYLIB_VAR).is_some() => "ORT_DYLIB_PATH is set, so only it was tried",
+        _ => "looked in",
     };
     Err(Error::BackendUnavailable {
         backend: "onnx",
@@ -118,7 +179,7 @@ fn initialise() -> Result<Runtime> {
 }
 
 /// Loads one candidate and builds the environment, or says why not.
-fn try_candidate(candidate: &Path) -> std::result::Result<Runtime, String> {
+fn try_candidate(candidate: &Path) -> std::result::Result<OrtRuntime, String> {
     let is_bare_name = candidate.components().count() == 1;
     if candidate.to_string_lossy().contains('*') {
         return Err("no onnxruntime wheel there".into());
@@ -153,7 +214,7 @@ fn try_candidate(candidate: &Path) -> std::result::Result<Runtime, String> {
             ))
         }
     };
-    Ok(Runtime {
+    Ok(OrtRuntime {
         env,
         path: candidate.to_path_buf(),
         version,
@@ -295,15 +356,29 @@ mod tests {
         );
     }
 
+    /// One test, since it changes the process-wide choice (and never loads
+    /// the library).
     #[test]
-    fn the_system_library_is_always_the_last_resort() {
+    fn by_default_nothing_but_the_environment_is_searched_and_the_system_library_is_last() {
         if non_empty_var(DYLIB_VAR).is_some() {
             return; // then it is the only candidate, by design
         }
-        let candidates = library_candidates();
+        assert_eq!(library(), OrtLibrary::Environment);
         assert_eq!(
-            candidates.last().unwrap(),
+            library_candidates(),
+            [PathBuf::from(system_library_name())],
+            "an embedding program must not find libraries by its working directory"
+        );
+        set_library(OrtLibrary::Path("/opt/ort/libonnxruntime.so".into())).unwrap();
+        assert_eq!(
+            library_candidates(),
+            [PathBuf::from("/opt/ort/libonnxruntime.so")]
+        );
+        set_library(OrtLibrary::SearchPythonEnvironments).unwrap();
+        assert_eq!(
+            library_candidates().last().unwrap(),
             &PathBuf::from(system_library_name())
         );
+        set_library(OrtLibrary::Environment).unwrap();
     }
 }

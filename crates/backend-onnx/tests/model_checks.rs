@@ -10,7 +10,7 @@ use engine_api::{BackendOptions, BatchShape, ComputeBackend, Device, Error};
 
 fn load_err(package: &engine_api::ModelPackage, options: &BackendOptions) -> String {
     match OnnxBackend::load(package, options) {
-        Ok(_) => panic!("loading {} should have failed", package.dir.display()),
+        Ok(_) => panic!("loading {} should have failed", package.origin().display()),
         Err(e) => e.to_string(),
     }
 }
@@ -138,10 +138,7 @@ fn zero_threads_is_rejected() {
 fn cuda_is_an_error_rather_than_a_silent_cpu_fallback() {
     let (onnx, _, _) = conv3x3(1, 2);
     let package = write_package("cuda", 1, &onnx);
-    let options = BackendOptions {
-        device: Device::Cuda(0),
-        threads: Some(1),
-    };
+    let options = cpu(1).with_device(Device::Cuda(0));
     match OnnxBackend::load(&package, &options) {
         Err(e) => {
             let e = e.to_string();
@@ -166,6 +163,7 @@ fn cuda_is_an_error_rather_than_a_silent_cpu_fallback() {
 
 #[test]
 fn check_reports_version_and_path() {
+    search_python_environments();
     let line = backend_onnx::check().unwrap();
     assert!(line.starts_with("onnxruntime 1."), "{line}");
     assert!(line.contains("libonnxruntime"), "{line}");

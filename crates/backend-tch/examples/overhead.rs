@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use backend_tch::{check, TchBackend};
-use engine_api::{BackendOptions, BatchShape, ComputeBackend, ModelPackage};
+use engine_api::{BackendOptions, BatchShape, ComputeBackend, ModelFile, ModelPackage};
 use tch::{CModule, Kind, Tensor};
 
 fn main() {
@@ -29,10 +29,8 @@ fn main() {
         .unwrap_or_else(|| "tests/fixtures/golden/conv3x3_d4".into());
     let threads = std::env::args().nth(2).and_then(|s| s.parse().ok());
     let package = ModelPackage::load(&dir).expect("package");
-    let options = BackendOptions {
-        threads,
-        ..Default::default()
-    };
+    let mut options = BackendOptions::default();
+    options.threads = threads;
     let backend = TchBackend::load(&package, &options).expect("load");
     println!("{}", check().expect("check"));
     println!(
@@ -40,11 +38,12 @@ fn main() {
         std::env::var("OMP_WAIT_POLICY").ok(),
         std::env::var("GOMP_SPINCOUNT").ok()
     );
-    let bytes = std::fs::read(package.file("torchscript").unwrap()).unwrap();
-    let bare = CModule::load_data(&mut bytes.as_slice()).unwrap();
+    let file = package.file(ModelFile::TorchScript).unwrap();
+    let bytes = file.bytes();
+    let bare = CModule::load_data(&mut { bytes }).unwrap();
     let locked: Mutex<(CModule, Option<Tensor>)> =
-        Mutex::new((CModule::load_data(&mut bytes.as_slice()).unwrap(), None));
-    let c = package.spec.channels();
+        Mutex::new((CModule::load_data(&mut { bytes }).unwrap(), None));
+    let c = package.spec().channels();
     for side in [16, 64] {
         let shape = BatchShape::new(1, c, side, side);
         let input: Vec<f32> = (0..shape.len()).map(|i| (i % 7) as f32 * 0.1).collect();

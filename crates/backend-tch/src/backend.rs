@@ -1,29 +1,63 @@
 //! [`TchBackend`]: loading a TorchScript package and running its forward.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use engine_api::pool::Pool;
 use engine_api::{
-    check_forward_args, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelPackage,
-    ModelSpec, Result,
+    BackendOptions, BatchShape, ComputeBackend, Device, Error, LoadRequest, ModelFile,
+    ModelPackage, ModelSpec, Result, Runtime,
 };
 use tch::{CModule, IValue, Kind, Tensor};
 
 use crate::error::{run_error, torch_message, NAME};
-use crate::pool::ModulePool;
+use crate::pool::{load_module, module_pool, Slot};
 use crate::runtime::{apply_threads, intra_op_threads, torch_device, LIBTORCH_VERSION};
 
 /// A TorchScript model run by libtorch.
 ///
 /// `Send + Sync` without one lock around every forward: each forward checks
-/// a module out of a pool (see the crate docs for the figures), so threads
-/// that step different engines on one backend run their forwards in parallel.
+/// a module out of a bounded pool (see the crate docs for the figures), so
+/// threads that step different engines on one backend run their forwards in
+/// parallel.
 pub struct TchBackend {
     spec: ModelSpec,
     device: Device,
     torch_device: tch::Device,
     threads: Option<i32>,
     output: OutputKind,
-    pool: ModulePool,
+    pool: Pool<Slot>,
+}
+
+/// The tch [`Runtime`] in a program that links libtorch (this crate's tests
+/// and examples, and the tch library `libatheria_tch.so`, which the
+/// `atheria` library loads at run time and wraps in a runtime of its own).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TchRuntime;
+
+/// The tch runtime, for programs that hand out `&'static dyn Runtime`.
+pub static RUNTIME: TchRuntime = TchRuntime;
+
+impl Runtime for TchRuntime {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn model_file(&self) -> ModelFile {
+        ModelFile::TorchScript
+    }
+
+    fn check(&self) -> Result<String> {
+        crate::check()
+    }
+
+    fn supports_device(&self, device: Device) -> std::result::Result<(), String> {
+        crate::runtime::supports_device(device)
+    }
+
+    fn prepare(&self, request: LoadRequest) -> Result<Arc<dyn ComputeBackend>> {
+        Ok(Arc::new(TchBackend::prepare(request)?))
+    }
 }
 
 /// What the module's `forward` returns, found by the probe at load.
@@ -38,32 +72,54 @@ enum OutputKind {
 impl TchBackend {
     /// Loads the package's `torchscript` file on `options.device` and checks,
     /// with one forward on zeros, that the model maps `2 * d_state` channels
-    /// to `2 * d_state` channels and keeps height and width.
+    /// to `2 * d_state` channels and keeps height and width: [`TchRuntime`]'s
+    /// load, returning the concrete backend.
     ///
     /// Also applies `options.threads` to libtorch (process-wide; see the crate
     /// docs).
     pub fn load(package: &ModelPackage, options: &BackendOptions) -> Result<Self> {
-        let path = package.file("torchscript")?;
-        let threads = intra_op_threads(options.threads)?;
-        let torch_device = torch_device(options.device)?;
+        Self::prepare(LoadRequest::new(&TchRuntime, package, options)?)
+    }
+
+    /// Builds the backend from a checked request.
+    pub fn prepare(request: LoadRequest) -> Result<Self> {
+        Self::prepare_with_cap(request, Pool::<Slot>::default_max())
+    }
+
+    /// [`prepare`](Self::prepare) with a pool of at most `max_modules`
+    /// modules (forwards beyond that many at once wait for a module).
+    pub fn prepare_with_cap(request: LoadRequest, max_modules: usize) -> Result<Self> {
+        let path = request.origin();
+        let threads = intra_op_threads(request.threads())?;
+        let torch_device = torch_device(request.device())?;
         apply_threads(threads);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let module = ModulePool::load_module(&bytes, torch_device, &path)?;
-        let output = probe(&module, &package.spec, torch_device, &path)?;
+        let module = load_module(request.bytes(), torch_device, path)?;
+        let output = probe(&module, request.spec(), torch_device, path)?;
         Ok(Self {
-            spec: package.spec.clone(),
-            device: options.device,
+            spec: request.spec().clone(),
+            device: request.device(),
             torch_device,
             threads,
             output,
-            pool: ModulePool::new(module, bytes, torch_device, path),
+            pool: module_pool(
+                module,
+                request.shared_bytes(),
+                torch_device,
+                path.to_path_buf(),
+                max_modules,
+            ),
         })
     }
 
     /// How many copies of the module the pool holds: the most forwards that
-    /// ever ran at once on this backend.
+    /// ran at once on this backend, at most [`max_modules`](Self::max_modules).
     pub fn pooled_modules(&self) -> usize {
-        self.pool.loaded()
+        self.pool.live()
+    }
+
+    /// The most modules the pool will load.
+    pub fn max_modules(&self) -> usize {
+        self.pool.max()
     }
 }
 
@@ -80,20 +136,16 @@ impl ComputeBackend for TchBackend {
         self.device
     }
 
-    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
-        check_forward_args(&self.spec, input, shape, output)?;
-        if input.is_empty() {
-            return Ok(());
-        }
+    fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         apply_threads(self.threads);
         let dims = shape.dims_i64();
-        self.pool.with_module(|slot| {
-            let _no_grad = tch::no_grad_guard();
-            let staged = stage_input(&mut slot.input, input, dims, self.torch_device)?;
-            let result = run(&slot.module, staged, self.output)?;
-            check_output(&result, dims)?;
-            copy_out(&result, output, dims)
-        })
+        let mut slot = self.pool.checkout()?;
+        let slot = &mut *slot;
+        let _no_grad = tch::no_grad_guard();
+        let staged = stage_input(&mut slot.input, input, dims, self.torch_device)?;
+        let result = run_module(&slot.module, staged, self.output)?;
+        check_output(&result, dims)?;
+        copy_out(&result, output, dims)
     }
 
     fn describe(&self) -> String {
@@ -101,9 +153,10 @@ impl ComputeBackend for TchBackend {
             .threads
             .map_or_else(|| "default".to_string(), |n| n.to_string());
         format!(
-            "tch (libtorch {LIBTORCH_VERSION}) on {}, intra-op threads {threads}, {} pooled module(s)",
+            "tch (libtorch {LIBTORCH_VERSION}) on {}, intra-op threads {threads}, {} pooled module(s) of at most {}",
             self.device,
-            self.pool.loaded()
+            self.pool.live(),
+            self.pool.max()
         )
     }
 }
@@ -195,6 +248,19 @@ fn first_tensor(out: IValue) -> std::result::Result<(OutputKind, Tensor), &'stat
     }
 }
 
+/// The precondition of viewing `values` as a tensor of `dims`: exactly that
+/// many values. One comparison; allocates only to describe a failure.
+fn holds_exactly(values: &[f32], dims: [i64; 4]) -> Result<()> {
+    let len = dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d));
+    if len.and_then(|n| usize::try_from(n).ok()) != Some(values.len()) {
+        return Err(Error::InvalidArgument(format!(
+            "a buffer of {} values cannot hold a batch of shape {dims:?}",
+            values.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Contiguous NCHW strides.
 fn strides(dims: [i64; 4]) -> [i64; 4] {
     [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1]
@@ -220,9 +286,11 @@ fn stage_input<'a>(
     let Some((_, staged)) = staged.as_mut() else {
         return Err(Error::backend(NAME, "input tensor missing"));
     };
-    // SAFETY: `input` holds exactly `dims` f32 values (check_forward_args), is
-    // contiguous, and outlives `src`, which is only read by the synchronous
-    // copy below and dropped before this function returns.
+    holds_exactly(input, dims)?;
+    // SAFETY: `input` holds exactly `dims` f32 values (checked just above;
+    // `ComputeBackend::forward` checked it too, but `run` is callable on its
+    // own), is contiguous, and outlives `src`, which is only read by the
+    // synchronous copy below and dropped before this function returns.
     let src = unsafe {
         Tensor::f_from_blob(
             input.as_ptr().cast(),
@@ -240,7 +308,7 @@ fn stage_input<'a>(
 }
 
 /// Runs the module's forward and returns the output tensor.
-fn run(module: &CModule, input: &Tensor, kind: OutputKind) -> Result<Tensor> {
+fn run_module(module: &CModule, input: &Tensor, kind: OutputKind) -> Result<Tensor> {
     let failed = |e: tch::TchError| run_error("forward failed", &e);
     match kind {
         OutputKind::Tensor => module.forward_ts(&[input]).map_err(failed),
@@ -285,9 +353,11 @@ fn check_output(result: &Tensor, dims: [i64; 4]) -> Result<()> {
 /// Copies the model's output into the caller's buffer, converting type,
 /// layout and device in the one copy.
 fn copy_out(result: &Tensor, output: &mut [f32], dims: [i64; 4]) -> Result<()> {
-    // SAFETY: `output` holds exactly `dims` f32 values (check_forward_args), is
-    // contiguous, exclusively borrowed for this call, and outlives `dst`, which
-    // is written only by the synchronous copy below and dropped before return.
+    holds_exactly(output, dims)?;
+    // SAFETY: `output` holds exactly `dims` f32 values (checked just above),
+    // is contiguous, exclusively borrowed for this call, and outlives `dst`,
+    // which is written only by the synchronous copy below and dropped before
+    // return.
     let mut dst = unsafe {
         Tensor::f_from_blob(
             output.as_mut_ptr().cast_const().cast(),

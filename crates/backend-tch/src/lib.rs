@@ -2,9 +2,11 @@
 //! runs a package's TorchScript file (`files.torchscript`) through tch 0.26.
 //!
 //! - [`TchBackend`]: load a package, forward batches (`backend`).
+//! - [`TchRuntime`] (and the static [`RUNTIME`]): the backend as an
+//!   [`engine_api::Runtime`].
 //! - [`check`]: does libtorch work here, and which version (`runtime`).
-//! - `pool`: the module pool that makes the backend `Sync` without a lock
-//!   around every forward.
+//! - `pool`: the module pool ([`engine_api::pool::Pool`], bounded) that makes
+//!   the backend `Sync` without a lock around every forward.
 //! - `error`: libtorch errors as one-line Atheria errors.
 //!
 //! # Building by hand
@@ -13,7 +15,7 @@
 //! `python3`, and asks torch for its include and lib dirs):
 //! ```sh
 //! export LIBTORCH_USE_PYTORCH=1
-//! export VIRTUAL_ENV=/work/main/.venv PATH=/work/main/.venv/bin:$PATH
+//! export VIRTUAL_ENV=$PWD/.venv PATH=$PWD/.venv/bin:$PATH   # from the repository root
 //! cargo test -p backend-tch                 # CPU
 //! cargo build -p backend-tch --features cuda  # keeps libtorch_cuda linked
 //! ```
@@ -22,7 +24,7 @@
 //! zip; the wheel uses the C++11 ABI, and torch-sys then skips its version
 //! check (the wheel has no `build-version` file), so mind the version:
 //! ```sh
-//! export LIBTORCH=/work/main/.venv/lib/python3.11/site-packages/torch LIBTORCH_CXX11_ABI=1
+//! export LIBTORCH=$PWD/.venv/lib/python3.11/site-packages/torch LIBTORCH_CXX11_ABI=1
 //! ```
 //! Other torch-sys variables: `LIBTORCH_INCLUDE` and `LIBTORCH_LIB` (override
 //! the dirs under `LIBTORCH`), `LIBTORCH_STATIC=1`, and
@@ -68,11 +70,11 @@
 //! program that links this crate that is before `main`, and setting it from
 //! Rust changes nothing (measured: still 8 to 11 ms). This crate therefore
 //! does not set it; it logs once (at `info`) when it is unset. The `atheria`
-//! binary loads libtorch later, with `libatheria_tch.so`, and sets PASSIVE
-//! first thing in `main` unless the user chose a policy (measured with
-//! conv3x3 D=32 on 64 x 64, 200 steps, 2 threads: 1.4 s and 1.0 s of user
-//! CPU with the variable unset, the same as PASSIVE; 6.7 s and 6.4 s with
-//! ACTIVE).
+//! library loads libtorch later, with `libatheria_tch.so`, and sets PASSIVE
+//! right before it does (unless the process already chose a policy), so
+//! every program embedding it gets PASSIVE (measured with conv3x3 D=32 on
+//! 64 x 64, 200 steps, 2 threads: 1.4 s and 1.0 s of user CPU with the
+//! variable unset, the same as PASSIVE; 6.7 s and 6.4 s with ACTIVE).
 //!
 //! # Concurrency
 //! tch 0.26 marks `CModule` `Send + Sync`, but a TorchScript forward may
@@ -80,8 +82,10 @@
 //! tensor, so one module never runs on two threads at once. Instead a pool
 //! hands each forward its own module (`pool`): the only lock is held for a
 //! `Vec` pop and push, and the pool grows, from the file's bytes kept in
-//! memory, to the number of threads that ever forwarded at once. Each module
-//! holds its own copy of the weights.
+//! memory, to the number of threads that ever forwarded at once, but never
+//! past its cap (the core count within 2..=16, as ONNX Runtime's sessions;
+//! [`TchBackend::prepare_with_cap`] sets another): further callers wait for
+//! a module. Each module holds its own copy of the weights.
 //!
 //! Single-thread cost against a `Mutex<CModule>` doing the same work
 //! (`examples/overhead.rs`, 1 intra-op thread, PASSIVE, median of 10 x 400
@@ -103,5 +107,5 @@ mod error;
 mod pool;
 mod runtime;
 
-pub use backend::TchBackend;
+pub use backend::{TchBackend, TchRuntime, RUNTIME};
 pub use runtime::{check, LIBTORCH_VERSION};

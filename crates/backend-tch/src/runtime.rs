@@ -1,6 +1,7 @@
 //! Process-wide libtorch settings: devices, threads, and the health check.
 
 use std::cell::Cell;
+use std::num::NonZeroUsize;
 use std::sync::Once;
 
 use engine_api::{Device, Error, Result};
@@ -47,12 +48,32 @@ pub fn check() -> Result<String> {
     ))
 }
 
+/// Whether this build can run on `device` at all: the CPU always, CUDA with
+/// the `cuda` feature (whether libtorch sees that GPU is [`torch_device`]'s
+/// question).
+pub(crate) fn supports_device(device: Device) -> std::result::Result<(), String> {
+    match device {
+        Device::Cpu => Ok(()),
+        Device::Cuda(_) if cfg!(feature = "cuda") => Ok(()),
+        other => Err(format!(
+            "{other} was requested but this build lacks the `cuda` feature: rebuild with \
+             `--features tch,cuda`, or use the cpu device"
+        )),
+    }
+}
+
 /// Maps an Atheria device to libtorch's, refusing (never silently replacing) a
 /// CUDA device libtorch cannot see.
 pub(crate) fn torch_device(device: Device) -> Result<tch::Device> {
     let n = match device {
         Device::Cpu => return Ok(tch::Device::Cpu),
         Device::Cuda(n) => n,
+        other => {
+            return Err(Error::BackendUnavailable {
+                backend: NAME,
+                message: format!("{other} is not a device libtorch runs on here"),
+            })
+        }
     };
     if !tch::Cuda::is_available() {
         let why = if cfg!(feature = "cuda") {
@@ -62,7 +83,7 @@ pub(crate) fn torch_device(device: Device) -> Result<tch::Device> {
         };
         return Err(Error::BackendUnavailable {
             backend: NAME,
-            message: format!("{device} was requested but {why}; or use --device cpu"),
+            message: format!("{device} was requested but {why}; or use the cpu device"),
         });
     }
     let count = tch::Cuda::device_count();
@@ -75,17 +96,17 @@ pub(crate) fn torch_device(device: Device) -> Result<tch::Device> {
     Ok(tch::Device::Cuda(n))
 }
 
-/// Validates `--threads` for libtorch (which takes an `i32`, at least 1).
-pub(crate) fn intra_op_threads(threads: Option<usize>) -> Result<Option<i32>> {
+/// The thread count as libtorch takes it (an `i32`); at least 1 was checked
+/// by the load.
+pub(crate) fn intra_op_threads(threads: Option<NonZeroUsize>) -> Result<Option<i32>> {
     match threads {
         None => Ok(None),
-        Some(n) => match i32::try_from(n) {
-            Ok(n) if n >= 1 => Ok(Some(n)),
-            _ => Err(Error::InvalidArgument(format!(
-                "--threads {n} is out of range 1..={}",
+        Some(n) => i32::try_from(n.get()).map(Some).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "{n} intra-op threads is more than libtorch takes (at most {})",
                 i32::MAX
-            ))),
-        },
+            ))
+        }),
     }
 }
 

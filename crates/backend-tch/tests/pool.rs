@@ -47,4 +47,35 @@ fn four_threads_forward_at_once_and_agree_with_pytorch() {
     }
     let pooled = backend.pooled_modules();
     assert!((1..=THREADS).contains(&pooled), "{pooled} modules");
+    assert!(pooled <= backend.max_modules(), "{pooled} modules");
+}
+
+#[test]
+fn the_pool_never_grows_past_its_cap_and_callers_wait_for_a_module() {
+    let case = "conv3x3_d4";
+    let package = engine_api::ModelPackage::load(common::golden(case)).unwrap();
+    let request = engine_api::LoadRequest::new(
+        &backend_tch::TchRuntime,
+        &package,
+        &engine_api::BackendOptions::default(),
+    )
+    .unwrap();
+    let backend = Arc::new(backend_tch::TchBackend::prepare_with_cap(request, 1).unwrap());
+    let f = Arc::new(forward(case));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (backend, f) = (backend.clone(), f.clone());
+            std::thread::spawn(move || {
+                let mut out = vec![0.0; f.x.len()];
+                for _ in 0..CALLS {
+                    backend.forward(&f.x, f.shape, &mut out).unwrap();
+                }
+                max_diff(&out, &f.y)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap() <= 1e-4);
+    }
+    assert_eq!((backend.pooled_modules(), backend.max_modules()), (1, 1));
 }

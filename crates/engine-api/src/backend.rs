@@ -1,7 +1,13 @@
 use crate::{BatchShape, Device, ModelSpec, Result};
 
 /// What a user asks of a backend when loading a model.
+///
+/// Build one from the default (CPU, one thread per core) and change what you
+/// need: `BackendOptions::default().with_threads(2)`. The options are checked
+/// when a model is loaded ([`check_load_args`](crate::check_load_args)), the
+/// same way for every backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BackendOptions {
     /// Where to run.
     pub device: Device,
@@ -21,12 +27,38 @@ impl Default for BackendOptions {
     }
 }
 
+impl BackendOptions {
+    /// These options on `device`.
+    pub fn with_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// These options with `threads` intra-op threads (at least 1, checked at load).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// These options with one intra-op thread per core (the default).
+    pub fn with_default_threads(mut self) -> Self {
+        self.threads = None;
+        self
+    }
+}
+
 /// A loaded model that turns a batch of fields into a batch of deltas.
 ///
 /// Implementations are immutable once loaded and shareable between threads
 /// (`Send + Sync`): several engines may step on several threads while sharing
 /// one backend. Any per-thread mutable state (scratch buffers, non-`Sync`
 /// library handles) lives behind the implementation's own synchronisation.
+///
+/// Callers call [`forward`](Self::forward), which checks its arguments
+/// ([`check_forward_args`]) and then calls the implementation's
+/// [`run`](Self::run): the checks are written once, here, and every backend
+/// gets the same errors. Implementations provide `run` and leave `forward`
+/// as it is.
 ///
 /// # The threading rule
 /// A backend owns its intra-op threads. Callers must invoke [`forward`] from an
@@ -48,11 +80,26 @@ pub trait ComputeBackend: Send + Sync {
     /// Runs the model on `input` (f32, NCHW `shape`, channels = `2 * d_state`)
     /// and writes the delta, of the same shape, into `output`.
     ///
-    /// `input.len()` and `output.len()` must equal `shape.len()`. Backends must
-    /// check the shape against the spec (channels, `spatial_multiple`) and
-    /// return an error rather than panic. Steady-state calls with the same
-    /// shape should not allocate on the Rust side.
-    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()>;
+    /// Checks the arguments against the spec first ([`check_forward_args`]:
+    /// channels, `spatial_multiple`, buffer lengths) and returns an
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a wrong
+    /// call; an empty batch returns at once. The check allocates nothing
+    /// unless it fails. Not meant to be overridden: implement [`run`](Self::run).
+    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
+        check_forward_args(self.spec(), input, shape, output)?;
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.run(input, shape, output)
+    }
+
+    /// The backend's own forward, called by [`forward`](Self::forward) only
+    /// with arguments that passed [`check_forward_args`] and a non-empty
+    /// batch: `input.len() == output.len() == shape.len() > 0`.
+    ///
+    /// Steady-state calls with the same shape should not allocate on the Rust
+    /// side. Failures are errors, never panics.
+    fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()>;
 
     /// A one-line description for logs (backend, device, provider in use).
     fn describe(&self) -> String {
@@ -62,8 +109,9 @@ pub trait ComputeBackend: Send + Sync {
 
 /// Checks the arguments of a [`ComputeBackend::forward`] call against a spec.
 ///
-/// Every backend calls this first so that a wrong call is one clear error,
-/// the same on every backend.
+/// [`ComputeBackend::forward`] calls this before every backend's own
+/// [`run`](ComputeBackend::run), so that a wrong call is one clear error, the
+/// same on every backend. Allocates only to describe a failure.
 pub fn check_forward_args(
     spec: &ModelSpec,
     input: &[f32],

@@ -5,6 +5,7 @@ use crate::Error;
 
 /// Where a backend runs its model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Device {
     /// The host CPU.
     #[default]

@@ -4,26 +4,40 @@
 //! model inference and nothing else. This crate is everything the two sides
 //! share, and deliberately depends on no backend library:
 //!
-//! - [`ComputeBackend`]: forward a batch of cells through a loaded model.
+//! - [`ComputeBackend`]: forward a batch of cells through a loaded model
+//!   (arguments checked once, by [`check_forward_args`]).
+//! - [`Runtime`]: a backend factory: is it usable here ([`Runtime::check`]),
+//!   and load a model package into a [`ComputeBackend`] ([`Runtime::load`]),
+//!   with every argument checked once ([`LoadRequest::new`]).
 //! - [`BatchShape`]: the NCHW shape of a batch.
 //! - [`Device`]: where a backend runs (CPU or CUDA device n).
-//! - [`ModelSpec`] and [`ModelPackage`]: the model description read from a
-//!   package directory's `model.json`.
+//! - [`ModelSpec`] and [`ModelPackage`]: the model description (model.json)
+//!   and its files ([`ModelFile`]), in a directory or in memory.
 //! - [`BackendOptions`]: what a user asks of a backend (device, threads).
 //! - [`Error`]: the one error type all of them use.
-//! - [`plugin`]: the interface of a backend built as a shared library and
+//! - [`pool`]: a bounded pool of model instances, for backends whose library
+//!   handles cannot serve two threads at once.
+//! - [`plugin`]: the C interface of a backend built as a shared library and
 //!   loaded at run time (the tch backend, so that a missing libtorch is an
-//!   error rather than a binary that cannot start).
+//!   error rather than a program that cannot start).
+
+#![warn(missing_docs)]
 
 mod backend;
 mod batch;
 mod device;
 mod error;
 pub mod plugin;
+pub mod pool;
+mod runtime;
 mod spec;
 
 pub use backend::{check_forward_args, BackendOptions, ComputeBackend};
 pub use batch::BatchShape;
 pub use device::Device;
 pub use error::{Error, Result};
-pub use spec::{Architecture, ModelFiles, ModelPackage, ModelSpec, UpdateRule, MODEL_FORMAT};
+pub use runtime::{check_load_args, LoadRequest, Runtime};
+pub use spec::{
+    Architecture, ModelFile, ModelFiles, ModelPackage, ModelSpec, PackageFile, UpdateRule,
+    MODEL_FORMAT,
+};

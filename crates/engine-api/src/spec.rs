@@ -1,6 +1,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,7 @@ const MAX_D_STATE: usize = 4096;
 /// The network a model package holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Architecture {
     /// One 3x3 convolution 2D -> 2D with bias (the seed's benchmark model).
     Conv3x3,
@@ -103,6 +105,7 @@ impl FromStr for Architecture {
 /// How a model's output becomes the change of the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum UpdateRule {
     /// delta = M(x).
     Additive,
@@ -122,6 +125,7 @@ impl fmt::Display for UpdateRule {
 /// The model files a package lists, relative to its directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ModelFiles {
     /// Weights for the candle backend, named as PyTorch's `state_dict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +163,28 @@ pub struct ModelSpec {
     pub spatial_multiple: usize,
     /// The model files in the package.
     pub files: ModelFiles,
+}
+
+impl ModelFiles {
+    /// The listed path of a `kind` file, if any.
+    pub fn get(&self, kind: ModelFile) -> Option<&Path> {
+        match kind {
+            ModelFile::Safetensors => self.safetensors.as_deref(),
+            ModelFile::TorchScript => self.torchscript.as_deref(),
+            ModelFile::Onnx => self.onnx.as_deref(),
+        }
+    }
+
+    /// The same list with a `kind` file at `path` (relative to the package).
+    pub fn with(mut self, kind: ModelFile, path: impl Into<PathBuf>) -> Self {
+        let slot = match kind {
+            ModelFile::Safetensors => &mut self.safetensors,
+            ModelFile::TorchScript => &mut self.torchscript,
+            ModelFile::Onnx => &mut self.onnx,
+        };
+        *slot = Some(path.into());
+        self
+    }
 }
 
 fn one() -> usize {
@@ -272,13 +298,61 @@ fn show_radius(r: Option<usize>) -> String {
     r.map_or_else(|| "null".to_string(), |r| r.to_string())
 }
 
-/// A model package: a directory holding `model.json` and the files it lists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One kind of model file a package may hold: the file a runtime runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ModelFile {
+    /// Safetensors weights, named as PyTorch's `state_dict` (candle).
+    Safetensors,
+    /// A TorchScript module (tch).
+    TorchScript,
+    /// An ONNX graph (ONNX Runtime).
+    Onnx,
+}
+
+impl ModelFile {
+    /// Every kind, in the order model.json lists them.
+    pub const ALL: [ModelFile; 3] = [
+        ModelFile::Safetensors,
+        ModelFile::TorchScript,
+        ModelFile::Onnx,
+    ];
+
+    /// The key in model.json's `files` object: `safetensors`, `torchscript`, `onnx`.
+    pub fn key(self) -> &'static str {
+        match self {
+            ModelFile::Safetensors => "safetensors",
+            ModelFile::TorchScript => "torchscript",
+            ModelFile::Onnx => "onnx",
+        }
+    }
+}
+
+impl fmt::Display for ModelFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// A model package: its validated `model.json` and its model files, either
+/// in a directory ([`ModelPackage::load`]) or in memory
+/// ([`ModelPackage::from_bytes`], for a program that ships its model inside
+/// itself or receives it over the network).
+#[derive(Debug, Clone)]
 pub struct ModelPackage {
-    /// The package directory.
-    pub dir: PathBuf,
-    /// Its parsed, validated `model.json`.
-    pub spec: ModelSpec,
+    spec: ModelSpec,
+    source: Source,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// The package directory; files are read from it when a backend needs them.
+    Dir(PathBuf),
+    /// Files held in memory; `origin` names the package in errors.
+    Memory {
+        origin: PathBuf,
+        files: Vec<(ModelFile, Arc<[u8]>)>,
+    },
 }
 
 impl ModelPackage {
@@ -292,32 +366,147 @@ impl ModelPackage {
         let text = std::fs::read_to_string(&json)
             .map_err(|e| Error::model(&json, format!("cannot read: {e}")))?;
         let spec = ModelSpec::from_json(&text, &json)?;
-        Ok(Self { dir, spec })
+        Ok(Self {
+            spec,
+            source: Source::Dir(dir),
+        })
     }
 
-    /// The path of one of the package's files, or an error naming what is
-    /// missing. `kind` is the key in `files` (`safetensors`, `torchscript`, `onnx`).
-    pub fn file(&self, kind: &str) -> Result<PathBuf> {
-        let rel = match kind {
-            "safetensors" => &self.spec.files.safetensors,
-            "torchscript" => &self.spec.files.torchscript,
-            "onnx" => &self.spec.files.onnx,
-            _ => &None,
-        };
-        let rel = rel.as_ref().ok_or_else(|| {
-            Error::model(
-                &self.dir,
-                format!("model.json lists no `{kind}` file; export one with python/export.py"),
-            )
-        })?;
-        let path = self.dir.join(rel);
-        if !path.is_file() {
-            return Err(Error::model(
-                &path,
-                format!("the `{kind}` file listed in model.json does not exist"),
-            ));
+    /// A package held in memory: `spec` (validated here) and the bytes of
+    /// its model files by kind. The paths in `spec.files` are not used.
+    ///
+    /// Errors name the package `<in-memory model NAME>` unless
+    /// [`with_origin`](Self::with_origin) says otherwise.
+    pub fn from_bytes<B: Into<Arc<[u8]>>>(
+        spec: ModelSpec,
+        files: impl IntoIterator<Item = (ModelFile, B)>,
+    ) -> Result<Self> {
+        let origin = PathBuf::from(format!("<in-memory model `{}`>", spec.name));
+        spec.validate().map_err(|m| Error::model(&origin, m))?;
+        let mut list: Vec<(ModelFile, Arc<[u8]>)> = Vec::new();
+        for (kind, bytes) in files {
+            if list.iter().any(|(k, _)| *k == kind) {
+                return Err(Error::model(
+                    &origin,
+                    format!("the `{kind}` file is given twice"),
+                ));
+            }
+            list.push((kind, bytes.into()));
         }
-        Ok(path)
+        Ok(Self {
+            spec,
+            source: Source::Memory {
+                origin,
+                files: list,
+            },
+        })
+    }
+
+    /// Names an in-memory package (and its files) in error messages, e.g.
+    /// the path it was downloaded from. No effect on a package on disk.
+    pub fn with_origin(mut self, name: impl Into<PathBuf>) -> Self {
+        if let Source::Memory { origin, .. } = &mut self.source {
+            *origin = name.into();
+        }
+        self
+    }
+
+    /// The package's parsed, validated `model.json`.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The package directory, or `None` for a package in memory.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Dir(dir) => Some(dir),
+            Source::Memory { .. } => None,
+        }
+    }
+
+    /// What errors call the package: its directory, or the in-memory name.
+    pub fn origin(&self) -> &Path {
+        match &self.source {
+            Source::Dir(dir) => dir,
+            Source::Memory { origin, .. } => origin,
+        }
+    }
+
+    /// True when the package has a `kind` file (on disk: listed in
+    /// model.json; whether it exists is checked by [`file`](Self::file)).
+    pub fn has(&self, kind: ModelFile) -> bool {
+        match &self.source {
+            Source::Dir(_) => self.spec.files.get(kind).is_some(),
+            Source::Memory { files, .. } => files.iter().any(|(k, _)| *k == kind),
+        }
+    }
+
+    /// The package's `kind` file: where it is (for messages) and its bytes,
+    /// read from disk or shared from memory; or an error naming what is
+    /// missing.
+    pub fn file(&self, kind: ModelFile) -> Result<PackageFile> {
+        match &self.source {
+            Source::Dir(dir) => {
+                let rel = self.spec.files.get(kind).ok_or_else(|| {
+                    Error::model(
+                        dir,
+                        format!(
+                            "model.json lists no `{kind}` file; export one with python/export.py"
+                        ),
+                    )
+                })?;
+                let path = dir.join(rel);
+                if !path.is_file() {
+                    return Err(Error::model(
+                        &path,
+                        format!("the `{kind}` file listed in model.json does not exist"),
+                    ));
+                }
+                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                Ok(PackageFile {
+                    origin: path,
+                    bytes: bytes.into(),
+                })
+            }
+            Source::Memory { origin, files } => {
+                let bytes = files
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, b)| Arc::clone(b))
+                    .ok_or_else(|| {
+                        Error::model(origin, format!("the package holds no `{kind}` file"))
+                    })?;
+                Ok(PackageFile {
+                    origin: origin.clone(),
+                    bytes,
+                })
+            }
+        }
+    }
+}
+
+/// One model file of a [`ModelPackage`], in memory.
+#[derive(Debug, Clone)]
+pub struct PackageFile {
+    origin: PathBuf,
+    bytes: Arc<[u8]>,
+}
+
+impl PackageFile {
+    /// Where the file came from, for error messages: its path on disk, or
+    /// the name of the in-memory package.
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// The file's contents.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The contents, shared (for a backend that builds more instances later).
+    pub fn shared_bytes(&self) -> Arc<[u8]> {
+        Arc::clone(&self.bytes)
     }
 }
 
@@ -392,6 +581,73 @@ mod tests {
         assert!(parse(&json("").replace(r#""d_state":4"#, r#""d_state":0"#)).is_err());
         assert!(parse(&json("").replace(r#""d_state":4"#, r#""d_state":100000000"#)).is_err());
         assert!(parse(&json("").replace(r#""d_state":4"#, r#""d_state":-3"#)).is_err());
+    }
+
+    #[test]
+    fn an_in_memory_package_hands_out_its_files_by_kind() {
+        let spec = parse(&json("")).unwrap();
+        let package = ModelPackage::from_bytes(
+            spec.clone(),
+            [
+                (ModelFile::Onnx, vec![1u8, 2, 3]),
+                (ModelFile::TorchScript, vec![4]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(package.spec(), &spec);
+        assert_eq!(package.dir(), None);
+        assert!(package.has(ModelFile::Onnx) && !package.has(ModelFile::Safetensors));
+        let onnx = package.file(ModelFile::Onnx).unwrap();
+        assert_eq!(onnx.bytes(), [1, 2, 3]);
+        assert_eq!(onnx.origin(), Path::new("<in-memory model `t`>"));
+        let err = package
+            .file(ModelFile::Safetensors)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds no `safetensors` file"), "{err}");
+        let named = package.with_origin("https://example.org/t");
+        let file = named.file(ModelFile::TorchScript).unwrap();
+        assert_eq!(file.origin(), Path::new("https://example.org/t"));
+
+        let twice = ModelPackage::from_bytes(
+            spec.clone(),
+            [(ModelFile::Onnx, vec![1u8]), (ModelFile::Onnx, vec![2])],
+        );
+        assert!(twice.unwrap_err().to_string().contains("given twice"));
+        let mut bad = spec;
+        bad.d_state = 0;
+        let none: [(ModelFile, Vec<u8>); 0] = [];
+        assert!(ModelPackage::from_bytes(bad, none).is_err());
+    }
+
+    #[test]
+    fn a_package_on_disk_reads_the_file_model_json_lists() {
+        let dir = std::env::temp_dir().join(format!("engine-api-package-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.json"), json("")).unwrap();
+        let package = ModelPackage::load(&dir).unwrap();
+        assert_eq!(package.dir(), Some(dir.as_path()));
+        assert!(package.has(ModelFile::Safetensors) && !package.has(ModelFile::Onnx));
+        let missing = package
+            .file(ModelFile::Safetensors)
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("does not exist"), "{missing}");
+        let unlisted = package.file(ModelFile::Onnx).unwrap_err().to_string();
+        assert!(unlisted.contains("lists no `onnx` file"), "{unlisted}");
+        std::fs::write(dir.join("model.safetensors"), b"weights").unwrap();
+        let file = package.file(ModelFile::Safetensors).unwrap();
+        assert_eq!(
+            (file.bytes(), file.origin()),
+            (&b"weights"[..], dir.join("model.safetensors").as_path())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            ModelFiles::default()
+                .with(ModelFile::Onnx, "m.onnx")
+                .get(ModelFile::Onnx),
+            Some(Path::new("m.onnx"))
+        );
     }
 
     proptest::proptest! {

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use engine_api::{
-    check_forward_args, Architecture, BatchShape, ComputeBackend, Device, ModelFiles, ModelSpec,
-    Result, UpdateRule, MODEL_FORMAT,
+    Architecture, BatchShape, ComputeBackend, Device, ModelFiles, ModelSpec, Result, UpdateRule,
+    MODEL_FORMAT,
 };
 use sparse_grid::{DenseState, SparseEngine, SparseOptions, StepTimes};
 
@@ -36,8 +36,7 @@ impl ComputeBackend for Depthwise {
     fn device(&self) -> Device {
         Device::Cpu
     }
-    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
-        check_forward_args(&self.spec, input, shape, output)?;
+    fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         let (h, w) = (shape.height, shape.width);
         let plane = h * w;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

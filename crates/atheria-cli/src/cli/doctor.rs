@@ -2,11 +2,12 @@
 //! to fix what fails. A check that hangs is reported as a timeout; the hung
 //! thread is abandoned and the process exits when the report is done.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use atheria::{BackendKind, BackendOptions, BatchShape, ModelPackage};
+use atheria::{BackendKind, BackendOptions, BatchShape, ModelFile, ModelPackage, ModelSpec};
 use clap::Args;
 
 /// Arguments of `atheria doctor`.
@@ -21,33 +22,28 @@ pub struct DoctorArgs {
 }
 
 /// A tiny TorchScript/ONNX/safetensors package (conv3x3, D = 4) built into the
-/// binary, so the doctor needs no files: the exporter's own output.
-const TINY: [(&str, &[u8]); 4] = [
+/// binary, so the doctor needs no files: the exporter's own output, loaded
+/// from memory.
+const TINY_JSON: &str = include_str!("../../../../tests/fixtures/golden/conv3x3_d4/model.json");
+const TINY_FILES: [(ModelFile, &[u8]); 3] = [
     (
-        "model.json",
-        include_bytes!("../../../../tests/fixtures/golden/conv3x3_d4/model.json"),
-    ),
-    (
-        "model.safetensors",
+        ModelFile::Safetensors,
         include_bytes!("../../../../tests/fixtures/golden/conv3x3_d4/model.safetensors"),
     ),
     (
-        "model.pt",
+        ModelFile::TorchScript,
         include_bytes!("../../../../tests/fixtures/golden/conv3x3_d4/model.pt"),
     ),
     (
-        "model.onnx",
+        ModelFile::Onnx,
         include_bytes!("../../../../tests/fixtures/golden/conv3x3_d4/model.onnx"),
     ),
 ];
 
 fn tiny_package() -> anyhow::Result<ModelPackage> {
-    let dir = std::env::temp_dir().join(format!("atheria-doctor-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    for (name, bytes) in TINY {
-        std::fs::write(dir.join(name), bytes)?;
-    }
-    Ok(ModelPackage::load(&dir)?)
+    let origin = Path::new("<the doctor's built-in model>");
+    let spec = ModelSpec::from_json(TINY_JSON, &origin.join("model.json"))?;
+    Ok(ModelPackage::from_bytes(spec, TINY_FILES)?.with_origin(origin))
 }
 
 /// Runs `f` on its own thread; gives up after `limit`.
@@ -117,13 +113,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             let version = kind.check()?;
             let t_check = t.elapsed();
             let t = Instant::now();
-            let backend = kind.load(
-                &pkg,
-                &BackendOptions {
-                    threads: Some(1),
-                    ..Default::default()
-                },
-            )?;
+            let backend = kind.load(&pkg, &BackendOptions::default().with_threads(1))?;
             let t_load = t.elapsed();
             let t = Instant::now();
             let shape = BatchShape::new(1, backend.spec().channels(), 8, 8);
@@ -156,7 +146,6 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&package.dir);
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -136,10 +136,17 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// CPU options with a fixed thread count, so results do not depend on the host.
+/// CPU options with a fixed thread count, so results do not depend on the
+/// host. Also lets this test binary find ONNX Runtime in the project's Python
+/// environment, as the `atheria` program does (a library user's default is
+/// `ORT_DYLIB_PATH` or the system's library only).
 pub fn cpu(threads: usize) -> BackendOptions {
-    BackendOptions {
-        threads: Some(threads),
-        ..BackendOptions::default()
-    }
+    search_python_environments();
+    BackendOptions::default().with_threads(threads)
+}
+
+/// Looks for ONNX Runtime in the Python environments too (see [`cpu`]).
+pub fn search_python_environments() {
+    backend_onnx::set_library(backend_onnx::OrtLibrary::SearchPythonEnvironments)
+        .expect("the library choice is made before any load");
 }

@@ -6,8 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine_api::{
-    check_forward_args, Architecture, BatchShape, ComputeBackend, Device, ModelFiles, ModelSpec,
-    Result, UpdateRule, MODEL_FORMAT,
+    Architecture, BatchShape, ComputeBackend, Device, ModelFiles, ModelSpec, Result, UpdateRule,
+    MODEL_FORMAT,
 };
 
 /// The workspace's one generator, for weights and patterns.
@@ -141,10 +141,7 @@ impl Reference {
 
     /// The same law on the candle backend.
     pub fn candle(&self) -> backend_candle::CandleBackend {
-        let options = engine_api::BackendOptions {
-            threads: Some(2),
-            ..Default::default()
-        };
+        let options = engine_api::BackendOptions::default().with_threads(2);
         backend_candle::CandleBackend::from_tensors(self.spec.clone(), self.tensors(), &options)
             .expect("the reference weights load on candle")
     }
@@ -260,8 +257,7 @@ impl ComputeBackend for Reference {
     fn device(&self) -> Device {
         Device::Cpu
     }
-    fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
-        check_forward_args(&self.spec, input, shape, output)?;
+    fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         assert!(
             rayon::current_thread_index().is_none(),
             "forward called from inside a rayon worker"

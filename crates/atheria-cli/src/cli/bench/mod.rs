@@ -91,10 +91,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if kinds.is_empty() {
         bail!("no backend is compiled in: build with --features candle, tch or onnx");
     }
-    let options = BackendOptions {
-        threads: Some(threads),
-        ..Default::default()
-    };
+    let options = BackendOptions::default().with_threads(threads);
     let chosen = config::select(args.configs.as_deref())?;
     if args.startup_probe {
         let cfg = chosen.first().context("no configuration")?;

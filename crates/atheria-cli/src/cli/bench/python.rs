@@ -108,7 +108,7 @@ pub fn reference_bench(
     let out = Command::new(py)
         .arg(python_dir().join("reference_engine.py"))
         .args(["bench", "--model"])
-        .arg(&package.dir)
+        .arg(package.origin())
         .args(["--grid", &cfg.grid.to_string()])
         .args(["--steps", &steps.max(windows as u64).to_string()])
         .args(["--warmup", "2", "--threads", &threads.to_string()])
