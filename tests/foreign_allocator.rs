@@ -202,10 +202,7 @@ fn tch_through_the_c_boundary_equals_candle_under_a_foreign_allocator() {
     // A dense run, step by step, on both.
     let (steps, gamma) = case_params(case);
     let initial = state_file::read_state(&dir.join("initial.safetensors"), usize::MAX).unwrap();
-    let step_options = StepOptions {
-        gamma,
-        threshold: None,
-    };
+    let step_options = StepOptions::default().with_gamma(gamma);
     let mut on_tch = DenseEngine::new(Arc::clone(&tch), initial.clone(), step_options).unwrap();
     let mut on_candle = DenseEngine::new(candle, initial, step_options).unwrap();
     for _ in 0..steps {
