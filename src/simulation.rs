@@ -334,11 +334,7 @@ impl SimulationBuilder {
     fn check(&self) -> Result<()> {
         sparse_grid::update::check_gamma(self.gamma)?;
         if let Some(t) = self.threshold {
-            if !(t.is_finite() && t >= 0.0) {
-                return Err(Error::InvalidArgument(format!(
-                    "threshold {t} must be a finite number >= 0"
-                )));
-            }
+            sparse_grid::update::check_threshold(t)?;
         }
         if self.options.threads == Some(0) {
             return Err(Error::InvalidArgument(
@@ -373,7 +369,7 @@ impl SimulationBuilder {
                 default_law::load(&self.options)
             }
             ModelSource::Default => Err(Error::InvalidArgument(format!(
-                "the embedded default law runs on candle; give a model package to use the {} backend",
+                "the embedded default law runs on candle; give a model package (a directory with model.json) to use the {} backend",
                 self.backend
             ))),
             ModelSource::Loaded(backend) => Ok(Arc::clone(backend)),

@@ -142,7 +142,9 @@ fn a_non_finite_delta_stops_the_step_names_the_cell_and_keeps_the_state() {
     let mut engine = DenseEngine::new(backend, before.clone(), StepOptions::default()).unwrap();
     let err = engine.step().unwrap_err().to_string();
     assert!(
-        err.contains("step 1 failed") && err.contains("non-finite") && err.contains("x = 0, y = 0"),
+        err.contains("step 1 failed: ")
+            && err.contains("non-finite")
+            && err.contains("x = 0, y = 0"),
         "{err}"
     );
     assert_eq!(

@@ -82,8 +82,11 @@ pub enum Error {
         imaginary: bool,
     },
     /// A step could not complete; the state is exactly as it was before it.
-    /// The cause is the [`source`](std::error::Error::source).
-    #[error("step {step} failed and was undone")]
+    /// The cause is the [`source`](std::error::Error::source), for programs
+    /// to match; the message repeats it, for people who print only the top
+    /// error (a printer of the whole chain sees the cause text twice unless
+    /// it skips a cause already contained, as the `atheria` program does).
+    #[error("step {step} failed: {source} (state left as it was before this step)")]
     Step {
         /// The step that failed, counting from 1 (completed steps + 1), the
         /// same in every engine.

@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(kind, ERROR_BACKEND);
         assert_eq!(
             error_from_parts("tch", 99, message, None).to_string(),
-            "backend tch: step 3 failed and was undone"
+            "backend tch: step 3 failed: x (state left as it was before this step)"
         );
     }
 }

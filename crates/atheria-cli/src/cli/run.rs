@@ -210,13 +210,12 @@ fn builder(args: &RunArgs) -> anyhow::Result<SimulationBuilder> {
     if let Some(n) = args.max_cells {
         b = b.max_cells(n);
     }
+    // Without --model, the embedded default law: on another backend the
+    // library refuses it at model load, after backend init has said whether
+    // that backend works here at all.
     b = match &args.model {
         Some(dir) => b.model_dir(dir),
-        None if args.backend == BackendKind::Candle => b.default_law(),
-        None => bail!(
-            "the embedded default law runs on candle; pass --model DIR to use --backend {}",
-            args.backend
-        ),
+        None => b.default_law(),
     };
     let path = Path::new(&args.init);
     Ok(if args.init.ends_with(".safetensors") || path.is_file() {
