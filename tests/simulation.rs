@@ -120,18 +120,16 @@ fn cells_are_read_and_written_at_lattice_coordinates() {
             sim.set_cell(12, 10, &[(1.0, 0.0)]),
             Err(Error::InvalidArgument(_))
         ));
-        assert!(sim.set_cell(12, 10, &vec![(f32::NAN, 0.0); D]).is_err());
+        assert!(sim.set_cell(12, 10, &[(f32::NAN, 0.0); D]).is_err());
         assert_eq!(sim.state().unwrap(), before, "{engine}");
     }
     // The dense grid has an edge; the sparse lattice does not.
     let mut dense = build(EngineKind::Dense, disc_state());
-    let err = dense.set_cell(24, 0, &vec![(1.0, 0.0); D]).unwrap_err();
+    let err = dense.set_cell(24, 0, &[(1.0, 0.0); D]).unwrap_err();
     assert!(err.to_string().contains("outside the dense grid"), "{err}");
     assert_eq!(dense.cell(-1, 0), None);
     let mut sparse = build(EngineKind::Sparse, disc_state());
-    sparse
-        .set_cell(-40_000, 90_000, &vec![(1.0, 0.0); D])
-        .unwrap();
+    sparse.set_cell(-40_000, 90_000, &[(1.0, 0.0); D]).unwrap();
     assert!(sparse.cell(-40_000, 90_000).is_some());
 }
 
