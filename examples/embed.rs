@@ -8,33 +8,25 @@ use std::ops::ControlFlow;
 
 use atheria::{Field, InitKind, Simulation};
 
+const TEST_LAW: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/golden/conv3x3_d4"
+);
+
 fn main() -> Result<(), atheria::Error> {
-    let model = std::env::args().nth(1).unwrap_or_else(|| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/golden/conv3x3_d4"
-        )
-        .to_string()
-    });
+    let model = std::env::args().nth(1).unwrap_or(TEST_LAW.into());
     let mut sim = Simulation::builder()
         .model_dir(&model) // model.json + weights; .backend_kind(..) picks tch or onnx
         .init(InitKind::ComplexNoise, 42, 64) // a seeded 64 x 64 field
         .gamma(0.01)
         .build()?;
-    println!(
-        "model `{}` d_state {} on {}",
-        sim.spec().name,
-        sim.d_state(),
-        sim.backend().describe()
-    );
+    let (name, d, backend) = (&sim.spec().name, sim.d_state(), sim.backend().describe());
+    println!("model `{name}` d_state {d} on {backend}");
 
     // Run 20 steps; the callback sees every step and could stop the run.
-    let run = sim.run(20, |_, stats| {
-        if stats.step % 10 == 0 {
-            println!(
-                "step {}: {} cells, forward {:?}",
-                stats.step, stats.occupied_cells, stats.forward
-            );
+    let run = sim.run(20, |_, s| {
+        if s.step % 10 == 0 {
+            println!("step {}: {} cells", s.step, s.occupied_cells);
         }
         ControlFlow::Continue(())
     })?;
@@ -50,26 +42,17 @@ fn main() -> Result<(), atheria::Error> {
     let area = sim.extent().expect("a dense grid has an extent");
     let density = sim.field(area, Field::Density)?;
     let mean = density.iter().sum::<f32>() / density.len() as f32;
-    println!(
-        "mean density {mean:.6} over {} x {}",
-        area.width(),
-        area.height()
-    );
+    println!("mean density {mean:.6} over {} cells", density.len());
 
     // Save, reload into a new simulation, and check they agree.
-    let path =
-        std::env::temp_dir().join(format!("atheria-embed-{}.safetensors", std::process::id()));
+    let path = std::env::temp_dir().join(format!("atheria-{}.safetensors", std::process::id()));
     sim.save(&path)?;
     let again = Simulation::builder()
         .model_dir(&model)
         .state_file(&path)
         .build()?;
     let same = again.state()? == sim.state()?;
-    println!(
-        "saved to {}; reloaded at step {}: identical {same}",
-        path.display(),
-        again.step_count()
-    );
+    println!("reloaded at step {}: identical {same}", again.step_count());
     std::fs::remove_file(&path).map_err(|e| atheria::Error::io(&path, e))?;
     Ok(())
 }

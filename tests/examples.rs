@@ -58,10 +58,7 @@ fn embed_steps_the_package_as_the_dense_engine_does_and_reloads_exactly() {
     assert!(out.contains("step 10: 4096 cells"), "{out}");
     assert!(out.contains("step 20: 4096 cells"), "{out}");
     assert!(out.contains("ran 20 steps"), "{out}");
-    assert!(
-        after(&out, "saved to ").ends_with("reloaded at step 20: identical true"),
-        "{out}"
-    );
+    assert!(out.contains("reloaded at step 20: identical true"), "{out}");
     // Every cell is normalised by the update rule: density 1.
     let mean: f32 = after(&out, "mean density ")
         .split(' ')
