@@ -77,15 +77,3 @@ pub fn write_png(
     writer.write_image_data(&pixels).map_err(fail)?;
     writer.finish().map_err(fail)
 }
-
-/// Per-cell magnitude of a delta in planes `[2D][n]`: sqrt(sum_c |delta_c|^2).
-pub fn delta_magnitude(delta: &[f32], n: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; n];
-    for plane in delta.chunks_exact(n) {
-        for (o, v) in out.iter_mut().zip(plane) {
-            *o += v * v;
-        }
-    }
-    out.iter_mut().for_each(|v| *v = v.sqrt());
-    out
-}
