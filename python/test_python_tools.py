@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tests of the exporter, the checkpoint conversion, the state file and the reference engine.
+"""Tests of the exporter, the checkpoint conversion, the state file, the reference engine and the instruments.
 
     /work/main/.venv/bin/python python/test_python_tools.py      (or: -m unittest from python/)
 """
@@ -28,6 +28,9 @@ from atheria_ref.engine import ReferenceEngine, SparseWindowEngine, initial_stat
 from atheria_ref.exporter import ExportError, export_package, make_model, model_from_checkpoint  # noqa: E402
 from atheria_ref.models import ARCHITECTURES, build_model, init_weights, last_layer  # noqa: E402
 from atheria_ref.state_io import State, StateFileError, read_state, write_state  # noqa: E402
+# The instrument reference's tests (docs/instruments.md) run with these.
+from test_instruments import (FixtureTest, RngTest, ToolStringTest, ToolTest,  # noqa: E402,F401
+                              VizAndMetricsTest)
 
 PY = sys.executable
 
