@@ -1,12 +1,12 @@
-//! Embed a law trained in PyTorch: load its model package, step it, read
-//! the state and one field, save and reload.
+//! Embed a law trained in PyTorch: load, step, read a cell and a picture,
+//! poke it with a tool, read its readouts, save and reload.
 //!
 //! cargo run --example embed [-- MODEL_DIR]
 //! (MODEL_DIR: a package made by python/export.py; a small test law by default)
 
 use std::ops::ControlFlow;
 
-use atheria::{Field, InitKind, Simulation};
+use atheria::{InitKind, Simulation, Tool, Viz};
 
 const TEST_LAW: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -36,13 +36,26 @@ fn main() -> Result<(), atheria::Error> {
         run.steps_per_second()
     );
 
-    // One cell, one field, the whole state.
+    // One cell, one visualization, a tool, the readouts.
     let psi = sim.cell(10, 20).expect("a dense grid holds every cell");
     println!("psi(10, 20)[0] = {:.6} {:+.6}i", psi[0].0, psi[0].1);
     let area = sim.extent().expect("a dense grid has an extent");
-    let density = sim.field(area, Field::Density)?;
-    let mean = density.iter().sum::<f32>() / density.len() as f32;
-    println!("mean density {mean:.6} over {} cells", density.len());
+    let energy = sim.field(Viz::Energy, area)?; // sum |delta|^2 of the last step
+    println!(
+        "max energy {:.3e}",
+        energy.data.iter().fold(0.0f32, |a, &v| a.max(v))
+    );
+    sim.apply(&Tool::Vortex {
+        x: 32,
+        y: 32,
+        radius: 6,
+        strength: 1.0,
+    })?;
+    let m = sim.metrics()?;
+    println!(
+        "fidelity {:.4}, entropy {:.3}, epoch {}",
+        m.fidelity, m.entropy, m.epoch
+    );
 
     // Save, reload into a new simulation, and check they agree.
     let path = std::env::temp_dir().join(format!("atheria-{}.safetensors", std::process::id()));

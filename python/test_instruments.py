@@ -132,7 +132,7 @@ class ToolStringTest(unittest.TestCase):
         cases = {
             "vortex:x=1,y=1,radius=0": "vortex: radius 0 must be between 1 and 4096",
             "vortex:x=1,y=1,radius=4097": "vortex: radius 4097 must be between 1 and 4096",
-            "vortex:x=1,y=1,strength=-0.5": "vortex: strength -0.5 must be finite and >= 0",
+            "vortex:x=1,y=1,strength=-0.5": "vortex: strength -0.5 must be between 0 and 1000",
             "collapse:x=1,y=1,intensity=1.5": "collapse: intensity 1.5 must be between 0 and 1",
             "click_out:chance=-0.1": "click_out: chance -0.1 must be between 0 and 1",
             "click_out:chance=1.01": "click_out: chance 1.01 must be between 0 and 1",
@@ -147,7 +147,7 @@ class ToolStringTest(unittest.TestCase):
                 self.assertIn(message, str(e.exception))
         with self.assertRaises(I.ToolError) as e:
             I.vortex(zero_frame(4, 4, 2), I.Lattice.bounded((0, 0), 4, 4), 1, 1, strength=math.inf)
-        self.assertIn("strength inf must be finite", str(e.exception))
+        self.assertIn("strength inf must be between 0 and 1000", str(e.exception))
         with self.assertRaises(I.ToolError):
             I.wave(zero_frame(4, 4, 2), I.Lattice.bounded((0, 0), 4, 4), k_x=math.nan)
 

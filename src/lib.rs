@@ -31,6 +31,10 @@
 //!   [`Runtime`], which checks it and loads models (from a directory or from
 //!   memory: [`ModelPackage::from_bytes`]).
 //! - [`default_law`]: the built-in law used when no model is given.
+//! - [`instruments`]: tools that poke a simulation ([`Tool`],
+//!   [`Simulation::apply`]), visualizations ([`Viz`], [`Simulation::field`])
+//!   and readouts ([`Metrics`], [`Simulation::metrics`]), defined in
+//!   `docs/instruments.md`.
 //! - [`render`] (feature `render`, default): PNG pictures of fields.
 //! - [`watchdog`]: turns a stage that hangs into an error naming the stage.
 //! - `plugin` (with `tch`, private): loads the tch backend's shared library
@@ -57,6 +61,9 @@ pub mod render;
 pub mod simulation;
 pub mod watchdog;
 
+/// Tools, visualizations and readouts, over dense frames of cells.
+pub use instruments;
+
 /// The candle backend itself (feature `candle`), for what only it offers.
 #[cfg(feature = "candle")]
 pub use backend_candle as candle;
@@ -69,12 +76,13 @@ pub use engine_api::{
     Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelFile,
     ModelPackage, ModelSpec, Result, Runtime, UpdateRule,
 };
+pub use instruments::{Metrics, ScheduledTool, Tool, Viz, VizMap};
 pub use simulation::{
     default_max_cells, EngineKind, InitialState, RunSummary, Simulation, SimulationBuilder,
     StageObserver,
 };
-pub use sparse_grid::sparse::{CellBox, Field};
+pub use sparse_grid::sparse::CellBox;
 pub use sparse_grid::{
-    init, sparse, state_file, DenseEngine, DenseState, InitKind, SparseEngine, SparseOptions,
-    StepOptions, StepStats, StepTimes, Vacuum,
+    init, sparse, state_file, summary, DenseEngine, DenseState, InitKind, SparseEngine,
+    SparseOptions, StepOptions, StepStats, StepTimes, Vacuum,
 };

@@ -17,13 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine_api::{BackendOptions, ComputeBackend, Device, Error, ModelPackage, ModelSpec, Result};
-use sparse_grid::sparse::{CellBox, Field, DEFAULT_THRESHOLD, DEFAULT_TILE};
+use sparse_grid::sparse::{CellBox, DEFAULT_THRESHOLD, DEFAULT_TILE};
 use sparse_grid::{
     init, state_file, DenseEngine, DenseState, InitKind, SparseEngine, SparseOptions, StepOptions,
     StepStats, Vacuum, DEFAULT_MAX_CELLS,
 };
 
 use crate::{default_law, BackendKind};
+
+mod observe;
 
 /// Which engine steps the lattice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -322,11 +324,14 @@ impl SimulationBuilder {
         if let Some(pool) = &self.pool {
             engine.set_pool(Some(Arc::clone(pool)));
         }
-        Ok(Simulation {
+        let mut sim = Simulation {
             engine,
             max_cells,
             last: None,
-        })
+            observe: observe::Observe::default(),
+        };
+        sim.reset_baseline()?;
+        Ok(sim)
     }
 
     /// Checks what can be checked before anything is loaded, so that a
@@ -540,6 +545,8 @@ pub struct Simulation {
     engine: Engine,
     max_cells: usize,
     last: Option<StepStats>,
+    /// Tools' settings and the readouts' baseline (`simulation/observe.rs`).
+    observe: observe::Observe,
 }
 
 /// What [`Simulation::run`] did.
@@ -572,12 +579,17 @@ impl Simulation {
     /// Advances one step. On error the state is exactly as before the call
     /// and the error is an [`Error::Step`] naming the step (counting from 1)
     /// with the cause as its source.
+    ///
+    /// With click-out on ([`Tool::ClickOut`](crate::Tool)), its swaps follow
+    /// the step; if they fail (the sparse lattice's extent beyond the cell
+    /// limit) the step stands and the error says so.
     pub fn step(&mut self) -> Result<StepStats> {
         let stats = match &mut self.engine {
             Engine::Dense(e) => e.step()?,
             Engine::Sparse(e) => e.step()?,
         };
         self.last = Some(stats);
+        self.after_step(stats.step)?;
         Ok(stats)
     }
 
@@ -741,7 +753,7 @@ impl Simulation {
         engine.set_pool(pool);
         self.engine = engine;
         self.last = None;
-        Ok(())
+        self.reset_baseline()
     }
 
     /// Psi at lattice cell (x, y), one (re, im) per channel, or `None` for
@@ -791,15 +803,6 @@ impl Simulation {
                 Ok(())
             }
             Engine::Sparse(e) => e.insert(x, y, values),
-        }
-    }
-
-    /// A per-cell quantity over `area`, row-major `[height][width]`, 0 where
-    /// there is no matter.
-    pub fn field(&self, area: CellBox, field: Field) -> Result<Vec<f32>> {
-        match &self.engine {
-            Engine::Sparse(e) => e.field(area, field),
-            Engine::Dense(e) => dense_field(e, area, field, self.max_cells),
         }
     }
 
@@ -881,42 +884,6 @@ fn dense_cut(s: &DenseState, area: CellBox, max_cells: usize) -> Result<DenseSta
         for c in 0..2 * d {
             planes[c * m + j] = src[c * n + i];
         }
-    });
-    Ok(out)
-}
-
-/// A per-cell quantity of a dense grid over `area`.
-fn dense_field(e: &DenseEngine, area: CellBox, field: Field, max_cells: usize) -> Result<Vec<f32>> {
-    let s = e.state();
-    let (d, n) = (s.d_state(), s.cells());
-    let cells = sparse_grid::check_size(area.height(), area.width(), 1, max_cells)?;
-    match field {
-        Field::Phase(c) if c >= d => {
-            return Err(Error::InvalidArgument(format!(
-                "phase of channel {c}: the model has channels 0..{d}"
-            )))
-        }
-        Field::Density | Field::Phase(_) | Field::DeltaMagnitude => {}
-        // A field added to sparse-grid after this function was written.
-        other => {
-            return Err(Error::InvalidArgument(format!(
-                "field {other:?} is not drawn on the dense engine yet"
-            )))
-        }
-    }
-    let mut out = vec![0.0f32; cells];
-    let (p, occ, delta) = (s.planes(), s.occupied(), e.last_delta());
-    for_overlap(s, area, |i, j| {
-        out[j] = match field {
-            Field::Density => (0..2 * d).map(|c| p[c * n + i] * p[c * n + i]).sum(),
-            Field::Phase(c) if occ[i] != 0 => p[(c + d) * n + i].atan2(p[c * n + i]),
-            Field::Phase(_) => 0.0,
-            Field::DeltaMagnitude => (0..2 * d)
-                .map(|c| delta[c * n + i] * delta[c * n + i])
-                .sum::<f32>()
-                .sqrt(),
-            _ => unreachable!("checked above"),
-        };
     });
     Ok(out)
 }

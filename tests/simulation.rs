@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use atheria::{
     BackendOptions, BatchShape, CellBox, ComputeBackend, DenseState, Device, EngineKind, Error,
-    Field, InitKind, ModelSpec, Simulation,
+    InitKind, ModelSpec, Simulation, Viz,
 };
 
 const D: usize = atheria::default_law::D_STATE;
@@ -70,8 +70,8 @@ fn dense_and_sparse_simulations_of_the_same_state_agree_cell_for_cell() {
     // Both report the same field over the same box.
     let area = CellBox::new(4, 4, 19, 19);
     let (fd, fs) = (
-        dense.field(area, Field::Density).unwrap(),
-        sparse.field(area, Field::Density).unwrap(),
+        dense.field(Viz::Density, area).unwrap().data,
+        sparse.field(Viz::Density, area).unwrap().data,
     );
     for (a, b) in fd.iter().zip(&fs) {
         assert!((a - b).abs() < 1e-5);
@@ -207,8 +207,9 @@ fn a_box_reaching_past_the_dense_grid_reads_vacuum_there() {
         }
     }
     let phase = sim
-        .field(CellBox::new(0, 0, 23, 23), Field::Phase(0))
-        .unwrap();
+        .field_with(Viz::PhaseChannel(0), CellBox::new(0, 0, 23, 23), false)
+        .unwrap()
+        .data;
     let full_phase = full.phase(0);
     for (i, (a, b)) in phase.iter().zip(&full_phase).enumerate() {
         if full.occupied()[i] != 0 {

@@ -299,7 +299,7 @@ def check_args(name: str, args: dict, lattice: Lattice | None = None, d_state: i
             need(0 <= a[key] < 1 << 64, key, "must be between 0 and 2^64 - 1")
     if name == "vortex":
         need(1 <= a["radius"] <= MAX_SIZE, "radius", f"must be between 1 and {MAX_SIZE}")
-        need(math.isfinite(a["strength"]) and a["strength"] >= 0, "strength", "must be finite and >= 0")
+        need(0 <= a["strength"] <= 1000, "strength", "must be between 0 and 1000")
     elif name == "wave":
         need(math.isfinite(a["k_x"]), "k_x", "must be finite")
         need(math.isfinite(a["k_y"]), "k_y", "must be finite")
@@ -410,8 +410,8 @@ def collapse(frame: Frame, lattice: Lattice, x: int, y: int, intensity: float = 
 
 
 def click_out_gate(seed: int, step: int, chance: float) -> bool:
-    """Whether click-out swaps after step ``step``: ``uniform(seed, 0, 0, step, 0, 7) <= chance``."""
-    return not float(rng.uniform(rng.cell_key(seed, 0, 0, step, 0, STREAM_CLICK_GATE))) > chance
+    """Whether click-out swaps after step ``step``: ``chance > 0`` and ``uniform(seed, 0, 0, step, 0, 7) <= chance``."""
+    return chance > 0 and not float(rng.uniform(rng.cell_key(seed, 0, 0, step, 0, STREAM_CLICK_GATE))) > chance
 
 
 def click_out_pairs(seed: int, step: int, region) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

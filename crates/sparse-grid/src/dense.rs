@@ -62,6 +62,8 @@ pub struct DenseEngine {
     next_occupied: Vec<u8>,
     /// Where the update's parallel loop runs.
     pool: LoopPool,
+    /// Whether `delta` holds a step's delta (false until the first step).
+    stepped: bool,
 }
 
 impl DenseEngine {
@@ -107,6 +109,7 @@ impl DenseEngine {
             state,
             params,
             pool: LoopPool::default(),
+            stepped: false,
         })
     }
 
@@ -151,6 +154,18 @@ impl DenseEngine {
     /// The delta of the last step, `[2D][H][W]` (zeros before the first).
     pub fn last_delta(&self) -> &[f32] {
         &self.delta
+    }
+
+    /// The delta summary of the last step ([`crate::summary`]), computed
+    /// from its delta and the state now: `[summary::PLANES][H][W]`; `None`
+    /// before the first step.
+    pub fn delta_summary(&self) -> Option<Vec<f32>> {
+        self.stepped.then(|| {
+            let (n, d) = (self.state.cells(), self.state.d_state());
+            let mut out = vec![0.0; crate::summary::PLANES * n];
+            crate::summary::summarize(self.state.planes(), &self.delta, n, d, &mut out);
+            out
+        })
     }
 
     /// The backend this engine calls.
@@ -225,6 +240,7 @@ impl DenseEngine {
             .run(|| update_rows(planes, delta, w, params, norm, next_occupied));
         s.swap_occupied(&mut self.next_occupied);
         s.step += 1;
+        self.stepped = true;
         let update = t1.elapsed();
         let occupied = s.occupied().iter().filter(|&&o| o != 0).count();
         Ok(StepStats {

@@ -11,6 +11,7 @@
 //! | [`sparse`]: [`SparseEngine`], [`SparseOptions`], [`Vacuum`] | an unbounded lattice (i32 per axis) of tiles whose step costs what its matter costs |
 //! | [`init`], [`InitKind`] | seeded initial fields |
 //! | [`state_file`] | the safetensors state file, read and written atomically |
+//! | [`summary`] | the delta summary: five numbers per cell about the last step (energy, flow, physics) that pictures and readouts use |
 //! | [`rng`] | the workspace's one random generator: counter-based, so a value depends only on its key |
 //! | [`StepStats`], [`StepTimes`] | what a step did and where its time went |
 //! | [`check_size`], [`DEFAULT_MAX_CELLS`] | limits on what a state may hold |
@@ -31,6 +32,7 @@ pub mod sparse;
 mod state;
 pub mod state_file;
 mod stats;
+pub mod summary;
 pub mod update;
 
 pub use dense::{DenseEngine, StepOptions};

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use atheria::render::{write_png, Palette};
+use atheria::instruments::parse::parse_tool;
+use atheria::instruments::EPOCH_NAMES;
+use atheria::render::{contact_sheet, draw_viz};
 use atheria::watchdog::Watchdog;
 use atheria::{
-    BackendKind, CellBox, Device, EngineKind, Field, InitKind, Simulation, SimulationBuilder,
-    StageObserver, Vacuum,
+    BackendKind, CellBox, Device, EngineKind, InitKind, Metrics, ScheduledTool, Simulation,
+    SimulationBuilder, StageObserver, Vacuum, Viz,
 };
 use clap::Args;
 use tracing::info;
@@ -66,10 +68,26 @@ pub struct RunArgs {
     /// Write the final state to this file.
     #[arg(long, value_name = "PATH")]
     pub save: Option<PathBuf>,
-    /// Write pictures (phase of channel 0, magnitude of the last delta) to this directory.
+    /// Write pictures of the --viz visualizations to this directory.
     #[arg(long, value_name = "DIR")]
     pub png: Option<PathBuf>,
-    /// Save pictures every K steps (and after the last step).
+    /// Visualizations to draw (comma-separated): density, phase, phase:N, real, imag, energy,
+    /// gradient, spectral, physics, fields, flow, phase_hsv, holographic, holographic_bulk,
+    /// delta, or all (docs/instruments.md).
+    #[arg(long, default_value = "phase:0,delta", value_name = "LIST", value_parser = parse_viz)]
+    pub viz: VizList,
+    /// With --png, also write every chosen visualization on one contact sheet, sheet_<step>.png.
+    #[arg(long)]
+    pub sheet: bool,
+    /// Apply a tool: `name:key=value,...[@step=N]`, e.g. `vortex:x=40,y=40,radius=6@step=50`
+    /// (repeatable; before the first step unless @step says otherwise; docs/instruments.md).
+    #[arg(long = "tool", value_name = "TOOL")]
+    pub tools: Vec<String>,
+    /// Write the readouts (norm, energy, fidelity, entropy, epoch, ...) as JSON lines to PATH:
+    /// one at the start and one every K steps (--every).
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+    /// Save pictures and readouts every K steps (and after the last step).
     #[arg(long, default_value_t = 10, value_name = "K")]
     pub every: u64,
     /// Abort with an error naming the stage when any start-up stage or step takes longer than this.
@@ -98,6 +116,14 @@ fn parse_vacuum(s: &str) -> Result<Vacuum, String> {
             .ok_or_else(|| format!("harmonic strength `{v}` must be a number >= 0")),
         _ => Err(format!("unknown vacuum `{s}`: use `zero` or `harmonic:S`")),
     }
+}
+
+/// The visualizations `--viz` chose, in order.
+#[derive(Debug, Clone)]
+pub struct VizList(pub Vec<Viz>);
+
+fn parse_viz(s: &str) -> Result<VizList, String> {
+    Viz::parse_list(s).map(VizList).map_err(|e| e.to_string())
 }
 
 fn parse_engine(s: &str) -> Result<EngineKind, String> {
@@ -251,6 +277,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         bail!("--grid must be at least 1");
     }
     let checkpoint = checkpoint_args(&args.checkpoint_every)?;
+    let max_cells = args.max_cells.unwrap_or(sparse_grid::DEFAULT_MAX_CELLS);
+    let tools: Vec<ScheduledTool> = args
+        .tools
+        .iter()
+        .map(|t| parse_tool(t, max_cells))
+        .collect::<atheria::Result<_>>()?;
+    let mut metrics_out = args
+        .metrics
+        .as_ref()
+        .map(|path| MetricsFile::create(path))
+        .transpose()?;
     if let Some(dir) = &args.png {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create --png directory {}", dir.display()))?;
@@ -304,15 +341,38 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     }
     let first_step = engine.step_count();
+    let last_step = first_step + args.steps;
+    for t in &tools {
+        if let Some(n) = t.step.filter(|&n| n <= first_step || n > last_step) {
+            tracing::warn!(
+                "tool {} @step={n} is outside this run (steps {} to {last_step}): not applied",
+                t.tool.name(),
+                first_step + 1
+            );
+        }
+    }
+    if let Some(out) = &mut metrics_out {
+        out.write(&engine.metrics()?)?;
+    }
     let mut progress = Progress::new("steps", args.steps, false);
     let loop_start = Instant::now();
     let mut steps_done = 0u64;
     let mut forward_time = Duration::ZERO;
     while steps_done < args.steps {
+        let next = first_step + steps_done + 1;
+        for t in tools
+            .iter()
+            .filter(|t| t.step.unwrap_or(first_step + 1) == next)
+        {
+            engine
+                .apply(&t.tool)
+                .with_context(|| format!("before step {next}"))?;
+            info!("applied {} before step {next}", t.tool.name());
+        }
         let stage = if steps_done == 0 {
             "first step".to_string()
         } else {
-            format!("step {}", first_step + steps_done + 1)
+            format!("step {next}")
         };
         let stats = if steps_done == 0 {
             stages.run(&stage, || Ok(engine.step()?))?
@@ -344,9 +404,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         steps_done += 1;
         progress.set(steps_done);
         let last = steps_done == args.steps || interrupted.load(Ordering::SeqCst);
-        if let Some(dir) = &args.png {
-            if steps_done.is_multiple_of(args.every) || last {
-                write_pictures(dir, &engine)?;
+        if steps_done.is_multiple_of(args.every) || last {
+            if let Some(dir) = &args.png {
+                write_pictures(dir, &engine, &args.viz.0, args.sheet)?;
+            }
+            if let Some(out) = &mut metrics_out {
+                out.write(&engine.metrics()?)?;
             }
         }
         if let Some((k, path)) = &checkpoint {
@@ -385,6 +448,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stage_list.join(", "),
         started.elapsed().as_secs_f64()
     );
+    let m = engine.metrics()?;
+    println!(
+        "readouts at step {}: norm {:.4}, mean density {:.4}, matter {} cells, energy {:.4e}, fidelity {:.4}, entropy {:.3}, epoch {} ({})",
+        m.step,
+        m.norm,
+        m.mean_density,
+        m.matter_cells,
+        m.energy,
+        m.fidelity,
+        m.entropy,
+        m.epoch,
+        EPOCH_NAMES[m.epoch as usize]
+    );
     Ok(if interrupted.load(Ordering::SeqCst) {
         ExitCode::from(130)
     } else {
@@ -392,27 +468,87 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Writes the phase of channel 0 and the magnitude of the last delta over
-/// the simulation's extent (the dense grid, or the sparse lattice's matter).
-fn write_pictures(dir: &Path, sim: &Simulation) -> anyhow::Result<()> {
+/// Writes one picture per chosen visualization over the simulation's extent
+/// (the dense grid, or the sparse lattice's matter):
+/// `<name>_<step>.png`, with `phase:N` named `phase_cN`.
+fn write_pictures(dir: &Path, sim: &Simulation, vizs: &[Viz], sheet: bool) -> anyhow::Result<()> {
     let step = sim.step_count();
     let Some(area) = sim.extent() else {
         tracing::warn!("step {step}: no matter left, no picture");
         return Ok(());
     };
-    let (w, h) = (area.width(), area.height());
-    for (name, field, palette) in [
-        ("phase_c0", Field::Phase(0), Palette::Phase),
-        ("delta", Field::DeltaMagnitude, Palette::Magnitude),
-    ] {
-        let values = sim.field(area, field)?;
-        write_png(
-            &dir.join(format!("{name}_{step:06}.png")),
-            w,
-            h,
-            &values,
-            palette,
+    let frame = sim.frame(area)?;
+    let frame = frame.as_ref();
+    let mut tiles = Vec::new();
+    for &viz in vizs {
+        let map = atheria::instruments::viz::field(viz, &frame, true)?;
+        let flow =
+            (viz == Viz::Flow).then(|| atheria::instruments::viz::flow_vectors(&frame, true));
+        let name = match viz {
+            Viz::PhaseChannel(c) => format!("phase_c{c}"),
+            other => other.name(),
+        };
+        let image = draw_viz(
+            viz,
+            &map,
+            flow.as_ref().map(|(x, y)| (x.as_slice(), y.as_slice())),
         )?;
+        image.write_png(&dir.join(format!("{name}_{step:06}.png")))?;
+        if sheet {
+            tiles.push(image);
+        }
+    }
+    if sheet {
+        // The montage of holographic_bulk takes a row of its own.
+        let (wide, square): (Vec<_>, Vec<_>) =
+            tiles.into_iter().partition(|t| t.width > 2 * t.height);
+        let mut all = contact_sheet(&square, 4);
+        for t in &wide {
+            let below = contact_sheet(std::slice::from_ref(t), 1);
+            all = stack(&all, &below);
+        }
+        all.write_png(&dir.join(format!("sheet_{step:06}.png")))?;
     }
     Ok(())
+}
+
+/// `top` above `bottom`, on white.
+fn stack(top: &atheria::render::Image, bottom: &atheria::render::Image) -> atheria::render::Image {
+    let mut out =
+        atheria::render::Image::new(top.width.max(bottom.width), top.height + bottom.height);
+    for (img, y0) in [(top, 0), (bottom, top.height)] {
+        for row in 0..img.height {
+            let to = ((y0 + row) * out.width) * 3;
+            out.pixels[to..to + img.width * 3]
+                .copy_from_slice(&img.pixels[row * img.width * 3..(row + 1) * img.width * 3]);
+        }
+    }
+    out
+}
+
+/// The `--metrics` file: one JSON object per line, flushed as written so
+/// that a killed run keeps every line it wrote.
+struct MetricsFile {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl MetricsFile {
+    fn create(path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create --metrics file {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: std::io::BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, m: &Metrics) -> anyhow::Result<()> {
+        use std::io::Write;
+        serde_json::to_writer(&mut self.out, m)?;
+        self.out
+            .write_all(b"\n")
+            .and_then(|()| self.out.flush())
+            .with_context(|| format!("cannot write --metrics file {}", self.path.display()))
+    }
 }

@@ -11,6 +11,7 @@ use super::window::WindowBatch;
 use super::{Field, SparseOptions};
 use crate::pool::LoopPool;
 use crate::state::check_size;
+use crate::summary::{summarize, ENERGY, PLANES};
 use crate::update::UpdateParams;
 use crate::{DenseState, StepStats, DEFAULT_MAX_CELLS};
 
@@ -314,7 +315,14 @@ impl SparseEngine {
                     out[at(x as i64, y as i64)] = im.atan2(re);
                 }
             }
-            Field::DeltaMagnitude => self.delta_magnitude(area, &mut out),
+            Field::DeltaMagnitude => {
+                let mut sum = vec![0.0f32; PLANES * n];
+                if self.summary_into(area, &mut sum)? {
+                    for (o, e) in out.iter_mut().zip(&sum[ENERGY * n..][..n]) {
+                        *o = e.sqrt();
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -356,14 +364,29 @@ impl SparseEngine {
         Ok(stats)
     }
 
-    /// Fills `out` (over `area_box`) with |delta| of the last step.
-    fn delta_magnitude(&self, area_box: CellBox, out: &mut [f32]) {
-        let w = area_box.width();
+    /// The delta summary of the last step ([`crate::summary`]) over `area`:
+    /// `[summary::PLANES][height][width]`, zero where the model did not
+    /// run; `None` before this engine's first step (or after a step with
+    /// nothing to step).
+    pub fn delta_summary(&self, area: CellBox) -> Result<Option<Vec<f32>>> {
+        area.check("delta summary")?;
+        let n = check_size(area.height(), area.width(), PLANES, DEFAULT_MAX_CELLS)?;
+        let mut out = vec![0.0f32; PLANES * n];
+        Ok(self.summary_into(area, &mut out)?.then_some(out))
+    }
+
+    /// Fills `out` (`[PLANES][cells of area_box]`) with the delta summary of
+    /// the last step; false (and `out` untouched) before the first step.
+    fn summary_into(&self, area_box: CellBox, out: &mut [f32]) -> Result<bool> {
+        let (w, n) = (area_box.width(), area_box.width() * area_box.height());
         let at = |x: i64, y: i64| {
             (y - area_box.min_y as i64) as usize * w + (x - area_box.min_x as i64) as usize
         };
         match &self.mode {
             Mode::Local(b) => {
+                if b.keys.is_empty() {
+                    return Ok(false);
+                }
                 let (t, area) = (self.tiles.t, self.tiles.area());
                 for (j, &key) in b.keys.iter().enumerate() {
                     let (ox, oy) = self.tiles.origin(key);
@@ -374,61 +397,42 @@ impl SparseEngine {
                     {
                         continue;
                     }
-                    let norms = &b.delta_norm[j * area..(j + 1) * area];
-                    for (i, &v) in norms.iter().enumerate() {
+                    let tile = &b.summary[j * PLANES * area..(j + 1) * PLANES * area];
+                    for i in 0..area {
                         let (x, y) = (ox + (i % t) as i64, oy + (i / t) as i64);
                         if area_box.contains(x as i32, y as i32) {
-                            out[at(x, y)] = v;
+                            let k = at(x, y);
+                            for p in 0..PLANES {
+                                out[p * n + k] = tile[p * area + i];
+                            }
                         }
                     }
                 }
+                Ok(true)
             }
             Mode::Global(g) => {
-                let Some(win) = g.window else { return };
-                let (ww, n) = (win.width(), win.width() * win.height());
-                let d2 = 2 * self.d_state();
+                let Some(win) = g.window else {
+                    return Ok(false);
+                };
+                // The window's summary, from its delta and the state now.
+                let psi = self.export(win)?;
+                let wn = psi.cells();
+                let mut sum = vec![0.0f32; PLANES * wn];
+                summarize(psi.planes(), &g.delta, wn, self.d_state(), &mut sum);
+                let ww = win.width();
                 for y in area_box.min_y.max(win.min_y)..=area_box.max_y.min(win.max_y) {
                     for x in area_box.min_x.max(win.min_x)..=area_box.max_x.min(win.max_x) {
                         let i = (y as i64 - win.min_y as i64) as usize * ww
                             + (x as i64 - win.min_x as i64) as usize;
-                        let sq: f32 = (0..d2).map(|c| g.delta[c * n + i].powi(2)).sum();
-                        out[at(x as i64, y as i64)] = sq.sqrt();
+                        let k = at(x as i64, y as i64);
+                        for p in 0..PLANES {
+                            out[p * n + k] = sum[p * wn + i];
+                        }
                     }
                 }
+                Ok(true)
             }
         }
-    }
-
-    /// Checks a dense state against the lattice; returns its box.
-    fn check_dense(&self, state: &DenseState) -> Result<CellBox> {
-        let d = self.d_state();
-        if state.d_state() != d {
-            return Err(Error::InvalidArgument(format!(
-                "the state has d_state {} but model `{}` has d_state {d}",
-                state.d_state(),
-                self.backend.spec().name
-            )));
-        }
-        let area = CellBox::from_origin(
-            state.origin.0,
-            state.origin.1,
-            state.width(),
-            state.height(),
-        )?;
-        let n = state.cells();
-        let planes = state.planes();
-        let mut bad = None;
-        for_each_occupied(state, |gx, gy, i| {
-            if bad.is_none() && (0..2 * d).any(|c| !planes[c * n + i].is_finite()) {
-                bad = Some((gx, gy));
-            }
-        });
-        if let Some((x, y)) = bad {
-            return Err(Error::InvalidArgument(format!(
-                "the state holds a non-finite value at x = {x}, y = {y}"
-            )));
-        }
-        Ok(area)
     }
 
     /// Writes `state` tile by tile; with `replace`, its vacuum cells clear
@@ -474,6 +478,38 @@ impl SparseEngine {
                 }
             }
         }
+    }
+
+    /// Checks a dense state against the lattice; returns its box.
+    fn check_dense(&self, state: &DenseState) -> Result<CellBox> {
+        let d = self.d_state();
+        if state.d_state() != d {
+            return Err(Error::InvalidArgument(format!(
+                "the state has d_state {} but model `{}` has d_state {d}",
+                state.d_state(),
+                self.backend.spec().name
+            )));
+        }
+        let area = CellBox::from_origin(
+            state.origin.0,
+            state.origin.1,
+            state.width(),
+            state.height(),
+        )?;
+        let n = state.cells();
+        let planes = state.planes();
+        let mut bad = None;
+        for_each_occupied(state, |gx, gy, i| {
+            if bad.is_none() && (0..2 * d).any(|c| !planes[c * n + i].is_finite()) {
+                bad = Some((gx, gy));
+            }
+        });
+        if let Some((x, y)) = bad {
+            return Err(Error::InvalidArgument(format!(
+                "the state holds a non-finite value at x = {x}, y = {y}"
+            )));
+        }
+        Ok(area)
     }
 
     /// An error unless `new` more cells of matter fit under `max_cells`.

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use super::tiles::{TileKey, TileStore};
 use super::Vacuum;
 use crate::pool::LoopPool;
+use crate::summary::{summarize, PLANES};
 use crate::update::{first_non_finite, update_run, PlaneRun, UpdateParams};
 use crate::StepStats;
 
@@ -39,7 +40,7 @@ impl StepContext<'_> {
 /// The batch of a local step, with every buffer reused from step to step.
 ///
 /// The model runs chunk by chunk; each chunk's result is staged (the updated
-/// tiles, their occupancy, |delta|) before the next chunk runs, and the
+/// tiles, their occupancy, the delta summary) before the next chunk runs, and the
 /// tiles change only when every chunk has been checked: the step is
 /// all-or-nothing while the halo-sized buffers stay one chunk long.
 pub(crate) struct LocalBatch {
@@ -49,10 +50,11 @@ pub(crate) struct LocalBatch {
     /// `spatial_multiple` (the extra cells lie beyond the halo).
     pub side: usize,
     /// Active tiles of the last successful step, sorted by (y, x): the
-    /// layout of `delta_norm`. Empty when no step has completed.
+    /// layout of `summary`. Empty when no step has completed.
     pub keys: Vec<TileKey>,
-    /// |delta| of the model output per cell of the last step, `[B][T][T]`.
-    pub delta_norm: Vec<f32>,
+    /// The delta summary of the last step ([`crate::summary`]), per tile:
+    /// `[B][summary::PLANES][T][T]`.
+    pub summary: Vec<f32>,
     wanted: Vec<TileKey>,
     slots: Vec<u32>,
     created: Vec<u32>,
@@ -93,7 +95,7 @@ impl LocalBatch {
             r,
             side: (t + 2 * r).div_ceil(m) * m,
             keys: Vec::new(),
-            delta_norm: Vec::new(),
+            summary: Vec::new(),
             delta: Vec::new(),
             wanted: Vec::new(),
             slots: Vec::new(),
@@ -211,7 +213,7 @@ impl LocalBatch {
         })?;
         self.stage.resize(staged, 0.0);
         self.stage_occ.resize(b * area, 0);
-        self.delta_norm.resize(b * area, 0.0);
+        self.summary.resize(b * PLANES * area, 0.0);
         self.checks.clear();
         self.checks.resize(b, TileCheck::default());
         self.input.resize(chunk * fl, 0.0);
@@ -257,16 +259,19 @@ impl LocalBatch {
                 self.stage[b0 * tl..(b0 + n) * tl]
                     .par_chunks_mut(tl)
                     .zip(self.stage_occ[b0 * area..(b0 + n) * area].par_chunks_mut(area))
-                    .zip(self.delta_norm[b0 * area..(b0 + n) * area].par_chunks_mut(area))
+                    .zip(
+                        self.summary[b0 * PLANES * area..(b0 + n) * PLANES * area]
+                            .par_chunks_mut(PLANES * area),
+                    )
                     .zip(self.checks[b0..b0 + n].par_iter_mut())
                     .zip(self.delta[..n * fl].par_chunks(fl))
                     .zip(self.reach.par_chunks(area))
                     .zip(self.slots[b0..b0 + n].par_iter())
                     .for_each(
-                        |((((((stage, occ), dnorm), check), delta), reach), &slot)| {
+                        |((((((stage, occ), summary), check), delta), reach), &slot)| {
                             let tile = &st.data[slot as usize * tl..][..tl];
                             *check = stage_tile(
-                                tile, delta, reach, &params, t, r, side, stage, occ, dnorm,
+                                tile, delta, reach, &params, t, r, side, stage, occ, summary,
                             );
                         },
                     )
@@ -412,7 +417,7 @@ fn stage_tile(
     side: usize,
     stage: &mut [f32],
     occ: &mut [u8],
-    dnorm: &mut [f32],
+    summary: &mut [f32],
 ) -> TileCheck {
     let (area, d2) = (t * t, 2 * params.d_state);
     SCRATCH.with_borrow_mut(|scratch| {
@@ -436,15 +441,6 @@ fn stage_tile(
                 bad: Some((i / t, i % t, c)),
                 count: 0,
             };
-        }
-        dnorm.fill(0.0);
-        for plane in compact.chunks_exact(area) {
-            for (s, v) in dnorm.iter_mut().zip(plane) {
-                *s += v * v;
-            }
-        }
-        for s in dnorm.iter_mut() {
-            *s = s.sqrt();
         }
         stage.copy_from_slice(tile);
         // SAFETY: `stage` and `compact` hold 2D planes of `area` cells each;
@@ -472,6 +468,8 @@ fn stage_tile(
             }
             count += occ[i] as u32;
         }
+        // With psi after the step, as the dense engine's summary.
+        summarize(stage, compact, area, params.d_state, summary);
         TileCheck { bad: None, count }
     })
 }

@@ -1,0 +1,220 @@
+//! The instruments on a [`Simulation`]: tools that poke it, visualizations
+//! that draw it and readouts that measure it. The definitions live in the
+//! `instruments` crate (docs/instruments.md); this file cuts the frames they
+//! work on from either engine and writes the tools' results back.
+//!
+//! On the dense engine a frame is the grid, read where it lies (readouts do
+//! not copy it) and written in place (a tool checks every argument before
+//! it writes, so a failed tool changes nothing). On the sparse engine a tool
+//! works on the box it may write ([`Tool::footprint`]): the box is exported,
+//! changed, and imported back in one all-or-nothing import; pictures and
+//! readouts cover the matter's extent.
+
+use engine_api::{Error, Result};
+use instruments::frame::{Frame, FrameMut, FrameRef};
+use instruments::metrics::metrics;
+use instruments::tools::{ClickOut, Lattice, Tool};
+use instruments::viz::{self, Viz, VizMap};
+use instruments::Metrics;
+use sparse_grid::sparse::CellBox;
+use sparse_grid::summary::{ENERGY, PLANES};
+use sparse_grid::DenseState;
+
+use super::{for_overlap, Engine, Simulation};
+
+/// What a simulation keeps for its instruments.
+#[derive(Debug, Default)]
+pub(super) struct Observe {
+    /// The fidelity's psi0: the field when the simulation was built or its
+    /// state last replaced.
+    baseline: Option<Frame>,
+    /// Click-out, while it is on.
+    click_out: Option<ClickOut>,
+    /// False after a tool changed the field: the last delta no longer
+    /// belongs to it (Atheria forgets it then too), so `energy`, `physics`,
+    /// `flow` and `delta` wait for the next step.
+    stale_delta: bool,
+}
+
+impl Simulation {
+    /// Applies a tool (docs/instruments.md, "Tools"). Every argument is
+    /// checked first; an error names the argument and changes nothing.
+    /// [`Tool::ClickOut`] is a setting: it turns click-out on (or off) for
+    /// the steps that follow.
+    ///
+    /// On the dense engine tools are clipped to the grid and their centres
+    /// must lie inside it; on the sparse engine they work at any
+    /// coordinates and create matter where they write.
+    pub fn apply(&mut self, tool: &Tool) -> Result<()> {
+        let d = self.d_state();
+        let lattice = self.lattice();
+        if let Tool::ClickOut {
+            enabled,
+            chance,
+            seed,
+        } = *tool
+        {
+            tool.check(&lattice, d)?;
+            self.observe.click_out = enabled.then_some(ClickOut { chance, seed });
+            return Ok(());
+        }
+        match &mut self.engine {
+            Engine::Dense(e) => tool.apply(&mut FrameMut::new(e.state_mut()), &lattice)?,
+            Engine::Sparse(e) => {
+                let Some(area) = tool.footprint(&lattice, d)? else {
+                    return Ok(());
+                };
+                let mut part = e.export(area)?;
+                tool.apply(&mut FrameMut::new(&mut part), &lattice)?;
+                e.import(&part)?;
+            }
+        }
+        self.observe.stale_delta = true;
+        Ok(())
+    }
+
+    /// Click-out's setting, `None` while it is off.
+    pub fn click_out(&self) -> Option<ClickOut> {
+        self.observe.click_out
+    }
+
+    /// The lattice tools see: the dense grid, or the unbounded lattice with
+    /// its matter's extent.
+    pub fn lattice(&self) -> Lattice {
+        match &self.engine {
+            Engine::Dense(_) => Lattice::Bounded(self.extent().expect("a grid has a box")),
+            Engine::Sparse(e) => Lattice::Unbounded {
+                extent: e.bounding_box(),
+            },
+        }
+    }
+
+    /// A visualization over `area` (docs/instruments.md, "Visualizations"),
+    /// with Atheria's vacuum mask: the raw float map; normalise it with
+    /// [`instruments::viz::normalize`] or draw it with
+    /// `atheria::render::write_viz`. Cells outside a dense grid, or without
+    /// matter, are vacuum.
+    pub fn field(&self, viz: Viz, area: CellBox) -> Result<VizMap> {
+        self.field_with(viz, area, true)
+    }
+
+    /// As [`Simulation::field`], choosing whether the vacuum mask applies.
+    pub fn field_with(&self, viz: Viz, area: CellBox, mask: bool) -> Result<VizMap> {
+        let frame = self.frame(area)?;
+        viz::field(viz, &frame.as_ref(), mask)
+    }
+
+    /// The flow's vectors over `area` (mean_c Re delta_c, mean_c Im
+    /// delta_c, masked and scaled as Atheria's), row-major.
+    pub fn flow_vectors(&self, area: CellBox) -> Result<(Vec<f32>, Vec<f32>)> {
+        let frame = self.frame(area)?;
+        Ok(viz::flow_vectors(&frame.as_ref(), true))
+    }
+
+    /// The cells of `area` with the last step's delta summary: what
+    /// visualizations read.
+    pub fn frame(&self, area: CellBox) -> Result<Frame> {
+        let state = self.state_in(area)?;
+        let summary = self.summary_in(area, &state)?;
+        Frame::new(state, summary)
+    }
+
+    /// The readouts now (docs/instruments.md, "Readouts"), over the dense
+    /// grid or the sparse lattice's extent. Cheap enough for every step: on
+    /// the dense engine nothing is copied.
+    pub fn metrics(&self) -> Result<Metrics> {
+        let step = self.step_count();
+        let baseline = self.observe.baseline.as_ref().map(Frame::as_ref);
+        match &self.engine {
+            Engine::Dense(e) => {
+                let energy = (!self.observe.stale_delta && self.last.is_some())
+                    .then(|| e.last_delta().iter().map(|&v| v as f64 * v as f64).sum());
+                let frame = FrameRef::new(e.state(), None)?;
+                Ok(metrics(
+                    &frame,
+                    baseline.as_ref(),
+                    energy,
+                    e.threshold(),
+                    step,
+                ))
+            }
+            Engine::Sparse(e) => {
+                let area = e.bounding_box().unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
+                let state = e.export(area)?;
+                let n = state.cells();
+                let energy = self
+                    .summary_in(area, &state)?
+                    .map(|s| s[ENERGY * n..][..n].iter().map(|&v| v as f64).sum());
+                let frame = FrameRef::new(&state, None)?;
+                let threshold = Some(e.options().threshold);
+                Ok(metrics(&frame, baseline.as_ref(), energy, threshold, step))
+            }
+        }
+    }
+
+    /// Makes the field now the fidelity's psi0 (done when the simulation is
+    /// built and whenever its state is replaced).
+    pub fn reset_baseline(&mut self) -> Result<()> {
+        self.observe.baseline = Some(Frame::new(self.state()?, None)?);
+        self.observe.stale_delta = false;
+        Ok(())
+    }
+
+    /// The delta summary over `area` (laid out as `state`, a cut of it), or
+    /// `None` before a step or after a tool.
+    fn summary_in(&self, area: CellBox, state: &DenseState) -> Result<Option<Vec<f32>>> {
+        if self.observe.stale_delta {
+            return Ok(None);
+        }
+        match &self.engine {
+            Engine::Sparse(e) => e.delta_summary(area),
+            Engine::Dense(e) => {
+                let Some(full) = e.delta_summary() else {
+                    return Ok(None);
+                };
+                let (n, m) = (e.state().cells(), state.cells());
+                let mut out = vec![0.0f32; PLANES * m];
+                for_overlap(e.state(), area, |i, j| {
+                    for p in 0..PLANES {
+                        out[p * m + j] = full[p * n + i];
+                    }
+                });
+                Ok(Some(out))
+            }
+        }
+    }
+
+    /// Click-out after step `step`, when it is on.
+    pub(super) fn after_step(&mut self, step: u64) -> Result<()> {
+        self.observe.stale_delta = false;
+        let Some(click) = self.observe.click_out else {
+            return Ok(());
+        };
+        let fail = |e: Error| {
+            Error::InvalidArgument(format!(
+                "click_out after step {step}: {e} (the step itself stands)"
+            ))
+        };
+        match &mut self.engine {
+            Engine::Dense(e) => {
+                let mut frame = FrameMut::new(e.state_mut());
+                let region = frame.cell_box();
+                click.apply(&mut frame, region, step).map_err(fail)?;
+            }
+            Engine::Sparse(e) => {
+                let Some(region) = e.bounding_box() else {
+                    return Ok(());
+                };
+                if !click.fires(step) {
+                    return Ok(());
+                }
+                let mut part = e.export(region).map_err(fail)?;
+                click
+                    .apply(&mut FrameMut::new(&mut part), region, step)
+                    .map_err(fail)?;
+                e.import(&part).map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+}
