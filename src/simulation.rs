@@ -467,8 +467,9 @@ pub fn default_max_cells(d_state: usize) -> usize {
 
 /// The engine of a simulation: the one place the two are told apart.
 enum Engine {
-    Dense(DenseEngine),
-    // Boxed: by far the larger of the two.
+    // Both boxed: a simulation moves between threads and owners, and the
+    // engines are a few hundred bytes each.
+    Dense(Box<DenseEngine>),
     Sparse(Box<SparseEngine>),
 }
 
@@ -504,7 +505,9 @@ impl Engine {
                 let mut options = StepOptions::default();
                 options.gamma = gamma;
                 options.threshold = threshold;
-                Ok(Engine::Dense(DenseEngine::new(backend, state, options)?))
+                Ok(Engine::Dense(Box::new(DenseEngine::new(
+                    backend, state, options,
+                )?)))
             }
             EngineKind::Sparse => {
                 let mut options = SparseOptions::default();
@@ -742,7 +745,7 @@ impl Simulation {
                 let mut options = StepOptions::default();
                 options.gamma = e.gamma();
                 options.threshold = e.threshold();
-                Engine::Dense(DenseEngine::new(backend, state, options)?)
+                Engine::Dense(Box::new(DenseEngine::new(backend, state, options)?))
             }
             Engine::Sparse(e) => {
                 let mut fresh = SparseEngine::new(backend, *e.options())?;

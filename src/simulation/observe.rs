@@ -127,16 +127,15 @@ impl Simulation {
         let baseline = self.observe.baseline.as_ref().map(Frame::as_ref);
         match &self.engine {
             Engine::Dense(e) => {
-                let energy = (!self.observe.stale_delta && self.last.is_some())
-                    .then(|| e.last_delta().iter().map(|&v| v as f64 * v as f64).sum());
+                let energy = e.last_delta_energy().filter(|_| !self.observe.stale_delta);
                 let frame = FrameRef::new(e.state(), None)?;
-                Ok(metrics(
-                    &frame,
-                    baseline.as_ref(),
-                    energy,
-                    e.threshold(),
-                    step,
-                ))
+                // In the engine's pool when it has one: the readouts split
+                // their channels among its threads, never beyond them.
+                let read = || metrics(&frame, baseline.as_ref(), energy, e.threshold(), step);
+                Ok(match e.pool() {
+                    Some(pool) => pool.install(read),
+                    None => read(),
+                })
             }
             Engine::Sparse(e) => {
                 let area = e.bounding_box().unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
@@ -147,7 +146,11 @@ impl Simulation {
                     .map(|s| s[ENERGY * n..][..n].iter().map(|&v| v as f64).sum());
                 let frame = FrameRef::new(&state, None)?;
                 let threshold = Some(e.options().threshold);
-                Ok(metrics(&frame, baseline.as_ref(), energy, threshold, step))
+                let read = || metrics(&frame, baseline.as_ref(), energy, threshold, step);
+                Ok(match e.pool() {
+                    Some(pool) => pool.install(read),
+                    None => read(),
+                })
             }
         }
     }

@@ -62,8 +62,9 @@ pub struct DenseEngine {
     next_occupied: Vec<u8>,
     /// Where the update's parallel loop runs.
     pool: LoopPool,
-    /// Whether `delta` holds a step's delta (false until the first step).
-    stepped: bool,
+    /// sum of delta^2 of the last step, `None` until the first: whether
+    /// `delta` holds a step's delta.
+    energy: Option<f64>,
 }
 
 impl DenseEngine {
@@ -109,7 +110,7 @@ impl DenseEngine {
             state,
             params,
             pool: LoopPool::default(),
-            stepped: false,
+            energy: None,
         })
     }
 
@@ -160,12 +161,19 @@ impl DenseEngine {
     /// from its delta and the state now: `[summary::PLANES][H][W]`; `None`
     /// before the first step.
     pub fn delta_summary(&self) -> Option<Vec<f32>> {
-        self.stepped.then(|| {
+        self.energy.is_some().then(|| {
             let (n, d) = (self.state.cells(), self.state.d_state());
             let mut out = vec![0.0; crate::summary::PLANES * n];
             crate::summary::summarize(self.state.planes(), &self.delta, n, d, &mut out);
             out
         })
+    }
+
+    /// sum over cells and channels of |delta|^2 of the last step (the
+    /// `energy` readout), computed while the step checks its delta; `None`
+    /// before the first step.
+    pub fn last_delta_energy(&self) -> Option<f64> {
+        self.energy
     }
 
     /// The backend this engine calls.
@@ -221,7 +229,8 @@ impl DenseEngine {
             stride: n,
         };
         // SAFETY: `delta` holds 2D planes of n cells.
-        if let Some((i, c)) = unsafe { first_non_finite(delta, n, 2 * d) } {
+        let energy = unsafe { first_non_finite(delta, n, 2 * d) };
+        if let Err((i, c)) = energy {
             let (x, y) = (
                 s.origin.0 as i64 + (i % w) as i64,
                 s.origin.1 as i64 + (i / w) as i64,
@@ -240,7 +249,7 @@ impl DenseEngine {
             .run(|| update_rows(planes, delta, w, params, norm, next_occupied));
         s.swap_occupied(&mut self.next_occupied);
         s.step += 1;
-        self.stepped = true;
+        self.energy = energy.ok();
         let update = t1.elapsed();
         let occupied = s.occupied().iter().filter(|&&o| o != 0).count();
         Ok(StepStats {

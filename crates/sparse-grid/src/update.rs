@@ -99,7 +99,9 @@ pub(crate) unsafe fn update_run(
     }
 }
 
-/// The first non-finite value in a run of delta planes, as (cell, channel).
+/// Checks a run of delta planes: `Ok` with the sum of their squares (the
+/// step's `energy` readout, computed in the same pass), or `Err` with the
+/// first non-finite value as (cell, channel).
 ///
 /// # Safety
 /// As for `delta` in `update_run`.
@@ -107,18 +109,32 @@ pub(crate) unsafe fn first_non_finite(
     delta: PlaneRun<*const f32>,
     n: usize,
     channels: usize,
-) -> Option<(usize, usize)> {
+) -> std::result::Result<f64, (usize, usize)> {
+    const LANES: usize = 16;
+    let mut energy = 0.0f64;
     for c in 0..channels {
         // SAFETY: the caller guarantees the range.
         let plane = unsafe { std::slice::from_raw_parts(delta.ptr.add(c * delta.stride), n) };
-        // Summing first keeps the common, all-finite case a vectorised pass.
-        if plane.iter().fold(0.0f32, |s, x| s + x * 0.0).is_nan() {
-            if let Some(i) = plane.iter().position(|x| !x.is_finite()) {
-                return Some((i, c));
+        // Squares summed in independent lanes: one vectorised pass for the
+        // common, all-finite case; a NaN or an infinity makes the sum
+        // non-finite, and only then is the plane searched.
+        let mut acc = [0.0f32; LANES];
+        let chunks = plane.chunks_exact(LANES);
+        let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
+        for chunk in chunks {
+            for l in 0..LANES {
+                acc[l] += chunk[l] * chunk[l];
             }
         }
+        let sq = acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64;
+        if !sq.is_finite() {
+            if let Some(i) = plane.iter().position(|x| !x.is_finite()) {
+                return Err((i, c));
+            }
+        }
+        energy += sq;
     }
-    None
+    Ok(energy)
 }
 
 /// Updates one whole contiguous field (planes of `n` cells each, stride `n`):
@@ -313,10 +329,10 @@ mod tests {
                 4,
             )
         };
-        assert_eq!(run(&delta), None);
+        assert_eq!(run(&delta), Ok(0.25 * 4.0 * n as f64));
         delta[2 * n + 4] = f32::INFINITY;
         delta[3 * n + 1] = f32::NAN;
-        assert_eq!(run(&delta), Some((4, 2)));
+        assert_eq!(run(&delta), Err((4, 2)));
     }
 
     #[test]

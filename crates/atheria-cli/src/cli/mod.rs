@@ -24,6 +24,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of `run`'s arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run a simulation (the embedded default law unless --model is given).
     Run(run::RunArgs),

@@ -306,6 +306,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .build_observed(&mut stages)
         .map_err(|e| stages.name_failed(e))?;
     let spec = engine.spec().clone();
+    // A channel the model does not have is a mistake to report now, not
+    // after the run.
+    if let Some(c) = args.png.as_ref().and_then(|_| {
+        args.viz.0.iter().find_map(|v| match v {
+            Viz::PhaseChannel(c) if *c >= spec.d_state => Some(*c),
+            _ => None,
+        })
+    }) {
+        bail!(
+            "--viz phase:{c}: model `{}` has channels 0..{}",
+            spec.name,
+            spec.d_state
+        );
+    }
     info!(
         "model `{}`: {} d_state {} update {} on {}",
         spec.name,

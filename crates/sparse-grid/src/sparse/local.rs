@@ -436,7 +436,7 @@ fn stage_tile(
             stride: area,
         };
         // SAFETY: `compact` holds 2D planes of `area` cells.
-        if let Some((i, c)) = unsafe { first_non_finite(run, area, d2) } {
+        if let Err((i, c)) = unsafe { first_non_finite(run, area, d2) } {
             return TileCheck {
                 bad: Some((i / t, i % t, c)),
                 count: 0,

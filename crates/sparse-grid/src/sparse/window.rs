@@ -187,7 +187,9 @@ impl WindowBatch {
                     stride: n,
                 };
                 // SAFETY: `delta` holds 2D planes of n cells; row y spans w of each.
-                unsafe { first_non_finite(run, w, 2 * d) }.map(|(x, c)| (x, y, c))
+                unsafe { first_non_finite(run, w, 2 * d) }
+                    .err()
+                    .map(|(x, c)| (x, y, c))
             })
         });
         if let Some((x, y, c)) = bad {

@@ -326,6 +326,9 @@ fn bench_one(
             "vs_sgemm_median": (!ratios.is_empty()).then(|| timing::median(&ratios)),
         });
     }
+    if cfg.engine == Engine::Dense {
+        row["readouts"] = readout_cost(&mut engine, args.window_secs, rate)?;
+    }
     if let Engine::Sparse(_) = cfg.engine {
         let cells = (t.last.active_tiles * tile * tile) as f64;
         row["sparse"] = json!({
@@ -353,6 +356,27 @@ fn bench_one(
         }
     }
     Ok((row, engine))
+}
+
+/// What computing every readout ([`Simulation::metrics`]) after every step
+/// costs, as a share of the step: steps and readouts alternate for about
+/// one window, each timed alone; the medians are compared.
+fn readout_cost(engine: &mut Simulation, window_secs: f64, rate: f64) -> anyhow::Result<Value> {
+    let n = ((window_secs * rate) as usize).clamp(5, 500);
+    info!("readouts after each of {n} steps ...");
+    let (mut steps, mut reads) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let t0 = std::time::Instant::now();
+        engine.step()?;
+        let t1 = std::time::Instant::now();
+        std::hint::black_box(engine.metrics()?);
+        steps.push((t1 - t0).as_secs_f64() * 1e3);
+        reads.push(t1.elapsed().as_secs_f64() * 1e3);
+    }
+    let (step_ms, read_ms) = (timing::median(&steps), timing::median(&reads));
+    Ok(
+        json!({"pairs": n, "step_ms_median": step_ms, "metrics_ms_median": read_ms, "share_of_step": read_ms / step_ms}),
+    )
 }
 
 /// The PyTorch reference engine on `cfg`, or a row saying why not.

@@ -123,6 +123,22 @@ pub fn targets(rows: &[Value], startup: &[Value]) -> Vec<Value> {
             ms / 1e3 < limit,
         ));
     }
+    for r in rows
+        .iter()
+        .filter(|r| r["config"] == "dense-128" && r["engine"] == "dense")
+    {
+        if let Some(x) = f(&r["readouts"]["share_of_step"]) {
+            out.push(target(
+                format!(
+                    "every readout after every step, share of a step, dense-128 D=64 {}",
+                    s(&r["backend"])
+                ),
+                x,
+                "< 0.10",
+                x < 0.10,
+            ));
+        }
+    }
     for r in rows.iter().filter(|r| r["engine"] == "sparse") {
         if let Some(x) = f(&r["sparse"]["per_cell_vs_dense"]) {
             out.push(target(
