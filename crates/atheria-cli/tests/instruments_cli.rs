@@ -196,7 +196,7 @@ fn bad_tools_and_visualizations_are_one_clear_line() {
         (vec!["--viz", "phase:x"], "phase:x"),
         (
             vec!["--viz", "phase:9", "--png", "p"],
-            "phase:9: the model has channels 0..4",
+            "--viz phase:9: model `default-schroedinger-d4` has channels 0..4",
         ),
         (
             vec!["--metrics", "/nonexistent-dir/m.jsonl"],
