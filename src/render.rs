@@ -18,6 +18,9 @@ const MIN_SIDE: usize = 384;
 /// The colour of a cell the vacuum mask removed: a dark grey, apart from
 /// every colormap's own black.
 const VACUUM: [u8; 3] = [40, 40, 44];
+/// `gradient` and `spectral` maps whose values all stay below this are
+/// f32 rounding of a uniform density, drawn flat.
+const FLAT: f32 = 1e-4;
 /// Pixels between the layers of a montage.
 const GAP: usize = 4;
 /// Cells between the arrows of a flow picture (at least; more on big grids).
@@ -158,10 +161,21 @@ fn display_values(viz: Viz, map: &VizMap) -> Vec<f32> {
             .map(|v| if m > 0.0 { 0.5 + 0.5 * v / m } else { 0.5 })
             .collect();
     }
-    if viz == Viz::Physics {
-        // |delta_c| / |psi_c| is huge where one channel nearly vanishes: a
-        // few such cells would leave the rest black, so the picture spans
-        // the 1st to the 99th percentile.
+    if matches!(viz, Viz::Gradient | Viz::Spectral) {
+        // Of a density that is uniform up to f32 rounding (every cell
+        // normalised to 1) these are rounding noise, which min-max would
+        // stretch into a full-contrast picture of nothing: such a map is
+        // drawn flat.
+        let max = map.data.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        if max < FLAT {
+            return vec![0.0; map.data.len()];
+        }
+    }
+    if matches!(viz, Viz::Physics | Viz::Energy | Viz::Delta) {
+        // A few cells (where one channel nearly vanishes, for physics; at a
+        // grid's zero-padded edge, for the delta) would leave the rest
+        // black under min-max: the picture spans the 1st to the 99th
+        // percentile.
         let mut v: Vec<f32> = map.data.iter().copied().filter(|v| v.is_finite()).collect();
         v.sort_by(f32::total_cmp);
         if let (Some(&lo), Some(&hi)) = (v.get(v.len() / 100), v.get(v.len() * 99 / 100)) {

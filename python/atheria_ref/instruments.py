@@ -758,7 +758,10 @@ def field(viz: str, psi, summary=None, mask: bool = True) -> np.ndarray:
     elif viz == "flow":
         out = zeros if summary is None else summary[3]
     elif viz == "phase_hsv":
-        value = (dens - dens.min()) / (dens.max() - dens.min() + 1e-10)
+        # Deliberately not Atheria's min-max (which stretches the f32
+        # rounding of a normalised field into noise): the density's own
+        # absolute [0, 1], as the density picture.
+        value = np.clip(dens, 0.0, 1.0)
         out = hsv_to_rgb((circular_phase(psi) + np.pi) / (2 * np.pi), 1.0, value)
     elif viz == "holographic":
         p0 = psi[..., 0]

@@ -199,8 +199,8 @@ fn bad_tools_and_visualizations_are_one_clear_line() {
             "--viz phase:9: model `default-schroedinger-d4` has channels 0..4",
         ),
         (
-            vec!["--metrics", "/nonexistent-dir/m.jsonl"],
-            "cannot create --metrics file",
+            vec!["--metrics", "/proc/m.jsonl"],
+            "cannot create --metrics file /proc/m.jsonl",
         ),
     ] {
         let mut all = vec!["--grid", "16", "--steps", "2"];

@@ -42,7 +42,7 @@ pub enum Viz {
     Fields,
     /// mean_c |delta_c|, with the flow's vectors ([`flow_vectors`]).
     Flow,
-    /// Hue = phase, value = density.
+    /// Hue = phase, value = density (absolute, clipped to 1).
     PhaseHsv,
     /// Atheria's holographic RGB.
     Holographic,
@@ -325,11 +325,13 @@ pub fn field(viz: Viz, frame: &FrameRef<'_>, mask: bool) -> Result<VizMap> {
         Viz::Flow => plain(m.summary(FLOW_MAG).unwrap_or_else(|| vec![0.0; n])),
         Viz::PhaseHsv => {
             let (phase, dens) = (m.mean_phase(), m.density());
-            let (lo, hi) = min_max(&dens);
             let mut data = Vec::with_capacity(3 * n);
             for i in 0..n {
                 let hue = (phase[i] + PI) / (2.0 * PI);
-                let value = (dens[i] - lo) / (hi - lo + 1e-10);
+                // The density on its absolute [0, 1], not Atheria's min-max,
+                // which stretches a normalised field's f32 rounding into
+                // noise (docs/instruments.md).
+                let value = dens[i].clamp(0.0, 1.0);
                 data.extend_from_slice(&hsv_to_rgb(hue, 1.0, value));
             }
             VizMap {

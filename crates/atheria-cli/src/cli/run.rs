@@ -516,7 +516,7 @@ fn write_pictures(dir: &Path, sim: &Simulation, vizs: &[Viz], sheet: bool) -> an
         // The montage of holographic_bulk takes a row of its own.
         let (wide, square): (Vec<_>, Vec<_>) =
             tiles.into_iter().partition(|t| t.width > 2 * t.height);
-        let mut all = contact_sheet(&square, 4);
+        let mut all = contact_sheet(&square, 5);
         for t in &wide {
             let below = contact_sheet(std::slice::from_ref(t), 1);
             all = stack(&all, &below);
@@ -549,6 +549,15 @@ struct MetricsFile {
 
 impl MetricsFile {
     fn create(path: &Path) -> anyhow::Result<Self> {
+        // Its directory is made as --png's is.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "cannot create the directory of --metrics file {}",
+                    path.display()
+                )
+            })?;
+        }
         let file = std::fs::File::create(path)
             .with_context(|| format!("cannot create --metrics file {}", path.display()))?;
         Ok(Self {
