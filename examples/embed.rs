@@ -30,32 +30,20 @@ fn main() -> Result<(), atheria::Error> {
         }
         ControlFlow::Continue(())
     })?;
-    println!(
-        "ran {} steps at {:.0} steps/s",
-        run.steps,
-        run.steps_per_second()
-    );
+    let (n, rate) = (run.steps, run.steps_per_second());
+    println!("ran {n} steps at {rate:.0} steps/s");
 
     // One cell, one visualization, a tool, the readouts.
     let psi = sim.cell(10, 20).expect("a dense grid holds every cell");
     println!("psi(10, 20)[0] = {:.6} {:+.6}i", psi[0].0, psi[0].1);
     let area = sim.extent().expect("a dense grid has an extent");
-    let energy = sim.field(Viz::Energy, area)?; // sum |delta|^2 of the last step
-    println!(
-        "max energy {:.3e}",
-        energy.data.iter().fold(0.0f32, |a, &v| a.max(v))
-    );
-    sim.apply(&Tool::Vortex {
-        x: 32,
-        y: 32,
-        radius: 6,
-        strength: 1.0,
-    })?;
-    let m = sim.metrics()?;
-    println!(
-        "fidelity {:.4}, entropy {:.3}, epoch {}",
-        m.fidelity, m.entropy, m.epoch
-    );
+    let energy = sim.field(Viz::Energy, area)?.data; // sum |delta|^2 of the last step
+    let max = energy.iter().fold(0.0f32, |a, &v| a.max(v));
+    println!("max energy {max:.3e}");
+    sim.apply(&"vortex:x=32,y=32,radius=6".parse::<Tool>()?)?; // or Tool::Vortex { .. }
+    let m = sim.metrics()?; // norm, energy, fidelity, entropy, Atheria's epoch, ...
+    let (fidelity, entropy, epoch) = (m.fidelity, m.entropy, m.epoch);
+    println!("fidelity {fidelity:.4}, entropy {entropy:.3}, epoch {epoch}");
 
     // Save, reload into a new simulation, and check they agree.
     let path = std::env::temp_dir().join(format!("atheria-{}.safetensors", std::process::id()));

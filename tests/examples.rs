@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use atheria::{BackendKind, BackendOptions, DenseEngine, DenseState, InitKind, ModelPackage};
+use atheria::instruments::frame::{FrameMut, FrameRef};
+use atheria::instruments::metrics::metrics;
+use atheria::instruments::tools::Lattice;
+use atheria::{BackendKind, BackendOptions, DenseEngine, DenseState, InitKind, ModelPackage, Tool};
 
 /// Runs an example binary built beside this test (`cargo test` builds the
 /// examples before it runs the tests) and returns its stdout.
@@ -59,14 +62,6 @@ fn embed_steps_the_package_as_the_dense_engine_does_and_reloads_exactly() {
     assert!(out.contains("step 20: 4096 cells"), "{out}");
     assert!(out.contains("ran 20 steps"), "{out}");
     assert!(out.contains("reloaded at step 20: identical true"), "{out}");
-    // Every cell is normalised by the update rule: density 1.
-    let mean: f32 = after(&out, "mean density ")
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((mean - 1.0).abs() < 1e-5, "mean density {mean}");
 
     // The same run on the dense engine directly.
     let root = env!("CARGO_MANIFEST_DIR");
@@ -76,6 +71,7 @@ fn embed_steps_the_package_as_the_dense_engine_does_and_reloads_exactly() {
         .unwrap();
     let mut state = DenseState::zeros(64, 64, 4).unwrap();
     atheria::init::fill(&mut state, InitKind::ComplexNoise, 42);
+    let start = state.clone();
     let mut options = atheria::StepOptions::default();
     options.gamma = 0.01;
     let mut engine = DenseEngine::new(Arc::clone(&backend), state, options).unwrap();
@@ -90,6 +86,43 @@ fn embed_steps_the_package_as_the_dense_engine_does_and_reloads_exactly() {
         (printed.0 - expected.0).abs() < 2e-6 && (printed.1 - expected.1).abs() < 2e-6,
         "printed {printed:?}, the dense engine has {expected:?}"
     );
+    // The energy picture's largest cell: sum |delta|^2 of the last step.
+    let (n, delta) = (s.cells(), engine.last_delta());
+    let max_energy = (0..n)
+        .map(|i| (0..8).map(|c| delta[c * n + i].powi(2)).sum::<f32>())
+        .fold(0.0f32, f32::max);
+    let printed: f32 = after(&out, "max energy ").trim().parse().unwrap();
+    assert!(
+        (printed - max_energy).abs() <= 1e-3 * max_energy,
+        "printed {printed}, the engine's delta gives {max_energy}"
+    );
+    // The vortex, then the readouts against the start.
+    let vortex = Tool::Vortex {
+        x: 32,
+        y: 32,
+        radius: 6,
+        strength: 1.0,
+    };
+    let grid = atheria::CellBox::new(0, 0, 63, 63);
+    vortex
+        .apply(
+            &mut FrameMut::new(engine.state_mut()),
+            &Lattice::Bounded(grid),
+        )
+        .unwrap();
+    let base = FrameRef::new(&start, None).unwrap();
+    let m = metrics(
+        &FrameRef::new(engine.state(), None).unwrap(),
+        Some(&base),
+        None,
+        None,
+        20,
+    );
+    let line = format!(
+        "fidelity {:.4}, entropy {:.3}, epoch {}",
+        m.fidelity, m.entropy, m.epoch
+    );
+    assert!(out.contains(&line), "expected `{line}` in:\n{out}");
 }
 
 #[test]

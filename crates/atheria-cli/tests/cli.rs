@@ -6,27 +6,6 @@ mod common;
 use atheria::state_file;
 use common::*;
 
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A failed command printed exactly one `error:` line and no panic.
-fn assert_clean_failure(out: &std::process::Output, expect: &str) {
-    let err = stderr_of(out);
-    assert!(!out.status.success(), "command succeeded; stderr: {err}");
-    assert!(
-        !err.contains("panicked"),
-        "panic instead of an error: {err}"
-    );
-    let lines: Vec<_> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(
-        lines[0].contains(expect),
-        "error does not mention `{expect}`: {}",
-        lines[0]
-    );
-}
-
 #[test]
 fn the_default_run_needs_no_files_and_writes_pictures() {
     let dir = temp_dir("default-run");

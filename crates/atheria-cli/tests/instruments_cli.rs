@@ -205,17 +205,7 @@ fn bad_tools_and_visualizations_are_one_clear_line() {
     ] {
         let mut all = vec!["--grid", "16", "--steps", "2"];
         all.extend(&args);
-        let out = run(&all, &dir);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        let lines: Vec<_> = err.lines().filter(|l| l.starts_with("error")).collect();
-        assert_eq!(lines.len(), 1, "{args:?}: not one error line: {err}");
-        assert!(
-            lines[0].contains(expect),
-            "{args:?}: `{}` does not say `{expect}`",
-            lines[0]
-        );
+        assert_clean_failure(&run(&all, &dir), expect);
     }
 }
 

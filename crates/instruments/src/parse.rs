@@ -148,6 +148,22 @@ pub fn parse_tool(spec: &str, max_cells: usize) -> Result<ScheduledTool> {
     Ok(ScheduledTool { tool, step })
 }
 
+/// `"vortex:x=40,y=40,radius=6".parse::<Tool>()`: a tool string without
+/// `@step` (a stamp's file is read with the default cell limit).
+impl std::str::FromStr for Tool {
+    type Err = Error;
+    fn from_str(spec: &str) -> Result<Self> {
+        let t = parse_tool(spec, sparse_grid::DEFAULT_MAX_CELLS)?;
+        match t.step {
+            None => Ok(t.tool),
+            Some(_) => Err(err(
+                spec,
+                "`@step` belongs to a schedule (parse_tool), not to a tool".into(),
+            )),
+        }
+    }
+}
+
 /// A value a tool string can hold.
 trait Value: Sized {
     fn parse(s: &str) -> Option<Self>;
@@ -229,6 +245,25 @@ mod tests {
                 strength: 0.5
             }
         );
+    }
+
+    #[test]
+    fn a_tool_parses_from_its_string_without_a_step() {
+        let t: Tool = "phase_vortex:x=3,y=4,charge=-2".parse().unwrap();
+        assert_eq!(
+            t,
+            Tool::PhaseVortex {
+                x: 3,
+                y: 4,
+                charge: -2,
+                core: 2.0
+            }
+        );
+        assert!("wave@step=3"
+            .parse::<Tool>()
+            .unwrap_err()
+            .to_string()
+            .contains("@step"));
     }
 
     #[test]

@@ -480,17 +480,7 @@ impl Tool {
     pub fn apply(&self, frame: &mut FrameMut<'_>, lattice: &Lattice) -> Result<()> {
         let fp = self.footprint(lattice, frame.d)?;
         if let Some(fp) = fp {
-            let fb = frame.cell_box();
-            if fp.min_x < fb.min_x
-                || fp.min_y < fb.min_y
-                || fp.max_x > fb.max_x
-                || fp.max_y > fb.max_y
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: the frame {fb:?} does not hold the tool's footprint {fp:?}",
-                    self.name()
-                )));
-            }
+            check_holds(frame, fp, self.name())?;
         }
         match self {
             Tool::Vortex {
@@ -519,6 +509,21 @@ impl Tool {
         }
         Ok(())
     }
+}
+
+/// An error unless `frame` holds every cell of `area` (what `tool` writes).
+fn check_holds(frame: &FrameMut<'_>, area: CellBox, tool: &str) -> Result<()> {
+    let fb = frame.cell_box();
+    if area.min_x < fb.min_x
+        || area.min_y < fb.min_y
+        || area.max_x > fb.max_x
+        || area.max_y > fb.max_y
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{tool}: the frame {fb:?} does not hold the cells it writes, {area:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// The [start, end) columns of a collapse around `x`, as Atheria shifts them
@@ -831,16 +836,7 @@ impl ClickOut {
     /// matter's extent after the step), which `frame` must hold. Returns
     /// whether it swapped.
     pub fn apply(&self, frame: &mut FrameMut<'_>, region: CellBox, step: u64) -> Result<bool> {
-        let fb = frame.cell_box();
-        if region.min_x < fb.min_x
-            || region.min_y < fb.min_y
-            || region.max_x > fb.max_x
-            || region.max_y > fb.max_y
-        {
-            return Err(Error::InvalidArgument(format!(
-                "click_out: the frame {fb:?} does not hold the region {region:?}"
-            )));
-        }
+        check_holds(frame, region, "click_out")?;
         if !self.fires(step) {
             return Ok(false);
         }

@@ -260,14 +260,16 @@ impl<'a> Masked<'a> {
 pub fn field(viz: Viz, frame: &FrameRef<'_>, mask: bool) -> Result<VizMap> {
     let (w, h, n, d) = (frame.width, frame.height, frame.cells(), frame.d);
     let m = Masked::new(frame, mask);
-    let plain = |data: Vec<f32>| VizMap {
+    let shaped = |channels: usize, layers: usize, data: Vec<f32>| VizMap {
         width: w,
         height: h,
-        channels: 1,
-        layers: 1,
+        channels,
+        layers,
         data,
         vacuum: None,
     };
+    let plain = |data| shaped(1, 1, data);
+    let rgb = |data| shaped(3, 1, data);
     let mean = |part: usize| -> Vec<f32> {
         (0..n)
             .map(|i| {
@@ -313,14 +315,7 @@ pub fn field(viz: Viz, frame: &FrameRef<'_>, mask: bool) -> Result<VizMap> {
                     data[3 * i + c] = (re * re + im * im).sqrt();
                 }
             }
-            VizMap {
-                width: w,
-                height: h,
-                channels: 3,
-                layers: 1,
-                data,
-                vacuum: None,
-            }
+            rgb(data)
         }
         Viz::Flow => plain(m.summary(FLOW_MAG).unwrap_or_else(|| vec![0.0; n])),
         Viz::PhaseHsv => {
@@ -334,14 +329,7 @@ pub fn field(viz: Viz, frame: &FrameRef<'_>, mask: bool) -> Result<VizMap> {
                 let value = dens[i].clamp(0.0, 1.0);
                 data.extend_from_slice(&hsv_to_rgb(hue, 1.0, value));
             }
-            VizMap {
-                width: w,
-                height: h,
-                channels: 3,
-                layers: 1,
-                data,
-                vacuum: None,
-            }
+            rgb(data)
         }
         Viz::Holographic => {
             let mut data = vec![0.0f32; 3 * n];
@@ -354,14 +342,7 @@ pub fn field(viz: Viz, frame: &FrameRef<'_>, mask: bool) -> Result<VizMap> {
                 data[3 * i + 1] = (im.atan2(re) + PI) / (2.0 * PI);
                 data[3 * i + 2] = ((re + 1.0) * 0.5).clamp(0.0, 1.0);
             }
-            VizMap {
-                width: w,
-                height: h,
-                channels: 3,
-                layers: 1,
-                data,
-                vacuum: None,
-            }
+            rgb(data)
         }
         Viz::HolographicBulk => {
             let mut data = m.density();
@@ -370,14 +351,7 @@ pub fn field(viz: Viz, frame: &FrameRef<'_>, mask: bool) -> Result<VizMap> {
                 let next = blur3(&data[(k - 1) * n..k * n], w, h);
                 data.extend_from_slice(&next);
             }
-            VizMap {
-                width: w,
-                height: h,
-                channels: 1,
-                layers: BULK_LAYERS,
-                data,
-                vacuum: None,
-            }
+            shaped(1, BULK_LAYERS, data)
         }
         Viz::Delta => plain(
             m.summary(ENERGY)
