@@ -76,7 +76,7 @@ pub struct RunArgs {
     /// delta, or all (docs/instruments.md).
     #[arg(long, default_value = "phase:0,delta", value_name = "LIST", value_parser = parse_viz)]
     pub viz: VizList,
-    /// With --png, also write every chosen visualization on one contact sheet, sheet_<step>.png.
+    /// With --png, also write every chosen visualization on one contact sheet, sheet_NNNNNN.png.
     #[arg(long)]
     pub sheet: bool,
     /// Apply a tool: `name:key=value,...[@step=N]`, e.g. `vortex:x=40,y=40,radius=6@step=50`
