@@ -107,28 +107,8 @@ impl Image {
             writer.write_image_data(&self.pixels).map_err(fail)?;
             writer.finish().map_err(fail)?;
         }
-        write_atomically(path, &bytes)
+        sparse_grid::output::write(path, &bytes)
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over
-/// `path`, so that a reader never sees half a picture.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
-        })
 }
 
 /// The colour of a value in [0, 1] under a colormap (NaN draws black).

@@ -11,6 +11,7 @@
 //! | [`sparse`]: [`SparseEngine`], [`SparseOptions`], [`Vacuum`] | an unbounded lattice (i32 per axis) of tiles whose step costs what its matter costs |
 //! | [`init`], [`InitKind`] | seeded initial fields |
 //! | [`state_file`] | the safetensors state file, read and written atomically |
+//! | [`output`] | the one writer of output files: atomic replacement with unique temporary names, links followed, devices written through, read-only and hard-linked files refused |
 //! | [`summary`] | the delta summary: five numbers per cell about the last step (energy, flow, physics) that pictures and readouts use |
 //! | [`rng`] | the workspace's one random generator: counter-based, so a value depends only on its key |
 //! | [`StepStats`], [`StepTimes`] | what a step did and where its time went |
@@ -26,6 +27,7 @@
 
 mod dense;
 pub mod init;
+pub mod output;
 mod pool;
 pub mod rng;
 pub mod sparse;

@@ -175,13 +175,11 @@ pub fn state_bytes(state: &DenseState) -> Result<Vec<u8>> {
     safetensors::serialize(views, Some(meta)).map_err(bad)
 }
 
-/// Writes a state file atomically: to a temporary file beside `path`, then a
-/// rename, so a run killed mid-write never leaves a truncated state.
+/// Writes a state file by [`crate::output::write`]: atomically (a run killed
+/// mid-write never leaves a truncated state), links followed, devices
+/// written through, read-only and hard-linked files refused.
 pub fn write_state(state: &DenseState, path: &Path) -> Result<()> {
-    let bytes = state_bytes(state)?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::output::write(path, &state_bytes(state)?)
 }
 
 #[cfg(test)]

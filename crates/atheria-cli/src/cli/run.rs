@@ -277,6 +277,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         bail!("--grid must be at least 1");
     }
     let checkpoint = checkpoint_args(&args.checkpoint_every)?;
+    // Every output path is checked before the first step, so a typo costs
+    // nothing instead of the whole run (sparse_grid::output has the rules).
+    for (flag, path) in [
+        ("--save", args.save.as_ref()),
+        ("--checkpoint-every", checkpoint.as_ref().map(|(_, p)| p)),
+    ] {
+        if let Some(path) = path {
+            sparse_grid::output::check_writable(path).with_context(|| format!("{flag}"))?;
+        }
+    }
     let max_cells = args.max_cells.unwrap_or(sparse_grid::DEFAULT_MAX_CELLS);
     let tools: Vec<ScheduledTool> = args
         .tools
@@ -291,6 +301,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.png {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create --png directory {}", dir.display()))?;
+        sparse_grid::output::check_writable(&dir.join(".atheria-write-check"))
+            .with_context(|| format!("--png directory {} is not writable", dir.display()))?;
     }
     let watchdog = start_watchdog(args.timeout)?;
     let mut stages = Stages::new(watchdog.as_ref());
@@ -388,17 +400,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!("step {next}")
         };
-        let stats = if steps_done == 0 {
-            stages.run(&stage, || Ok(engine.step()?))?
+        let stepped = if steps_done == 0 {
+            stages.run(&stage, || Ok(engine.step()?))
         } else {
             if let Some(w) = &watchdog {
                 w.enter(&stage);
             }
-            let s = engine.step()?;
+            let s = engine.step();
             if let Some(w) = &watchdog {
                 w.idle();
             }
-            s
+            s.map_err(anyhow::Error::from)
+        };
+        let stats = match stepped {
+            Ok(stats) => stats,
+            Err(e) => {
+                // A failed step left the state as it was before it: keep
+                // the run so far where --save asked for it.
+                if let Some(path) = &args.save {
+                    match engine.save(path) {
+                        Ok(()) => tracing::warn!(
+                            "saved the state after step {} (before the failed step) to {}",
+                            engine.step_count(),
+                            path.display()
+                        ),
+                        Err(s) => tracing::warn!("could not save after the failed step: {s}"),
+                    }
+                }
+                return Err(e);
+            }
         };
         forward_time += stats.forward;
         if stats.active_tiles > 0 {
@@ -428,7 +458,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some((k, path)) = &checkpoint {
             if steps_done.is_multiple_of(*k) {
-                engine.save(path)?;
+                // A checkpoint that cannot be written (a full disk, a
+                // vanished directory) must not stop a run on its way to a
+                // healthy --save: warn, keep the previous checkpoint, go on.
+                if let Err(e) = engine.save(path) {
+                    tracing::warn!(
+                        "checkpoint after step {} not written ({e}); the run goes on",
+                        engine.step_count()
+                    );
+                }
             }
         }
         if interrupted.load(Ordering::SeqCst) {

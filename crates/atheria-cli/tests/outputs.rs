@@ -1,0 +1,90 @@
+//! Outputs that never clobber a path or lose a run (issue 16's defects 1,
+//! 2, 6 and 9 as `atheria run` meets them): output paths are checked before
+//! the first step, a device is written through rather than replaced, and a
+//! failed step leaves the run so far in `--save`.
+
+mod common;
+
+use std::os::unix::fs::FileTypeExt;
+
+use common::*;
+
+#[test]
+fn a_save_path_in_a_missing_directory_fails_before_the_first_step() {
+    let dir = temp_dir("save-missing-dir");
+    let target = dir.join("nonexist").join("final.safetensors");
+    let out = atheria()
+        .args(["run", "--grid", "256", "--steps", "1000", "--save"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "does not exist");
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("final.safetensors") && !err.contains(".tmp"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("first step"),
+        "it stepped before failing: {err}"
+    );
+}
+
+#[test]
+fn a_device_given_as_save_path_is_written_through_not_replaced() {
+    let dir = temp_dir("save-device");
+    let node = dir.join("mynull");
+    let made = std::process::Command::new("mknod")
+        .args(["-m666"])
+        .arg(&node)
+        .args(["c", "1", "3"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(made, "mknod needs root, as the test command runs");
+    let out = atheria()
+        .args(["run", "--grid", "16", "--steps", "3", "--save"])
+        .arg(&node)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let kind = std::fs::metadata(&node).unwrap().file_type();
+    assert!(kind.is_char_device(), "the device became {kind:?}");
+}
+
+#[test]
+fn a_failed_step_leaves_the_run_so_far_in_save() {
+    // The sparse lattice grows past --max-cells: the step that would exceed
+    // it fails, and --save holds the state after the step before it.
+    let dir = temp_dir("save-after-failure");
+    let save = dir.join("s.safetensors");
+    let out = atheria()
+        .args([
+            "run",
+            "--engine",
+            "sparse",
+            "--grid",
+            "32",
+            "--steps",
+            "200",
+            "--max-cells",
+            "1100",
+            "--save",
+        ])
+        .arg(&save)
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "--max-cells N sets the limit");
+    let err = stderr_of(&out);
+    let failed: u64 = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .and_then(|l| l.split("step ").nth(1))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no step number in: {err}"));
+    let saved = atheria::state_file::read_state(&save, 1 << 20).expect("a saved state");
+    assert_eq!(saved.step, failed - 1, "{err}");
+    assert!(saved.occupied().iter().filter(|&&o| o != 0).count() <= 1100);
+    assert!(err.contains("before the failed step"), "{err}");
+}
