@@ -1,5 +1,5 @@
 //! Outputs that never clobber a path or lose a run (issue 16's defects 1,
-//! 2, 6 and 9 as `atheria run` meets them): output paths are checked before
+//! 2, 6, 7 and 9 as `atheria run` meets them): output paths are checked before
 //! the first step, a device is written through rather than replaced, and a
 //! failed step leaves the run so far in `--save`.
 
@@ -87,4 +87,55 @@ fn a_failed_step_leaves_the_run_so_far_in_save() {
     assert_eq!(saved.step, failed - 1, "{err}");
     assert!(saved.occupied().iter().filter(|&&o| o != 0).count() <= 1100);
     assert!(err.contains("before the failed step"), "{err}");
+}
+
+#[test]
+fn a_huge_timeout_is_an_error_not_a_panic() {
+    for cmd in [
+        vec!["run", "--grid", "8", "--steps", "1"],
+        vec!["doctor", "--backends", "candle"],
+    ] {
+        let out = atheria()
+            .args(&cmd)
+            .args(["--timeout", "1e300"])
+            .output()
+            .unwrap();
+        assert_clean_failure(&out, "--timeout 1e300 is too long");
+    }
+}
+
+#[test]
+fn a_closed_stdout_neither_panics_nor_loses_the_run() {
+    let dir = temp_dir("closed-stdout");
+    let save = dir.join("s.safetensors");
+    for args in [
+        vec!["doctor".to_string(), "--backends".into(), "candle".into()],
+        vec![
+            "run".into(),
+            "--grid".into(),
+            "16".into(),
+            "--steps".into(),
+            "3".into(),
+            "--save".into(),
+            save.display().to_string(),
+        ],
+    ] {
+        let mut child = atheria()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away at once
+        let out = child.wait_with_output().unwrap();
+        let err = stderr_of(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+    }
+    assert_eq!(
+        atheria::state_file::read_state(&save, 1 << 20)
+            .unwrap()
+            .step,
+        3
+    );
 }

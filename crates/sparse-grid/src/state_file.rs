@@ -55,8 +55,16 @@ pub fn parse_state(bytes: &[u8], max_cells: usize) -> std::result::Result<DenseS
                 .map_err(|_| format!("metadata `{key}` is `{v}`, not an integer")),
         }
     };
-    let step =
-        u64::try_from(number("step")?).map_err(|_| "metadata `step` is negative".to_string())?;
+    // The step is written as a u64 and read as one: every count a run can
+    // reach reads back (an i64 would refuse steps from 2^63 on).
+    let step = match meta.get("step") {
+        None => 0,
+        Some(v) if v.trim().starts_with('-') => return Err("metadata `step` is negative".into()),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("metadata `step` is `{v}`, not a whole number of steps"))?,
+    };
     let coord = |key: &str| -> std::result::Result<i32, String> {
         i32::try_from(number(key)?)
             .map_err(|_| format!("metadata `{key}` is outside the lattice (i32)"))
@@ -203,6 +211,16 @@ mod tests {
         s.zero_vacuum();
         let back = parse_state(&state_bytes(&s).unwrap(), usize::MAX).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn every_step_count_reads_back() {
+        for step in [0, 1, (1u64 << 63) - 1, 1 << 63, u64::MAX] {
+            let mut s = sample(2, 2, 1);
+            s.step = step;
+            let back = parse_state(&state_bytes(&s).unwrap(), usize::MAX).unwrap();
+            assert_eq!(back.step, step);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! to fix what fails. A check that hangs is reported as a timeout; the hung
 //! thread is abandoned and the process exits when the report is done.
 
+use crate::cli::out;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -85,13 +86,7 @@ fn fix_for(kind: BackendKind) -> String {
 
 /// `atheria doctor`.
 pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        anyhow::bail!(
-            "--timeout {} must be a positive number of seconds",
-            args.timeout
-        );
-    }
-    let limit = Duration::from_secs_f64(args.timeout);
+    let limit = super::timeout_duration("--timeout", args.timeout)?;
     let requested = args.backends.is_some();
     let kinds = args.backends.unwrap_or_else(|| BackendKind::ALL.to_vec());
     let package = tiny_package()?;
@@ -99,7 +94,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     for kind in kinds {
         let started = Instant::now();
         if !kind.compiled_in() {
-            println!(
+            out!(
                 "{:<7} -     not compiled in; {}",
                 kind.name(),
                 fix_for(kind)
@@ -127,7 +122,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             Ok((version, backend.describe(), [t_check, t_load, t.elapsed()]))
         });
         match checks {
-            Ok((version, describe, [c, l, f])) => println!(
+            Ok((version, describe, [c, l, f])) => out!(
                 "{:<7} ok    {version}; tiny model loaded ({}) and ran one forward on {describe} ({}); check {}",
                 kind.name(),
                 super::run::ms(l),
@@ -136,7 +131,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             ),
             Err(e) => {
                 failed = true;
-                println!(
+                out!(
                     "{:<7} FAIL  {} after {}; fix: {}",
                     kind.name(),
                     super::one_line(&e),

@@ -44,6 +44,32 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Writes one line to stdout. A closed stdout (`atheria doctor | head -1`)
+/// is not an error of the program's work: the line is dropped, the work
+/// (a run, its `--save`) goes on, and nothing panics as `println!` would.
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// `println!` for the program's output: see [`print_line`].
+macro_rules! out {
+    () => { $crate::cli::print_line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::print_line(format_args!($($arg)*)) };
+}
+pub(crate) use out;
+
+/// Seconds a user gave as a timeout, as a `Duration`: positive, finite and
+/// not beyond what a `Duration` holds (`--timeout 1e300` is an error, not a
+/// panic).
+pub fn timeout_duration(flag: &str, secs: f64) -> anyhow::Result<std::time::Duration> {
+    if !(secs.is_finite() && secs > 0.0) {
+        anyhow::bail!("{flag} {secs} must be a positive number of seconds");
+    }
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| anyhow::anyhow!("{flag} {secs:e} is too long: give at most 1e18 seconds"))
+}
+
 /// Sets up tracing on stderr; RUST_LOG overrides the level.
 pub fn init_logging(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {

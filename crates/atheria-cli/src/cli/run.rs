@@ -1,6 +1,7 @@
 //! `atheria run`: start-up in timed, watched stages, then the step loop with
 //! progress, pictures, checkpoints and a summary.
 
+use crate::cli::out;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -204,11 +205,8 @@ pub fn ms(d: Duration) -> String {
 /// naming the stage and exits, since a hung native call cannot be cancelled.
 pub fn start_watchdog(timeout: Option<f64>) -> anyhow::Result<Option<Watchdog>> {
     let Some(secs) = timeout else { return Ok(None) };
-    if !(secs.is_finite() && secs > 0.0) {
-        bail!("--timeout {secs} must be a positive number of seconds");
-    }
     Ok(Some(Watchdog::start(
-        Duration::from_secs_f64(secs),
+        super::timeout_duration("--timeout", secs)?,
         |stage, limit| {
             eprintln!(
                 "error: stage `{stage}` did not finish within {:.1} s (--timeout); \
@@ -284,7 +282,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ("--checkpoint-every", checkpoint.as_ref().map(|(_, p)| p)),
     ] {
         if let Some(path) = path {
-            sparse_grid::output::check_writable(path).with_context(|| format!("{flag}"))?;
+            sparse_grid::output::check_writable(path).with_context(|| flag.to_string())?;
         }
     }
     let max_cells = args.max_cells.unwrap_or(sparse_grid::DEFAULT_MAX_CELLS);
@@ -493,7 +491,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(n, d)| format!("{n} {}", ms(*d)))
         .collect();
-    println!(
+    out!(
         "{steps_done} steps in {:.2} s: {rate:.1} steps/s ({:.0}% in forward); start-up: {}; total {:.2} s",
         loop_time.as_secs_f64(),
         100.0 * forward_time.as_secs_f64() / loop_time.as_secs_f64().max(1e-9),
@@ -501,7 +499,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     let m = engine.metrics()?;
-    println!(
+    out!(
         "readouts at step {}: norm {:.4}, mean density {:.4}, matter {} cells, energy {:.4e}, fidelity {:.4}, entropy {:.3}, epoch {} ({})",
         m.step,
         m.norm,

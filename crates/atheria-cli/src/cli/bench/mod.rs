@@ -87,6 +87,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global();
+    // A backend asked for by name must be there, as `doctor` says: an error
+    // (exit 1), not a run that skips it and exits 0.
+    if let Some(missing) = args.backends.iter().flatten().find(|k| !k.compiled_in()) {
+        bail!(
+            "backend {missing} is not compiled in: build with --features {}",
+            missing.name()
+        );
+    }
     let kinds = args.backends.clone().unwrap_or_else(BackendKind::available);
     if kinds.is_empty() {
         bail!("no backend is compiled in: build with --features candle, tch or onnx");

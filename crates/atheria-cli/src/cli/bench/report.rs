@@ -1,6 +1,7 @@
 //! What a bench prints: the tables, the targets (met or missed), and the
 //! machine they were measured on.
 
+use crate::cli::out;
 use serde_json::{json, Value};
 
 use super::config::{DENSE_REFERENCE, SPARSE_EXTENT};
@@ -159,15 +160,22 @@ pub fn targets(rows: &[Value], startup: &[Value]) -> Vec<Value> {
 /// The main table, the sparse table, the fresh-process start-up and the
 /// conv-vs-sgemm line.
 pub fn print_all(rows: &[Value], startup: &[Value], targets: &[Value]) {
-    println!();
-    println!(
+    out!();
+    out!(
         "{:<17} {:<8} {:>9} {:>15} {:>8} {:>8} {:>9} {:>7}",
-        "config", "backend", "steps/s", "spread", "vs torch", "forward", "start-up", "sgemm"
+        "config",
+        "backend",
+        "steps/s",
+        "spread",
+        "vs torch",
+        "forward",
+        "start-up",
+        "sgemm"
     );
     for r in rows {
         let (cfg, backend) = (s(&r["config"]), r["backend"].as_str().unwrap_or("pytorch"));
         if let Some(e) = r["error"].as_str().or(r["skipped"].as_str()) {
-            println!("{cfg:<17} {backend:<8} skipped: {e}");
+            out!("{cfg:<17} {backend:<8} skipped: {e}");
             continue;
         }
         let rate = f(&r["steps_per_s_median"]).unwrap_or(f64::NAN);
@@ -193,21 +201,25 @@ pub fn print_all(rows: &[Value], startup: &[Value], targets: &[Value]) {
             })
             .map_or("-".into(), |ms| format!("{ms:.0} ms"));
         let sgemm = f(&r["sgemm_gflops_median"]).map_or("-".into(), |g| format!("{g:.0}"));
-        println!(
+        out!(
             "{cfg:<17} {backend:<8} {rate:>9.2} {:>15} {ratio:>8} {share:>8} {startup:>9} {sgemm:>7}",
             format!("{lo:.2}-{hi:.2}")
         );
     }
-    println!("(sgemm: GFLOP/s of a 1024^3 sgemm after each window, median: the machine's speed at the time)");
+    out!("(sgemm: GFLOP/s of a 1024^3 sgemm after each window, median: the machine's speed at the time)");
     print_sparse(rows);
     print_startup(startup);
     let conv: Vec<&Value> = rows.iter().filter(|r| r["conv"].is_object()).collect();
     if !conv.is_empty() {
-        println!("\nconv3x3 D=64 forward vs sgemm: each timed window is followed by a 1024^3 sgemm through candle's gemm kernels");
-        println!("(conv GFLOP/s counts a direct convolution's 2 x 9 x ci x co flops per pixel; candle's Winograd path multiplies 2.25x less, so it can pass 100%)");
-        println!(
+        out!("\nconv3x3 D=64 forward vs sgemm: each timed window is followed by a 1024^3 sgemm through candle's gemm kernels");
+        out!("(conv GFLOP/s counts a direct convolution's 2 x 9 x ci x co flops per pixel; candle's Winograd path multiplies 2.25x less, so it can pass 100%)");
+        out!(
             "{:<17} {:<7} {:>12} {:>13} {:>14}",
-            "config", "backend", "conv GFLOP/s", "sgemm GFLOP/s", "conv/sgemm"
+            "config",
+            "backend",
+            "conv GFLOP/s",
+            "sgemm GFLOP/s",
+            "conv/sgemm"
         );
         for r in conv {
             let c = &r["conv"];
@@ -222,7 +234,7 @@ pub fn print_all(rows: &[Value], startup: &[Value], targets: &[Value]) {
                     format!("{:.1}", median(&v))
                 }
             };
-            println!(
+            out!(
                 "{:<17} {:<7} {:>12} {:>13} {:>14}",
                 s(&r["config"]),
                 s(&r["backend"]),
@@ -231,7 +243,7 @@ pub fn print_all(rows: &[Value], startup: &[Value], targets: &[Value]) {
                 f(&c["vs_sgemm_median"]).map_or("-".into(), |x| format!("{:.0}%", x * 100.0))
             );
         }
-        println!("(medians over the windows; conv/sgemm is the median of the per-window ratios)");
+        out!("(medians over the windows; conv/sgemm is the median of the per-window ratios)");
     }
     print_targets(targets);
 }
@@ -241,11 +253,11 @@ fn print_sparse(rows: &[Value]) {
     if sparse.is_empty() {
         return;
     }
-    println!(
+    out!(
         "\nsparse engine over a {SPARSE_EXTENT} x {SPARSE_EXTENT} extent (tiles of {}), against {DENSE_REFERENCE} on the same backend",
         atheria::sparse::DEFAULT_TILE
     );
-    println!(
+    out!(
         "{:<17} {:<7} {:>7} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
         "config",
         "backend",
@@ -265,7 +277,7 @@ fn print_sparse(rows: &[Value]) {
         let sp = &r["sparse"];
         let ms = &r["ms_per_step"];
         let num = |v: &Value, p: usize| f(v).map_or("-".into(), |x| format!("{x:.p$}"));
-        println!(
+        out!(
             "{:<17} {:<7} {:>7} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
             s(&r["config"]),
             s(&r["backend"]),
@@ -288,12 +300,12 @@ fn print_startup(startup: &[Value]) {
     if startup.is_empty() {
         return;
     }
-    println!(
+    out!(
         "\nstart-up in a fresh process ({}: conv3x3 D=64, 128 x 128), ms, the median of {} runs; before main: exec and linked libraries (libtorch loads in backend init)",
         super::startup::PROBE_CONFIG,
         super::STARTUP_ROUNDS
     );
-    println!(
+    out!(
         "{:<8} {:>11} {:>12} {:>10} {:>10} {:>10} {:>22}  all runs",
         "backend",
         "before main",
@@ -305,7 +317,7 @@ fn print_startup(startup: &[Value]) {
     );
     for p in startup {
         if let Some(e) = p["error"].as_str() {
-            println!("{:<8} skipped: {e}", s(&p["backend"]));
+            out!("{:<8} skipped: {e}", s(&p["backend"]));
             continue;
         }
         let st = &p["stages_ms"];
@@ -314,7 +326,7 @@ fn print_startup(startup: &[Value]) {
             .as_object()
             .map_or(0.0, |m| m.values().filter_map(Value::as_f64).sum());
         let wall = f(&p["wall_to_first_step_end_ms"]);
-        println!(
+        out!(
             "{:<8} {:>11} {:>12} {:>10} {:>10} {:>10} {:>22}  {}",
             s(&p["backend"]),
             wall.map_or("-".into(), |w| format!("{:.0}", w - in_stages)),
@@ -341,9 +353,9 @@ pub fn print_targets(targets: &[Value]) {
     if targets.is_empty() {
         return;
     }
-    println!("\ntargets");
+    out!("\ntargets");
     for t in targets {
-        println!(
+        out!(
             "  {:<70} {:>8.3} (target {:<8}) {}",
             s(&t["name"]),
             f(&t["value"]).unwrap_or(f64::NAN),
@@ -359,32 +371,32 @@ pub fn print_scale(scale: &[Value]) -> Vec<Value> {
     for r in scale {
         let b = s(&r["backend"]);
         if let Some(e) = r["error"].as_str() {
-            println!("\nscale {b}: skipped: {e}");
+            out!("\nscale {b}: skipped: {e}");
             continue;
         }
         let p = &r["position_distance"];
         let sp = &r["split_1e5"];
         let m = &r["memory_1e6"];
         let v = |x: &Value| f(x).unwrap_or(f64::NAN);
-        println!("\nscale figures, conv3x3 D=64 identity law, sparse engine on {b}");
-        println!(
+        out!("\nscale figures, conv3x3 D=64 identity law, sparse engine on {b}");
+        out!(
             "  {}-cell disc: at (0, 0) {:.1} ms/step, at ({}, {}) {:.1} ms/step: {:.2}x (tiles {} and {})",
             p["blob_cells"], v(&p["origin_ms"]), p["far"][0], p["far"][1], v(&p["far_ms"]), v(&p["far_vs_origin"]),
             p["tiles"][0], p["tiles"][1]
         );
-        println!(
+        out!(
             "  two such discs {} apart: {:.1} ms/step = {:.2}x one disc (tiles {})",
             p["apart"],
             v(&p["two_blobs_ms"]),
             v(&p["two_vs_one"]),
             p["tiles"][2]
         );
-        println!(
+        out!(
             "  {}-cell disc ({} active tiles): gather {:.1} + forward {:.1} + scatter {:.1} ms; outside forward {:.1}%",
             sp["cells"], sp["active_tiles"], v(&sp["gather_ms"]), v(&sp["forward_ms"]), v(&sp["scatter_ms"]),
             100.0 * v(&sp["outside_forward_share"])
         );
-        println!(
+        out!(
             "  {}-cell disc ({} tiles): raw state {:.0} MiB; RSS after insert +{:.0} MiB; peak while stepping +{:.0} MiB = {:.2}x raw ({:.0} ms/step)",
             m["cells"], m["tiles"], v(&m["raw_state_mib"]), v(&m["rss_after_insert_mib"]),
             v(&m["peak_while_stepping_mib"]), v(&m["peak_vs_raw"]), v(&m["step_ms"])

@@ -11,6 +11,7 @@
 //! blobs, origin, ...), so a machine that slows down for a while slows all
 //! three alike and the ratios stay fair.
 
+use crate::cli::out;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
@@ -144,7 +145,7 @@ fn memory(backend: &Arc<dyn ComputeBackend>) -> anyhow::Result<Value> {
 pub fn memory_child(kind: BackendKind, options: &BackendOptions) -> anyhow::Result<()> {
     let package = python::package_for(&scale_config(), &python::cache_dir())?;
     let backend = models::load(kind, &scale_config(), package.as_ref(), options)?;
-    println!("{}", memory(&backend)?);
+    out!("{}", memory(&backend)?);
     Ok(())
 }
 

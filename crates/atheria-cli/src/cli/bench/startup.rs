@@ -5,6 +5,7 @@
 //! library and libtorch load later, in backend init): the start-up a user
 //! waits for.
 
+use crate::cli::out;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -75,7 +76,7 @@ pub fn probe_child(
     options: &BackendOptions,
 ) -> anyhow::Result<()> {
     let (_, _, stages) = start(kind, cfg, package, options)?;
-    println!("{}", json!({ "stages_ms": stages_json(&stages) }));
+    out!("{}", json!({ "stages_ms": stages_json(&stages) }));
     Ok(())
 }
 
