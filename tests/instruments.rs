@@ -311,7 +311,10 @@ fn patch(case: &Case, i: usize) -> Option<DenseState> {
 /// Parses tool `i` of a case (a stamp's patch comes from the fixture).
 fn tool_of(case: &Case, i: usize, spec: &str) -> (Tool, Option<u64>) {
     if let Some(p) = patch(case, i) {
-        let dir = common::temp_dir(&format!("patch-{}-{i}", case.name));
+        // A directory of its own per call: tests run in parallel threads.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = common::temp_dir(&format!("patch-{}-{i}-{call}", case.name));
         let file = dir.join("patch.safetensors");
         atheria::state_file::write_state(&p, &file).unwrap();
         let spec = spec.replace(
