@@ -104,7 +104,7 @@ fn target(path: &Path) -> Result<Target> {
     }
 }
 
-/// Checks, before a long run, that [`write`] to `path` will be allowed:
+/// Checks, before a long run, that [`write()`] to `path` will be allowed:
 /// its directory exists and takes a new file, and what is there may be
 /// replaced (see the module docs). Nothing is left behind.
 pub fn check_writable(path: &Path) -> Result<()> {
