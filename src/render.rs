@@ -47,12 +47,6 @@ impl Image {
         }
     }
 
-    /// Writes the picture as a PNG, atomically: it appears complete or not
-    /// at all.
-    pub fn write_png(&self, path: &Path) -> Result<()> {
-        self.write(path)
-    }
-
     /// Copies `other` in with its top-left corner at (x, y).
     fn blit(&mut self, other: &Image, x: usize, y: usize) {
         for row in 0..other.height.min(self.height.saturating_sub(y)) {
@@ -92,7 +86,9 @@ impl Image {
         }
     }
 
-    fn write(&self, path: &Path) -> Result<()> {
+    /// Writes the picture as a PNG, atomically (`sparse_grid::output`): it
+    /// appears complete or not at all.
+    pub fn write_png(&self, path: &Path) -> Result<()> {
         let mut bytes = Vec::new();
         {
             let mut encoder = png::Encoder::new(
@@ -218,6 +214,21 @@ pub fn draw_viz(viz: Viz, map: &VizMap, flow: Option<(&[f32], &[f32])>) -> Resul
         draw_arrows(&mut canvas, w, h, scale, dx, dy);
     }
     Ok(canvas)
+}
+
+/// Pictures one below the other, left-aligned, on white.
+pub fn stack(images: &[Image]) -> Image {
+    let width = images.iter().map(|i| i.width).max().unwrap_or(0);
+    let mut out = Image::new(
+        width.max(1),
+        images.iter().map(|i| i.height).sum::<usize>().max(1),
+    );
+    let mut y = 0;
+    for image in images {
+        out.blit(image, 0, y);
+        y += image.height;
+    }
+    out
 }
 
 /// Tiles pictures row by row, `columns` to a row, on white with a gap;

@@ -12,12 +12,12 @@
 
 use engine_api::{Error, Result};
 use instruments::frame::{Frame, FrameMut, FrameRef};
-use instruments::metrics::metrics;
+use instruments::metrics::{energy_of, metrics};
 use instruments::tools::{ClickOut, Lattice, Tool};
 use instruments::viz::{self, Viz, VizMap};
 use instruments::Metrics;
 use sparse_grid::sparse::CellBox;
-use sparse_grid::summary::{ENERGY, PLANES};
+use sparse_grid::summary::PLANES;
 use sparse_grid::DenseState;
 
 use super::{for_overlap, Engine, Simulation};
@@ -125,34 +125,29 @@ impl Simulation {
     pub fn metrics(&self) -> Result<Metrics> {
         let step = self.step_count();
         let baseline = self.observe.baseline.as_ref().map(Frame::as_ref);
-        match &self.engine {
-            Engine::Dense(e) => {
-                let energy = e.last_delta_energy().filter(|_| !self.observe.stale_delta);
-                let frame = FrameRef::new(e.state(), None)?;
-                // In the engine's pool when it has one: the readouts split
-                // their channels among its threads, never beyond them.
-                let read = || metrics(&frame, baseline.as_ref(), energy, e.threshold(), step);
-                Ok(match e.pool() {
-                    Some(pool) => pool.install(read),
-                    None => read(),
-                })
-            }
+        let exported;
+        let (state, energy, threshold) = match &self.engine {
+            Engine::Dense(e) => (
+                e.state(),
+                e.last_delta_energy().filter(|_| !self.observe.stale_delta),
+                e.threshold(),
+            ),
             Engine::Sparse(e) => {
                 let area = e.bounding_box().unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
-                let state = e.export(area)?;
-                let n = state.cells();
-                let energy = self
-                    .summary_in(area, &state)?
-                    .map(|s| s[ENERGY * n..][..n].iter().map(|&v| v as f64).sum());
-                let frame = FrameRef::new(&state, None)?;
-                let threshold = Some(e.options().threshold);
-                let read = || metrics(&frame, baseline.as_ref(), energy, threshold, step);
-                Ok(match e.pool() {
-                    Some(pool) => pool.install(read),
-                    None => read(),
-                })
+                exported = e.export(area)?;
+                let summary = self.summary_in(area, &exported)?;
+                let energy = energy_of(&FrameRef::new(&exported, summary.as_deref())?);
+                (&exported, energy, Some(e.options().threshold))
             }
-        }
+        };
+        let frame = FrameRef::new(state, None)?;
+        // In the engine's pool when it has one: the readouts split their
+        // channels among its threads, never beyond them.
+        let read = || metrics(&frame, baseline.as_ref(), energy, threshold, step);
+        Ok(match self.engine.pool() {
+            Some(pool) => pool.install(read),
+            None => read(),
+        })
     }
 
     /// Makes the field now the fidelity's psi0 (done when the simulation is

@@ -4,6 +4,8 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
+use sparse_grid::summary::sum_of_squares;
+
 use crate::frame::FrameRef;
 use crate::viz::VACUUM_THRESHOLD;
 
@@ -91,11 +93,6 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
         }
     }
     acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
-}
-
-/// sum of v^2 over a slice (the readouts' `energy` from a delta), vectorised.
-pub fn sum_of_squares(v: &[f32]) -> f64 {
-    lane_sum(v, v, |x, _| x * x)
 }
 
 /// The readouts of `frame`. `psi0` is the baseline of the fidelity (cells

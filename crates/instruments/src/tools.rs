@@ -73,23 +73,13 @@ impl Lattice {
 
     fn check_inside(&self, tool: &str, x: i32, y: i32) -> Result<()> {
         if let Lattice::Bounded(b) = self {
-            if x < b.min_x || x > b.max_x {
-                return Err(bad(
-                    tool,
-                    format!(
-                        "x {x} is outside the grid (x from {} to {})",
-                        b.min_x, b.max_x
-                    ),
-                ));
-            }
-            if y < b.min_y || y > b.max_y {
-                return Err(bad(
-                    tool,
-                    format!(
-                        "y {y} is outside the grid (y from {} to {})",
-                        b.min_y, b.max_y
-                    ),
-                ));
+            for (axis, v, lo, hi) in [("x", x, b.min_x, b.max_x), ("y", y, b.min_y, b.max_y)] {
+                if v < lo || v > hi {
+                    return Err(bad(
+                        tool,
+                        format!("{axis} {v} is outside the grid ({axis} from {lo} to {hi})"),
+                    ));
+                }
             }
         }
         Ok(())

@@ -31,6 +31,22 @@ pub const PHYSICS: usize = 4;
 /// Below this |psi_c| a channel adds 0 to [`PHYSICS`], as in Atheria.
 pub const PHYSICS_EPS: f32 = 1e-10;
 
+/// sum of v^2 over a slice, in f64, in one vectorised pass: independent
+/// f32 lanes (one accumulator would chain every addition), then their sum.
+/// The `energy` readout of a whole delta; non-finite when any value is.
+pub fn sum_of_squares(v: &[f32]) -> f64 {
+    const LANES: usize = 16;
+    let mut acc = [0.0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
+    for chunk in chunks {
+        for l in 0..LANES {
+            acc[l] += chunk[l] * chunk[l];
+        }
+    }
+    acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64
+}
+
 /// Writes the summary of `n` cells to `out` (`[PLANES][n]`), from `psi` and
 /// `delta` given as `2 d` planes of `n` cells each (real planes, then
 /// imaginary ones: the layout of [`crate::DenseState`]).

@@ -110,23 +110,14 @@ pub(crate) unsafe fn first_non_finite(
     n: usize,
     channels: usize,
 ) -> std::result::Result<f64, (usize, usize)> {
-    const LANES: usize = 16;
     let mut energy = 0.0f64;
     for c in 0..channels {
         // SAFETY: the caller guarantees the range.
         let plane = unsafe { std::slice::from_raw_parts(delta.ptr.add(c * delta.stride), n) };
-        // Squares summed in independent lanes: one vectorised pass for the
-        // common, all-finite case; a NaN or an infinity makes the sum
-        // non-finite, and only then is the plane searched.
-        let mut acc = [0.0f32; LANES];
-        let chunks = plane.chunks_exact(LANES);
-        let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
-        for chunk in chunks {
-            for l in 0..LANES {
-                acc[l] += chunk[l] * chunk[l];
-            }
-        }
-        let sq = acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64;
+        // One vectorised pass for the common, all-finite case: a NaN or an
+        // infinity makes the sum non-finite, and only then is the plane
+        // searched.
+        let sq = crate::summary::sum_of_squares(plane);
         if !sq.is_finite() {
             if let Some(i) = plane.iter().position(|x| !x.is_finite()) {
                 return Err((i, c));

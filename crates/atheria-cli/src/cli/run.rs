@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use atheria::instruments::parse::parse_tool;
 use atheria::instruments::EPOCH_NAMES;
-use atheria::render::{contact_sheet, draw_viz};
+use atheria::render::{contact_sheet, draw_viz, stack};
 use atheria::watchdog::Watchdog;
 use atheria::{
     BackendKind, CellBox, Device, EngineKind, InitKind, Metrics, ScheduledTool, Simulation,
@@ -552,28 +552,15 @@ fn write_pictures(dir: &Path, sim: &Simulation, vizs: &[Viz], sheet: bool) -> an
         // The montage of holographic_bulk takes a row of its own.
         let (wide, square): (Vec<_>, Vec<_>) =
             tiles.into_iter().partition(|t| t.width > 2 * t.height);
-        let mut all = contact_sheet(&square, 5);
-        for t in &wide {
-            let below = contact_sheet(std::slice::from_ref(t), 1);
-            all = stack(&all, &below);
-        }
+        let mut parts = vec![contact_sheet(&square, 5)];
+        parts.extend(
+            wide.iter()
+                .map(|t| contact_sheet(std::slice::from_ref(t), 1)),
+        );
+        let all = stack(&parts);
         all.write_png(&dir.join(format!("sheet_{step:06}.png")))?;
     }
     Ok(())
-}
-
-/// `top` above `bottom`, on white.
-fn stack(top: &atheria::render::Image, bottom: &atheria::render::Image) -> atheria::render::Image {
-    let mut out =
-        atheria::render::Image::new(top.width.max(bottom.width), top.height + bottom.height);
-    for (img, y0) in [(top, 0), (bottom, top.height)] {
-        for row in 0..img.height {
-            let to = ((y0 + row) * out.width) * 3;
-            out.pixels[to..to + img.width * 3]
-                .copy_from_slice(&img.pixels[row * img.width * 3..(row + 1) * img.width * 3]);
-        }
-    }
-    out
 }
 
 /// The `--metrics` file: one JSON object per line, flushed as written so
