@@ -7,14 +7,14 @@
 //! - every call does its Rust work with the GIL released (`Python::detach`),
 //!   so other Python threads run meanwhile and two simulations step on two
 //!   threads at once;
-//! - `step(n)` runs in slices of at most [`SLICE`]: between slices it takes
+//! - `step(n)` runs in slices of at most `SLICE` (50 ms): between slices it takes
 //!   the GIL back for a moment to let Python handle signals, so Ctrl-C
 //!   raises `KeyboardInterrupt` promptly, after a whole step;
 //! - psi and fields are returned as numpy arrays that own their memory (a
 //!   copy: changing them changes nothing in the simulation).
 //!
 //! Errors are the library's [`atheria::Error`] turned into the exception
-//! classes of `atheria_native._errors` ([`to_py`]), with its one-line
+//! classes of `atheria_native._errors` (`to_py`), with its one-line
 //! message.
 
 use std::path::PathBuf;
@@ -330,9 +330,7 @@ impl PySimulation {
                 vec![1; h * w]
             } else {
                 (0..h * w)
-                    .map(|i| {
-                        (0..2 * d).any(|c| planes[c * h * w + i] != 0.0) as u8
-                    })
+                    .map(|i| (0..2 * d).any(|c| planes[c * h * w + i] != 0.0) as u8)
                     .collect()
             };
             let mut state = DenseState::from_planes(h, w, d, planes, occupied)?;
@@ -380,9 +378,7 @@ impl PySimulation {
         if map.channels != 1 {
             shape.push(map.channels);
         }
-        Ok(PyArray1::from_vec(py, map.data)
-            .reshape(shape)?
-            .into_any())
+        Ok(PyArray1::from_vec(py, map.data).reshape(shape)?.into_any())
     }
 
     /// The readouts now, as a dict: the fields of [`atheria::Metrics`]
@@ -439,15 +435,8 @@ impl PySimulation {
 
     /// Removes the matter at (x, y) (sparse engine); returns what it held,
     /// or `None` when the cell was vacuum.
-    fn remove<'py>(
-        &self,
-        py: Python<'py>,
-        x: i32,
-        y: i32,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let values = self.with(py, move |s| {
-            Ok(sparse_only(s, "remove")?.remove(x, y))
-        })?;
+    fn remove<'py>(&self, py: Python<'py>, x: i32, y: i32) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let values = self.with(py, move |s| Ok(sparse_only(s, "remove")?.remove(x, y)))?;
         Ok(values.map(|v| complex_vec(py, &v)))
     }
 
@@ -461,8 +450,12 @@ impl PySimulation {
         y: i32,
         radius: i64,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let radius = u32::try_from(radius)
-            .map_err(|_| invalid(format!("radius must be from 0 to {}, got {radius}", u32::MAX)))?;
+        let radius = u32::try_from(radius).map_err(|_| {
+            invalid(format!(
+                "radius must be from 0 to {}, got {radius}",
+                u32::MAX
+            ))
+        })?;
         let (coords, values, n, d) = self.with(py, move |s| {
             let d = s.d_state();
             let engine = s.sparse().ok_or_else(|| not_sparse("cells_within"))?;
@@ -491,9 +484,9 @@ impl PySimulation {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         self.with(py, |s| {
-            let shape = s
-                .extent()
-                .map_or("empty".to_string(), |b| format!("{} x {}", b.height(), b.width()));
+            let shape = s.extent().map_or("empty".to_string(), |b| {
+                format!("{} x {}", b.height(), b.width())
+            });
             Ok(format!(
                 "Simulation(model={:?}, engine={:?}, {shape}, d_state={}, step={})",
                 s.spec().name,
@@ -520,13 +513,19 @@ fn not_sparse(what: &str) -> Error {
     ))
 }
 
-fn sparse_only<'a>(s: &'a mut Simulation, what: &str) -> Result<&'a mut atheria::SparseEngine, Error> {
+fn sparse_only<'a>(
+    s: &'a mut Simulation,
+    what: &str,
+) -> Result<&'a mut atheria::SparseEngine, Error> {
     s.sparse_mut().ok_or_else(|| not_sparse(what))
 }
 
 /// `values` as a complex64 numpy array.
 fn complex_vec<'py>(py: Python<'py>, values: &[(f32, f32)]) -> Bound<'py, PyAny> {
-    let v: Vec<Complex32> = values.iter().map(|&(re, im)| Complex32::new(re, im)).collect();
+    let v: Vec<Complex32> = values
+        .iter()
+        .map(|&(re, im)| Complex32::new(re, im))
+        .collect();
     PyArray1::from_vec(py, v).into_any()
 }
 
@@ -539,9 +538,11 @@ fn complex_array<'py>(
     what: &str,
 ) -> PyResult<Bound<'py, numpy::PyArrayDyn<Complex32>>> {
     let np = py.import("numpy")?;
-    let array = np
-        .call_method1("asarray", (value,))
-        .map_err(|e| invalid(format!("{what} must be a numpy array of complex numbers: {e}")))?;
+    let array = np.call_method1("asarray", (value,)).map_err(|e| {
+        invalid(format!(
+            "{what} must be a numpy array of complex numbers: {e}"
+        ))
+    })?;
     let dtype = array.getattr("dtype")?;
     let kind: String = dtype.getattr("kind")?.extract()?;
     if kind != "c" && kind != "f" {
@@ -555,7 +556,11 @@ fn complex_array<'py>(
     let converted = np.call_method("ascontiguousarray", (array,), Some(&kwargs))?;
     converted
         .cast_into::<numpy::PyArrayDyn<Complex32>>()
-        .map_err(|e| invalid(format!("{what}: numpy did not convert it to complex64: {e}")))
+        .map_err(|e| {
+            invalid(format!(
+                "{what}: numpy did not convert it to complex64: {e}"
+            ))
+        })
 }
 
 /// Planes `[2D][H][W]` as interleaved complex `[H][W][D]`, and that shape.
@@ -614,7 +619,12 @@ fn tool_spec(name: &str, params: Option<&Bound<'_, PyDict>>) -> PyResult<String>
 /// One keyword argument of a tool as text of the tool string.
 fn tool_value(key: &str, v: &Bound<'_, PyAny>) -> PyResult<String> {
     if v.is_instance_of::<PyBool>() {
-        return Ok(if v.extract::<bool>()? { "true" } else { "false" }.into());
+        return Ok(if v.extract::<bool>()? {
+            "true"
+        } else {
+            "false"
+        }
+        .into());
     }
     if v.is_instance_of::<PyInt>() {
         return Ok(v.str()?.to_string());
@@ -646,7 +656,10 @@ fn tool_value(key: &str, v: &Bound<'_, PyAny>) -> PyResult<String> {
 /// Backends compiled into this module (`candle`, `tch`, `onnx`).
 #[pyfunction]
 fn backends() -> Vec<&'static str> {
-    BackendKind::available().into_iter().map(|k| k.name()).collect()
+    BackendKind::available()
+        .into_iter()
+        .map(|k| k.name())
+        .collect()
 }
 
 /// The extension module `atheria_native._native`.

@@ -250,3 +250,21 @@ def test_empty_sparse_lattice():
 
 def test_repr(small_sim):
     assert "dense" in repr(small_sim) and "step=0" in repr(small_sim)
+
+
+def test_a_failed_step_raises_step_failed_and_leaves_the_state():
+    from conftest import GOLDEN
+
+    d = GOLDEN / "conv3x3_d4"
+    sim = an.Simulation(model=d, init=str(d / "initial.safetensors"))
+    assert sim.step(2) == 2
+    # Finite in f32, but the law's sums overflow: the model returns infinity.
+    huge = np.full(sim.psi.shape, 3e38 + 3e38j, np.complex64)
+    sim.psi = huge
+    with pytest.raises(StepFailed, match=r"step 3 failed: the model returned a non-finite delta"):
+        sim.step(5)
+    assert sim.step_count == 2
+    np.testing.assert_array_equal(sim.psi, huge)
+    # Fixable: a sane state steps again.
+    sim.psi = np.ones_like(huge)
+    assert sim.step() == 3
