@@ -563,13 +563,19 @@ fn complex_array<'py>(
         })
 }
 
+/// Values above which [`interleave`] splits its rows among rayon's threads:
+/// below it, waking them costs more than the copy (a 128 x 128 x 4 psi
+/// takes ~50 us on one thread, ~1 ms when rayon's sleeping workers must
+/// wake first).
+const PARALLEL_VALUES: usize = 1 << 20;
+
 /// Planes `[2D][H][W]` as interleaved complex `[H][W][D]`, and that shape.
 fn interleave(state: &DenseState) -> (Vec<Complex32>, [usize; 3]) {
     let (h, w, d) = (state.height(), state.width(), state.d_state());
     let n = h * w;
     let planes = state.planes();
     let mut out = vec![Complex32::new(0.0, 0.0); n * d];
-    out.par_chunks_mut(w * d).enumerate().for_each(|(y, row)| {
+    let fill_row = |(y, row): (usize, &mut [Complex32])| {
         for c in 0..d {
             let re = &planes[c * n + y * w..][..w];
             let im = &planes[(c + d) * n + y * w..][..w];
@@ -577,7 +583,12 @@ fn interleave(state: &DenseState) -> (Vec<Complex32>, [usize; 3]) {
                 row[x * d + c] = Complex32::new(re[x], im[x]);
             }
         }
-    });
+    };
+    if n * d >= PARALLEL_VALUES {
+        out.par_chunks_mut(w * d).enumerate().for_each(fill_row);
+    } else {
+        out.chunks_mut(w * d).enumerate().for_each(fill_row);
+    }
     (out, [h, w, d])
 }
 

@@ -13,6 +13,8 @@ input that cannot be used and `StepFailed` (a `RuntimeError`) for a failed
 step, both `AtheriaError`.
 """
 
+import numpy as _numpy  # noqa: F401  (imported here, not by the first psi read)
+
 from ._errors import AtheriaError, InvalidInput, StepFailed
 from ._native import Simulation, __version__, backends
 
