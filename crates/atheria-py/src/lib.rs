@@ -92,8 +92,20 @@ fn invalid(message: impl Into<String>) -> PyErr {
     exception(Kind::Input, message.into())
 }
 
-/// A neural quantum-cellular-automaton simulation (Python:
-/// `atheria_native.Simulation`). See the `.pyi` stub for the Python API.
+/// A neural quantum-cellular-automaton simulation: a law, an engine and its
+/// lattice (Python: `atheria_native.Simulation`, over `atheria::Simulation`).
+///
+/// Arguments: `model`, a model package directory (with model.json), or
+/// None for the built-in law (candle only); `backend`, "candle", "tch" or
+/// "onnx" (compiled in: `atheria_native.backends()`); `engine`, "dense" or
+/// "sparse"; `grid`, the side of the initial square field; `init`,
+/// "random", "complex_noise", "zeros" or a state file's path; `seed`, the
+/// initial field's; `gamma`, the decay term; `threads`, the backend's
+/// (default one per core); `threshold`, the existence threshold (default
+/// off for dense, 0.01 for sparse).
+///
+/// Every call runs with the GIL released. One simulation may be used from
+/// several threads (calls take turns); several simulations step at once.
 #[pyclass(name = "Simulation", module = "atheria_native", frozen)]
 pub struct PySimulation {
     /// The simulation; locked only with the GIL released.
@@ -563,7 +575,7 @@ fn complex_array<'py>(
         })
 }
 
-/// Values above which [`interleave`] splits its rows among rayon's threads:
+/// Values above which `interleave` splits its rows among rayon's threads:
 /// below it, waking them costs more than the copy (a 128 x 128 x 4 psi
 /// takes ~50 us on one thread, ~1 ms when rayon's sleeping workers must
 /// wake first).
