@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project-local Python environment in .venv with the pinned
-# versions from python/requirements.txt. Idempotent: a stamp file records the
-# requirements it was built from, so a second run takes well under a second.
+# versions from python/requirements.txt, then builds and installs this checkout's
+# Python module (atheria_native, crates/atheria-py) into it. Idempotent: a stamp
+# file records the requirements the environment was built from, so a second run
+# only rebuilds the module (seconds when cargo's outputs are cached).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
@@ -9,12 +11,21 @@ req="$root/python/requirements.txt"
 stamp="$venv/.atheria-requirements"
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then
   echo "setup-python: .venv is up to date"
-  exit 0
+else
+  start=$(date +%s)
+  echo "setup-python: creating .venv (torch is ~4.8 GB; about 2 minutes on a fresh machine)"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off -r "$req"
+  cp "$req" "$stamp"
+  echo "setup-python: done in $(( $(date +%s) - start )) s"
 fi
+
+# atheria_native from this checkout: maturin (pinned above, hence no build
+# isolation) builds the release abi3 wheel with cargo, into the shared target
+# directory when scripts/env.sh set one, and pip installs it over any older one.
 start=$(date +%s)
-echo "setup-python: creating .venv (torch is ~4.8 GB; about 2 minutes on a fresh machine)"
-python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off -r "$req"
-cp "$req" "$stamp"
-echo "setup-python: done in $(( $(date +%s) - start )) s"
+echo "setup-python: building and installing atheria_native (crates/atheria-py; minutes the first time)"
+PATH="$venv/bin:$PATH" "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+  --no-deps --force-reinstall "$root/crates/atheria-py"
+echo "setup-python: atheria_native $("$venv/bin/python" -c 'import atheria_native; print(atheria_native.__version__)') installed in $(( $(date +%s) - start )) s"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: sets up everything the tests need (the project's
-# Python environment with torch, onnxruntime and safetensors), then runs every
-# test with all three backends compiled in, none skipped.
+# Python environment with torch, onnxruntime and safetensors, and this
+# checkout's atheria_native module installed in it), then runs every test with
+# all three backends compiled in, none skipped.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,6 +14,10 @@ echo "== python tools"
 .venv/bin/python python/test_python_tools.py
 echo "== cargo test (features candle, tch, onnx)"
 cargo test --workspace --features candle,tch,onnx "$@"
+echo "== python module (atheria_native, pytest; skips fail the run)"
+# test_cli_agreement compares with the atheria program cargo test just built.
+ATHERIA_BIN="$CARGO_TARGET_DIR/debug/atheria" .venv/bin/python -m pytest -q -rs \
+  -p no:cacheprovider crates/atheria-py/tests
 echo "== examples (what tests/examples.rs checked, as a user runs them)"
 for example in embed sparse_embed shared_backend; do
   cargo run --quiet --features candle,tch,onnx --example "$example" > /dev/null
