@@ -286,6 +286,62 @@ impl PySimulation {
         Ok(PyArray1::from_vec(py, data).reshape(shape)?.into_any())
     }
 
+    /// Reads psi into `out`, a writable C-ordered complex64 array of psi's
+    /// shape, and returns it: the read of `psi` without a new array each
+    /// time (no allocation, no fresh pages for a loop that reads every
+    /// step). Without `out`, the same as `psi`.
+    #[pyo3(signature = (out=None))]
+    fn read_psi<'py>(
+        &self,
+        py: Python<'py>,
+        out: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let Some(out) = out else {
+            return self.psi(py);
+        };
+        let array = out
+            .cast::<numpy::PyArray3<Complex32>>()
+            .map_err(|_| invalid("out must be a complex64 numpy array [H, W, D]".to_string()))?;
+        // as_slice_mut takes Fortran order too: it would fill it as C order.
+        if !array.is_c_contiguous() {
+            return Err(invalid(
+                "out must be C-contiguous (np.empty(shape, np.complex64))".to_string(),
+            ));
+        }
+        let mut view = array
+            .try_readwrite()
+            .map_err(|e| invalid(format!("out cannot be written: {e}")))?;
+        let shape = view.shape().to_vec();
+        let slice = view
+            .as_slice_mut()
+            .map_err(|_| invalid("out must be C-contiguous (np.empty(shape, np.complex64))".to_string()))?;
+        let target = SendSlice(slice.as_mut_ptr(), slice.len());
+        self.with(py, move |s| {
+            let fill = |state: &DenseState| {
+                let want = [state.height(), state.width(), state.d_state()];
+                if shape != want {
+                    return Err(Error::InvalidArgument(format!(
+                        "out has shape {shape:?}, psi is {want:?}"
+                    )));
+                }
+                // SAFETY: `target` is the data of `out`, a C-contiguous
+                // complex64 array of exactly `want` elements, kept alive
+                // (and borrowed read-write against other Rust borrowers) by
+                // `view` until this call returns. Python code on another
+                // thread may touch it meanwhile, as with any numpy buffer
+                // filled without the GIL; that changes values, not memory.
+                let out = unsafe { target.slice() };
+                interleave_into(state, out);
+                Ok(())
+            };
+            match s.dense() {
+                Some(e) => fill(e.state()),
+                None => fill(&s.state()?),
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Replaces the state with `value`, an array `[H, W, D]` of complex (or
     /// real) numbers converted to complex64 in C order. The dense engine
     /// needs its grid's shape; the sparse engine takes the cells that are
@@ -581,19 +637,49 @@ fn complex_array<'py>(
 /// wake first).
 const PARALLEL_VALUES: usize = 1 << 20;
 
-/// Planes `[2D][H][W]` as interleaved complex `[H][W][D]`, and that shape.
+/// Planes `[2D][H][W]` as a new interleaved complex `[H][W][D]`, and that shape.
+fn interleave(state: &DenseState) -> (Vec<Complex32>, [usize; 3]) {
+    let (h, w, d) = (state.height(), state.width(), state.d_state());
+    let mut out = vec![Complex32::new(0.0, 0.0); h * w * d];
+    interleave_into(state, &mut out);
+    (out, [h, w, d])
+}
+
+/// A raw `[Complex32]` that crosses into the GIL-free closure of `read_psi`.
+struct SendSlice(*mut Complex32, usize);
+
+// SAFETY: see `read_psi`: the buffer outlives the call that uses it.
+unsafe impl Send for SendSlice {}
+
+impl SendSlice {
+    /// The slice. (A method, so that a closure captures the whole
+    /// `SendSlice`, which is `Send`, not its raw pointer field.)
+    ///
+    /// # Safety
+    /// The buffer must be alive and not used through another Rust reference
+    /// for as long as the slice is.
+    unsafe fn slice<'a>(&self) -> &'a mut [Complex32] {
+        // SAFETY: the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
+    }
+}
+
+/// Planes `[2D][H][W]` written interleaved into `out`, complex `[H][W][D]`.
 ///
 /// A transpose: each row goes in blocks of `BLOCK` cells, whose `BLOCK x D`
 /// outputs (4 KiB at D = 64) stay in L1 while every channel's contiguous
 /// run of `BLOCK` values is read into them. (Channel by channel over the
-/// whole row, as before, wrote each cache line D times from afar: 2.1 ms for
-/// a 128 x 128 x 64 psi.)
-fn interleave(state: &DenseState) -> (Vec<Complex32>, [usize; 3]) {
+/// whole row wrote each cache line D times from afar: 2.1 ms instead of
+/// 1.55 ms for a 128 x 128 x 64 psi.)
+fn interleave_into(state: &DenseState, out: &mut [Complex32]) {
     const BLOCK: usize = 8;
     let (h, w, d) = (state.height(), state.width(), state.d_state());
     let n = h * w;
+    assert_eq!(out.len(), n * d, "interleave_into: out does not fit the state");
+    if out.is_empty() {
+        return;
+    }
     let planes = state.planes();
-    let mut out = vec![Complex32::new(0.0, 0.0); n * d];
     let fill_row = |(y, row): (usize, &mut [Complex32])| {
         for x0 in (0..w).step_by(BLOCK) {
             let cells = BLOCK.min(w - x0);
@@ -612,7 +698,6 @@ fn interleave(state: &DenseState) -> (Vec<Complex32>, [usize; 3]) {
     } else {
         out.chunks_mut(w * d).enumerate().for_each(fill_row);
     }
-    (out, [h, w, d])
 }
 
 /// Interleaved complex `[H][W][D]` as planes `[2D][H][W]`.

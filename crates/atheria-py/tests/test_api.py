@@ -268,3 +268,34 @@ def test_a_failed_step_raises_step_failed_and_leaves_the_state():
     # Fixable: a sane state steps again.
     sim.psi = np.ones_like(huge)
     assert sim.step() == 3
+
+
+def test_read_psi_into_a_preallocated_array(small_sim):
+    small_sim.step(2)
+    out = np.full(small_sim.psi.shape, 7 + 7j, np.complex64)
+    assert small_sim.read_psi(out) is out
+    np.testing.assert_array_equal(out, small_sim.psi)
+    np.testing.assert_array_equal(small_sim.read_psi(), small_sim.psi)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda s: np.empty((16, 15, s), np.complex64), "shape"),
+        (lambda s: np.empty((16, 16, s), np.complex128), "complex64"),
+        (lambda s: np.empty((16, 16, s), np.complex64, order="F"), "C-contiguous"),
+        (lambda s: np.empty((16, 16 * s), np.complex64), "complex64"),
+        (lambda s: "not an array", "complex64"),
+    ],
+)
+def test_read_psi_refuses_an_unfit_out(small_sim, make, words):
+    out = make(small_sim.d_state)
+    with pytest.raises(InvalidInput, match=words):
+        small_sim.read_psi(out)
+
+
+def test_read_psi_refuses_a_read_only_out(small_sim):
+    out = np.empty(small_sim.psi.shape, np.complex64)
+    out.flags.writeable = False
+    with pytest.raises(InvalidInput, match="written"):
+        small_sim.read_psi(out)

@@ -21,7 +21,8 @@ def test_bench_runs_both_engines_and_they_agree(tmp_path):
         # The same law from the same state for 10 steps: PyTorch and the engine agree (float32).
         assert r["steps_compared"] == 10
         assert r["max_abs_diff_vs_pytorch"] < 1e-4, r
-        for engine in ("atheria_native", "pytorch", "atheria_native+psi"):
+        for engine in ("atheria_native", "pytorch", "atheria_native step(1)", "atheria_native+psi", "psi reads",
+                       "atheria_native+read_psi(out)"):
             assert r["steps_per_s_median"][engine] > 0
     assert "vs torch" in run.stdout and "conv3x3" in run.stdout
 

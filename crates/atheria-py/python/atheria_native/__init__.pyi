@@ -84,6 +84,9 @@ class Simulation:
         """
     @psi.setter
     def psi(self, value: npt.ArrayLike) -> None: ...
+    def read_psi(self, out: Optional[npt.NDArray[np.complex64]] = None) -> npt.NDArray[np.complex64]:
+        """Reads psi into `out` (writable, C-ordered complex64 of psi's shape) and returns it;
+        without `out`, a new array as `psi`. For loops that read every step."""
     def apply_tool(self, name: str, **params: Union[int, float, bool, str, PathLike]) -> None:
         """Applies a tool, e.g. apply_tool("vortex", x=40, y=40, radius=6).
 

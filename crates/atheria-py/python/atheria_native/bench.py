@@ -9,9 +9,14 @@ python/atheria_ref) runs on both engines from the same initial state:
 `CartesianEngine` step) on torch, both with the same number of threads.
 Windows of the two engines alternate, so both see the same machine (it is
 shared and changes speed); the ratio is the median of the per-window ratios of
-neighbouring windows. A third kind of window steps `Simulation` and reads
-`psi` after every step: its extra time over a plain step is the cost of
-reading the state from Python. Before timing, both engines run 10 steps from
+neighbouring windows. Three more kinds of window measure what reading the
+state from Python costs: `step(1)` called once a step, the same with a read
+of `psi` after each step, reads of `psi` alone, and `step(1)` with
+`read_psi(out)` (into one preallocated array) after each. "psi read" is the
+time of one read over the time of one `step(1)`; "in a loop" is the extra
+time of the loop that reads `psi` after each step (it also pays for a new
+array's fresh pages and for the step after a read running with the caches
+the read filled); "into out" the same with `read_psi(out)`. Before timing, both engines run 10 steps from
 the same state and their states are compared (the `max |diff|` column).
 
 Needs torch (the project's .venv has it) and the repository's python/
@@ -104,10 +109,25 @@ def bench_case(name: str, args, ref) -> dict:
     def ours(n):
         sim.step(n)
 
+    def ours_one_by_one(n):
+        for _ in range(n):
+            sim.step(1)
+
     def ours_reading_psi(n):
         for _ in range(n):
             sim.step(1)
             sim.psi  # noqa: B018  (the read is what is timed)
+
+    buffer = np.empty(sim.psi.shape, np.complex64)
+
+    def ours_reading_psi_into(n):
+        for _ in range(n):
+            sim.step(1)
+            sim.read_psi(buffer)
+
+    def psi_reads(n):
+        for _ in range(n):
+            sim.psi  # noqa: B018
 
     def pytorch(n):
         torch_engine.run(n)
@@ -123,18 +143,26 @@ def bench_case(name: str, args, ref) -> dict:
     ours_reading_psi(2)  # warm-up: the first read's costs out of the windows
     n_ours = steps_per_window(ours, args.window_secs)
     n_torch = steps_per_window(pytorch, args.window_secs)
-    rates = {"atheria_native": [], "pytorch": [], "atheria_native+psi": []}
+    rates = {"atheria_native": [], "pytorch": [], "atheria_native step(1)": [], "atheria_native+psi": [],
+             "atheria_native+read_psi(out)": [], "psi reads": []}
     for w in range(args.windows):
         r_ours = n_ours / timed(ours, n_ours)
         r_torch = n_torch / timed(pytorch, n_torch)
+        r_one = n_ours / timed(ours_one_by_one, n_ours)
         r_psi = n_ours / timed(ours_reading_psi, n_ours)
+        rates["psi reads"].append(n_ours / timed(psi_reads, n_ours))
+        rates["atheria_native+read_psi(out)"].append(n_ours / timed(ours_reading_psi_into, n_ours))
         rates["atheria_native"].append(r_ours)
         rates["pytorch"].append(r_torch)
+        rates["atheria_native step(1)"].append(r_one)
         rates["atheria_native+psi"].append(r_psi)
         log(f"  window {w + 1}/{args.windows}: atheria_native {r_ours:.2f} steps/s, pytorch {r_torch:.2f}, "
-            f"atheria_native reading psi every step {r_psi:.2f}")
+            f"one step(1) call a step {r_one:.2f}, and psi read after each {r_psi:.2f}")
     ratio = statistics.median(a / b for a, b in zip(rates["atheria_native"], rates["pytorch"]))
-    psi_cost = statistics.median(a / b - 1 for a, b in zip(rates["atheria_native"], rates["atheria_native+psi"]))
+    psi_cost = statistics.median(a / b for a, b in zip(rates["atheria_native step(1)"], rates["psi reads"]))
+    psi_in_loop, into_in_loop = (
+        statistics.median(a / b - 1 for a, b in zip(rates["atheria_native step(1)"], rates[k]))
+        for k in ("atheria_native+psi", "atheria_native+read_psi(out)"))
     return {
         "case": name,
         "architecture": arch,
@@ -147,6 +175,8 @@ def bench_case(name: str, args, ref) -> dict:
         "steps_per_s_windows": {k: [round(x, 3) for x in v] for k, v in rates.items()},
         "vs_pytorch": round(ratio, 3),
         "psi_read_cost": round(psi_cost, 4),
+        "psi_read_cost_in_loop": round(psi_in_loop, 4),
+        "read_psi_out_cost_in_loop": round(into_in_loop, 4),
         "steps_compared": CHECK_STEPS,
         "max_abs_diff_vs_pytorch": diff,
     }
@@ -189,11 +219,14 @@ def main(argv=None) -> int:
     except (BenchError, atheria_native.AtheriaError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{'case':<10} {'atheria_native':>15} {'pytorch':>10} {'vs torch':>9} {'psi read':>9} {'max |diff|':>11}")
+    print(f"{'case':<10} {'atheria_native':>15} {'pytorch':>10} {'vs torch':>9} {'psi read':>9} {'in a loop':>10} "
+          f"{'into out':>9} {'max |diff|':>11}")
     for r in results:
         m = r["steps_per_s_median"]
         print(f"{r['case']:<10} {m['atheria_native']:>9.2f} st/s {m['pytorch']:>10.2f} {r['vs_pytorch']:>8.2f}x "
-              f"{100 * r['psi_read_cost']:>8.1f}% {r['max_abs_diff_vs_pytorch']:>11.2e}")
+              f"{100 * r['psi_read_cost']:>8.1f}% {100 * r['psi_read_cost_in_loop']:>9.1f}% "
+              f"{100 * r['read_psi_out_cost_in_loop']:>8.1f}% "
+              f"{r['max_abs_diff_vs_pytorch']:>11.2e}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")
