@@ -312,9 +312,9 @@ impl PySimulation {
             .try_readwrite()
             .map_err(|e| invalid(format!("out cannot be written: {e}")))?;
         let shape = view.shape().to_vec();
-        let slice = view
-            .as_slice_mut()
-            .map_err(|_| invalid("out must be C-contiguous (np.empty(shape, np.complex64))".to_string()))?;
+        let slice = view.as_slice_mut().map_err(|_| {
+            invalid("out must be C-contiguous (np.empty(shape, np.complex64))".to_string())
+        })?;
         let target = SendSlice(slice.as_mut_ptr(), slice.len());
         self.with(py, move |s| {
             let fill = |state: &DenseState| {
@@ -675,7 +675,11 @@ fn interleave_into(state: &DenseState, out: &mut [Complex32]) {
     const BLOCK: usize = 8;
     let (h, w, d) = (state.height(), state.width(), state.d_state());
     let n = h * w;
-    assert_eq!(out.len(), n * d, "interleave_into: out does not fit the state");
+    assert_eq!(
+        out.len(),
+        n * d,
+        "interleave_into: out does not fit the state"
+    );
     if out.is_empty() {
         return;
     }
