@@ -21,11 +21,14 @@ else
   echo "setup-python: done in $(( $(date +%s) - start )) s"
 fi
 
-# atheria_native from this checkout: maturin (pinned above, hence no build
-# isolation) builds the release abi3 wheel with cargo, into the shared target
-# directory when scripts/env.sh set one, and pip installs it over any older one.
+# atheria_native from this checkout: maturin (pinned above) builds the release
+# abi3 wheel with cargo, showing cargo's progress, into the shared target
+# directory when scripts/env.sh set one; pip installs it over any older one.
 start=$(date +%s)
 echo "setup-python: building and installing atheria_native (crates/atheria-py; minutes the first time)"
-PATH="$venv/bin:$PATH" "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-build-isolation \
-  --no-deps --force-reinstall "$root/crates/atheria-py"
+wheels=$(mktemp -d)
+trap 'rm -rf "$wheels"' EXIT
+"$venv/bin/maturin" build --release --manifest-path "$root/crates/atheria-py/Cargo.toml" \
+  --interpreter "$venv/bin/python" --out "$wheels"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$wheels"/*.whl
 echo "setup-python: atheria_native $("$venv/bin/python" -c 'import atheria_native; print(atheria_native.__version__)') installed in $(( $(date +%s) - start )) s"

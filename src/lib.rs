@@ -73,8 +73,8 @@ pub use backend_candle as candle;
 pub use backend_onnx as onnx;
 pub use backends::BackendKind;
 pub use engine_api::{
-    Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error, ModelFile,
-    ModelPackage, ModelSpec, Result, Runtime, UpdateRule,
+    check_threads, max_threads, Architecture, BackendOptions, BatchShape, ComputeBackend, Device,
+    Error, ModelFile, ModelPackage, ModelSpec, Result, Runtime, UpdateRule,
 };
 pub use instruments::{Metrics, ScheduledTool, Tool, Viz, VizMap};
 pub use simulation::{

@@ -304,9 +304,7 @@ impl SimulationBuilder {
             }
         };
         let spec = backend.spec().clone();
-        let max_cells = self
-            .max_cells
-            .unwrap_or_else(|| default_max_cells(spec.d_state));
+        let max_cells = self.max_cells.unwrap_or_else(|| default_max_cells(&spec));
         let state = stage(observer, "state init", || {
             self.initial_state_for(&spec, max_cells)
         })?;
@@ -341,10 +339,8 @@ impl SimulationBuilder {
         if let Some(t) = self.threshold {
             sparse_grid::update::check_threshold(t)?;
         }
-        if self.options.threads == Some(0) {
-            return Err(Error::InvalidArgument(
-                "threads must be at least 1".to_string(),
-            ));
+        if let Some(threads) = self.options.threads {
+            engine_api::check_threads(threads)?;
         }
         if let InitialState::Generated { size: 0, .. } = self.initial {
             return Err(Error::InvalidArgument(
@@ -447,22 +443,15 @@ fn generated(
     Ok(state)
 }
 
-/// Cells a simulation may hold unless told otherwise: what fits in about
-/// half the available memory at the engines' bytes per cell (state, delta,
-/// scratch), and never more than [`DEFAULT_MAX_CELLS`].
-pub fn default_max_cells(d_state: usize) -> usize {
-    let available = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(8 << 30);
-    let per_cell = (2 * d_state.max(1) * 4 * 3 + 8) as u64;
-    ((available / 2) / per_cell).clamp(1, DEFAULT_MAX_CELLS as u64) as usize
+/// Cells a simulation of `spec` may hold unless told otherwise: what fits in
+/// half of the memory this process may still use
+/// ([`sparse_grid::memory::available_bytes`]: free memory, the cgroup's and
+/// `ulimit -v`'s limits) at the model's estimated bytes per cell
+/// ([`ModelSpec::bytes_per_cell`]: the engine's buffers and the backend's
+/// activations), and never more than [`DEFAULT_MAX_CELLS`].
+pub fn default_max_cells(spec: &ModelSpec) -> usize {
+    let available = sparse_grid::memory::available_bytes();
+    ((available / 2) / spec.bytes_per_cell().max(1)).clamp(1, DEFAULT_MAX_CELLS as u64) as usize
 }
 
 /// The engine of a simulation: the one place the two are told apart.

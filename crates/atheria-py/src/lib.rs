@@ -81,7 +81,8 @@ fn to_py(error: Error) -> PyErr {
         | Error::State { .. }
         | Error::InvalidArgument(_)
         | Error::BackendUnavailable { .. }
-        | Error::TooManyCells { .. } => Kind::Input,
+        | Error::TooManyCells { .. }
+        | Error::OutOfMemory { .. } => Kind::Input,
         _ => Kind::Base,
     };
     exception(kind, error.to_string())
@@ -180,6 +181,12 @@ impl PySimulation {
         let initial = match init.parse::<InitKind>() {
             Ok(kind) => InitialState::Generated { kind, seed, size },
             Err(_) if std::path::Path::new(init).is_file() => InitialState::File(init.into()),
+            // A path-shaped name is a file the caller meant: the library's
+            // read names it (missing, a directory) instead of "unknown
+            // initial state".
+            Err(_) if init.contains(['/', '.', std::path::MAIN_SEPARATOR]) => {
+                InitialState::File(init.into())
+            }
             Err(e) => return Err(to_py(e)),
         };
         let mut builder = Simulation::builder()

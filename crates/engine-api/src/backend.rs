@@ -34,7 +34,8 @@ impl BackendOptions {
         self
     }
 
-    /// These options with `threads` intra-op threads (at least 1, checked at load).
+    /// These options with `threads` intra-op threads (at least 1 and at most
+    /// [`max_threads`], checked at load).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
         self
@@ -45,6 +46,43 @@ impl BackendOptions {
         self.threads = None;
         self
     }
+}
+
+/// Threads a user may ask for, per core of this machine: a thread count is
+/// capped at this many times the cores (and never below
+/// [`MIN_THREAD_CAP`]), so that a typo (`--threads 1000000`) is an error at
+/// once instead of a program spawning threads until the machine runs out.
+pub const THREADS_PER_CORE_CAP: usize = 4;
+
+/// The lowest cap, for machines with one or two cores, where oversubscribing
+/// on purpose (to test, to overlap I/O) is still allowed.
+pub const MIN_THREAD_CAP: usize = 16;
+
+/// The most threads [`check_threads`] accepts here:
+/// [`THREADS_PER_CORE_CAP`] times the cores, at least [`MIN_THREAD_CAP`].
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * THREADS_PER_CORE_CAP).max(MIN_THREAD_CAP)
+}
+
+/// Checks a requested thread count: at least 1 and at most [`max_threads`].
+/// The one check behind every place a thread count is given (backend
+/// options, the simulation's threads, the programs' `--threads`).
+pub fn check_threads(threads: usize) -> Result<()> {
+    if threads == 0 {
+        return Err(crate::Error::InvalidArgument(
+            "threads must be at least 1 (leave it unset for one per core)".into(),
+        ));
+    }
+    let cap = max_threads();
+    if threads > cap {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return Err(crate::Error::InvalidArgument(format!(
+            "threads {threads} is more than this machine allows: at most {cap} \
+             ({THREADS_PER_CORE_CAP} per core, {cores} cores; leave it unset for one per core)"
+        )));
+    }
+    Ok(())
 }
 
 /// A loaded model that turns a batch of fields into a batch of deltas.

@@ -68,6 +68,16 @@ pub enum Error {
         /// The limit in force.
         limit: usize,
     },
+    /// Memory for `what` could not be had: more than the machine, its
+    /// cgroup or the address-space limit (`ulimit -v`) allows. Returned
+    /// instead of the allocator's abort.
+    #[error("cannot allocate {} for {what}: more than this process may use (free memory, a cgroup or ulimit -v limit); ask for fewer cells", human_bytes(*.bytes))]
+    OutOfMemory {
+        /// What the memory was for, in words ("the state of 100000 x 100000 cells").
+        what: String,
+        /// Bytes asked for.
+        bytes: u64,
+    },
     /// The model returned a non-finite value (NaN or infinity).
     #[error("the model returned a non-finite delta at x = {x}, y = {y} ({} part of channel {channel})", if *.imaginary { "imaginary" } else { "real" })]
     NonFinite {
@@ -161,5 +171,21 @@ impl Error {
             backend,
             message: message.to_string(),
         }
+    }
+}
+
+/// `bytes` in the largest binary unit that keeps it at least 1 (`1.5 GiB`).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }

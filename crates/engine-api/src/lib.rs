@@ -13,8 +13,13 @@
 //! - [`Device`]: where a backend runs (CPU or CUDA device n).
 //! - [`ModelSpec`] and [`ModelPackage`]: the model description (model.json)
 //!   and its files ([`ModelFile`]), in a directory or in memory.
-//! - [`BackendOptions`]: what a user asks of a backend (device, threads).
+//! - [`BackendOptions`]: what a user asks of a backend (device, threads);
+//!   [`check_threads`]: the one check of a thread count (at least 1, at most
+//!   [`max_threads`]).
 //! - [`Error`]: the one error type all of them use.
+//! - [`header`]: a safetensors file's header read alone, so that files
+//!   are refused by their first bytes or declared sizes before their data
+//!   is read.
 //! - [`pool`]: a bounded pool of model instances, for backends whose library
 //!   handles cannot serve two threads at once.
 //! - [`plugin`]: the C interface of a backend built as a shared library and
@@ -27,15 +32,19 @@ mod backend;
 mod batch;
 mod device;
 mod error;
+pub mod header;
 pub mod plugin;
 pub mod pool;
 mod runtime;
 mod spec;
 
-pub use backend::{check_forward_args, BackendOptions, ComputeBackend};
+pub use backend::{
+    check_forward_args, check_threads, max_threads, BackendOptions, ComputeBackend, MIN_THREAD_CAP,
+    THREADS_PER_CORE_CAP,
+};
 pub use batch::BatchShape;
 pub use device::Device;
-pub use error::{Error, Result};
+pub use error::{human_bytes, Error, Result};
 pub use runtime::{check_load_args, LoadRequest, Runtime};
 pub use spec::{
     Architecture, ModelFile, ModelFiles, ModelPackage, ModelSpec, PackageFile, UpdateRule,

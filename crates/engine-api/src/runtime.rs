@@ -81,7 +81,7 @@ pub trait Runtime: Send + Sync {
 }
 
 /// Checks load options against a runtime and a model, the same way for every
-/// backend: at least one thread, a device this runtime supports, a model it
+/// backend: a thread count [`check_threads`](crate::check_threads) accepts, a device this runtime supports, a model it
 /// can run. [`LoadRequest::new`] calls it; a backend that builds models from
 /// something other than a package (candle's in-memory tensors) calls it too.
 pub fn check_load_args<R: Runtime + ?Sized>(
@@ -89,10 +89,8 @@ pub fn check_load_args<R: Runtime + ?Sized>(
     spec: &ModelSpec,
     options: &BackendOptions,
 ) -> Result<()> {
-    if options.threads == Some(0) {
-        return Err(Error::InvalidArgument(
-            "threads must be at least 1 (leave it unset for one per core)".into(),
-        ));
+    if let Some(threads) = options.threads {
+        crate::check_threads(threads)?;
     }
     let unavailable = |message: String| Error::BackendUnavailable {
         backend: runtime.name(),
@@ -246,8 +244,13 @@ mod tests {
     fn every_argument_is_checked_before_the_runtime_prepares_anything() {
         let fake = Fake::default();
         let runtime: &dyn Runtime = &fake;
-        let cases: [(ModelPackage, BackendOptions, &str); 4] = [
+        let cases: [(ModelPackage, BackendOptions, &str); 5] = [
             (package(2), BackendOptions::default().with_threads(0), "threads must be at least 1"),
+            (
+                package(2),
+                BackendOptions::default().with_threads(1_000_000),
+                "threads 1000000 is more than this machine allows",
+            ),
             (
                 package(2),
                 BackendOptions::default().with_device(Device::Cuda(1)),

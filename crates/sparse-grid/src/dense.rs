@@ -102,11 +102,18 @@ impl DenseEngine {
             threshold: options.threshold,
         };
         let n = state.cells();
+        let what = || {
+            format!(
+                "the step buffers of {} x {} cells",
+                state.height(),
+                state.width()
+            )
+        };
         Ok(Self {
             backend,
-            delta: vec![0.0; state.planes().len()],
-            norm: vec![0.0; n],
-            next_occupied: vec![0; n],
+            delta: crate::state::zeroed(state.planes().len(), what)?,
+            norm: crate::state::zeroed(n, what)?,
+            next_occupied: crate::state::zeroed(n, what)?,
             state,
             params,
             pool: LoopPool::default(),

@@ -15,7 +15,8 @@
 //! | [`summary`] | the delta summary: five numbers per cell about the last step (energy, flow, physics) that pictures and readouts use |
 //! | [`rng`] | the workspace's one random generator: counter-based, so a value depends only on its key |
 //! | [`StepStats`], [`StepTimes`] | what a step did and where its time went |
-//! | [`check_size`], [`DEFAULT_MAX_CELLS`] | limits on what a state may hold |
+//! | [`check_size`], [`DEFAULT_MAX_CELLS`], [`zeroed`] | limits on what a state may hold; buffers whose allocation failure is an error, not an abort |
+//! | [`memory`] | how much memory this process may still use (free memory, cgroup, `ulimit -v`) |
 //!
 //! **The threading rule** (ARCHITECTURE.md): engines parallelise their own
 //! loops with rayon, on the global pool or on one they were given
@@ -27,6 +28,7 @@
 
 mod dense;
 pub mod init;
+pub mod memory;
 pub mod output;
 mod pool;
 pub mod rng;
@@ -40,5 +42,5 @@ pub mod update;
 pub use dense::{DenseEngine, StepOptions};
 pub use init::InitKind;
 pub use sparse::{SparseEngine, SparseOptions, Vacuum};
-pub use state::{check_cell_values, check_size, DenseState, DEFAULT_MAX_CELLS};
+pub use state::{check_cell_values, check_size, zeroed, DenseState, Zeroable, DEFAULT_MAX_CELLS};
 pub use stats::{StepStats, StepTimes};

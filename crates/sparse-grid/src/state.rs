@@ -65,6 +65,44 @@ pub fn check_cell_values(x: i32, y: i32, values: &[(f32, f32)], d_state: usize) 
     Ok(())
 }
 
+/// Element types whose all-zero bytes are the value zero, so that a zeroed
+/// allocation is a vector of zeros (sealed: `f32`, `u8`).
+pub trait Zeroable: Copy + sealed::Sealed {}
+impl Zeroable for f32 {}
+impl Zeroable for u8 {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u8 {}
+}
+
+/// `n` zeros in a new vector, or [`Error::OutOfMemory`] naming `what` when
+/// the memory cannot be had (where `vec![0; n]` would abort the process:
+/// `memory allocation of N bytes failed`). Like `vec![0; n]` it asks the
+/// allocator for zeroed memory, so untouched pages cost nothing.
+pub fn zeroed<T: Zeroable>(n: usize, what: impl FnOnce() -> String) -> Result<Vec<T>> {
+    let oom = |what: String| Error::OutOfMemory {
+        what,
+        bytes: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let Ok(layout) = std::alloc::Layout::array::<T>(n) else {
+        return Err(oom(what()));
+    };
+    // SAFETY: the layout's size is not zero (n > 0 and T is f32 or u8).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return Err(oom(what()));
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of `n`
+    // values of T; its bytes are zero, which is a valid T (`Zeroable`); the
+    // length and capacity are both `n`.
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
 impl DenseState {
     /// An all-zero (vacuum) state. Sizes are checked before allocating.
     pub fn zeros(height: usize, width: usize, d_state: usize) -> Result<Self> {
@@ -79,12 +117,13 @@ impl DenseState {
         max_cells: usize,
     ) -> Result<Self> {
         let cells = check_size(height, width, d_state, max_cells)?;
+        let what = || format!("a state of {height} x {width} cells with d_state {d_state}");
         Ok(Self {
             height,
             width,
             d_state,
-            data: vec![0.0; 2 * d_state * cells],
-            occupied: vec![0; cells],
+            data: zeroed(2 * d_state * cells, what)?,
+            occupied: zeroed(cells, what)?,
             origin: (0, 0),
             step: 0,
         })

@@ -17,7 +17,23 @@ use crate::DenseState;
 pub const STATE_FORMAT: &str = "atheria-state/1";
 
 /// Reads a state file; every problem is an [`Error::State`] naming the file.
+///
+/// The header is read first and the declared grid checked against
+/// `max_cells`, so a file declaring more cells than allowed (or not a
+/// safetensors file at all) is refused by its first bytes, before its data
+/// is read or any of it allocated.
 pub fn read_state(path: &Path, max_cells: usize) -> Result<DenseState> {
+    // A missing or unreadable file is an I/O error, as before; what the
+    // header says is about the state file.
+    std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let header = engine_api::header::safetensors_header(path).map_err(|m| Error::state(path, m))?;
+    if let Some(shape) = header.shape("psi_real") {
+        if let [h, w, d] = shape[..] {
+            let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+            check_size(size(h), size(w), size(d), max_cells)
+                .map_err(|e| Error::state(path, e.to_string()))?;
+        }
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse_state(&bytes, max_cells).map_err(|m| Error::state(path, m))
 }

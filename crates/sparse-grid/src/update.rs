@@ -85,7 +85,14 @@ pub(crate) unsafe fn update_run(
         }
     }
     for i in 0..n {
-        let len = norm[i].sqrt();
+        let mut len = norm[i].sqrt();
+        if len.is_infinite() {
+            // The sum of squares overflowed f32 (|psi| above ~1e19, e.g. a
+            // huge gamma): PyTorch divides by inf and zeroes the cell;
+            // measured with its largest value as the unit, the norm is finite.
+            // SAFETY: as above.
+            len = unsafe { scaled_norm(psi, i, 2 * d) };
+        }
         let alive = p.threshold.is_none_or(|t| len >= t);
         occupied[i] = alive as u8;
         norm[i] = if alive { 1.0 / (len + NORM_EPS) } else { 0.0 };
@@ -97,6 +104,23 @@ pub(crate) unsafe fn update_run(
             *x *= s;
         }
     }
+}
+
+/// The norm of cell `i` over `planes` planes of `psi`, scaled by the cell's
+/// largest magnitude so that the sum of squares cannot overflow.
+///
+/// # Safety
+/// `psi.ptr + c * psi.stride + i` must be valid for reads for every
+/// c < `planes`.
+unsafe fn scaled_norm(psi: PlaneRun<*mut f32>, i: usize, planes: usize) -> f32 {
+    // SAFETY: the caller's promise, for every read below.
+    let value = |c: usize| unsafe { *psi.ptr.add(c * psi.stride + i) };
+    let largest = (0..planes).map(|c| value(c).abs()).fold(0.0f32, f32::max);
+    if !largest.is_finite() || largest == 0.0 {
+        return largest;
+    }
+    let sum: f32 = (0..planes).map(|c| (value(c) / largest).powi(2)).sum();
+    largest * sum.sqrt()
 }
 
 /// Checks a run of delta planes: `Ok` with the sum of their squares (the
@@ -303,6 +327,33 @@ mod tests {
                     prop_assert_eq!(sq, 0.0);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_huge_gamma_normalises_instead_of_zeroing() {
+        // psi - 1e20 psi: |psi|^2 overflows f32, but the direction is -psi.
+        let (d, n) = (3, 5);
+        let psi0: Vec<f32> = (0..2 * d * n)
+            .map(|i| crate::rng::normal(&[7, i as u64]))
+            .collect();
+        let delta = vec![0.0; 2 * d * n];
+        let p = UpdateParams {
+            d_state: d,
+            rule: UpdateRule::Additive,
+            gamma: 1e20,
+            threshold: Some(0.01),
+        };
+        let mut psi = psi0.clone();
+        let (mut norm, mut occ) = (vec![0.0; n], vec![0; n]);
+        update_field(&mut psi, &delta, n, &p, &mut norm, &mut occ);
+        let want = reference(&psi0, &delta, n, &p);
+        assert!(
+            occ.iter().all(|&o| o == 1),
+            "every cell stays matter: {occ:?}"
+        );
+        for (got, want) in psi.iter().zip(&want) {
+            assert!((got - want).abs() <= 1e-5, "{got} vs {want}");
         }
     }
 

@@ -13,6 +13,9 @@ use clap::Args;
 
 /// Arguments of `atheria doctor`.
 #[derive(Debug, Args)]
+// `--timeout -1` reaches the range check (one line naming the flag), not
+// clap's "unexpected argument".
+#[command(allow_negative_numbers = true)]
 pub struct DoctorArgs {
     /// Backends to check (comma-separated); all known backends by default.
     #[arg(long, value_delimiter = ',', value_parser = super::run::parse_backend)]

@@ -111,5 +111,8 @@ pub fn one_line(e: &anyhow::Error) -> String {
     if is(|a| matches!(a, atheria::Error::TooManyCells { .. })) {
         line.push_str(" (--max-cells N sets the limit)");
     }
+    if is(|a| matches!(a, atheria::Error::OutOfMemory { .. })) {
+        line.push_str(" (a smaller --grid, or --max-cells to refuse such states up front)");
+    }
     line
 }

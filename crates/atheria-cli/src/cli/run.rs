@@ -244,9 +244,22 @@ fn builder(args: &RunArgs) -> anyhow::Result<SimulationBuilder> {
     let path = Path::new(&args.init);
     Ok(if args.init.ends_with(".safetensors") || path.is_file() {
         b.state_file(path)
+    } else if path.exists() {
+        bail!(
+            "--init {}: not a state file (a directory or a special file)",
+            args.init
+        )
     } else {
-        let kind: InitKind = args.init.parse()?;
-        b.init(kind, args.seed, args.grid)
+        match args.init.parse::<InitKind>() {
+            Ok(kind) => b.init(kind, args.seed, args.grid),
+            // A name with a path's shape is a file the user meant: say it is
+            // missing rather than "unknown initial state".
+            Err(_) if args.init.contains(['/', '.', std::path::MAIN_SEPARATOR]) => bail!(
+                "--init {}: no such file (give a state file, or one of complex_noise, random, zeros)",
+                args.init
+            ),
+            Err(e) => return Err(e.into()),
+        }
     })
 }
 
@@ -268,8 +281,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // Checked before any stage, so a typo costs nothing and allocates nothing
     // (the library checks the rest as the simulation is built).
-    if args.threads == Some(0) {
-        bail!("--threads must be at least 1");
+    if let Some(n) = args.threads {
+        atheria::check_threads(n).context("--threads")?;
     }
     if args.grid == 0 {
         bail!("--grid must be at least 1");

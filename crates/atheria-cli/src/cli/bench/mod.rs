@@ -34,6 +34,8 @@ use timing::Companion;
 
 /// Arguments of `atheria bench`.
 #[derive(Debug, Args)]
+// `--window-secs -1` reaches the range check, not clap's "unexpected argument".
+#[command(allow_negative_numbers = true)]
 pub struct BenchArgs {
     /// Backends to run (comma-separated); every compiled-in backend by default.
     #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
@@ -76,8 +78,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.windows == 0 || !args.window_secs.is_finite() || args.window_secs <= 0.0 {
         bail!("--windows and --window-secs must be positive");
     }
-    if args.threads == Some(0) {
-        bail!("--threads must be at least 1");
+    if let Some(n) = args.threads {
+        atheria::check_threads(n).context("--threads")?;
     }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
