@@ -47,20 +47,24 @@ pub fn safetensors_header(path: &Path) -> Result<SafetensorsHeader, String> {
     }
     let mut len = [0u8; 8];
     file.read_exact(&mut len).map_err(|_| {
-        format!("not a safetensors file: {file_len} bytes, shorter than its 8-byte header length")
+        format!("not a safetensors file (truncated or corrupt): {file_len} bytes, shorter than its 8-byte header length")
     })?;
     let n = u64::from_le_bytes(len);
     if n > MAX_HEADER_BYTES || n > file_len - 8 {
         return Err(format!(
-            "not a safetensors file: its first 8 bytes declare a {n}-byte header, \
-             which does not fit the {file_len}-byte file"
+            "not a safetensors file (truncated or corrupt): its first 8 bytes declare a \
+             {n}-byte header, which does not fit the {file_len}-byte file"
         ));
     }
     let mut text = vec![0u8; n as usize];
-    file.read_exact(&mut text)
-        .map_err(|e| format!("not a safetensors file: its header cannot be read: {e}"))?;
-    let json: Map<String, Value> = serde_json::from_slice(&text)
-        .map_err(|e| format!("not a safetensors file: its header is not a JSON object: {e}"))?;
+    file.read_exact(&mut text).map_err(|e| {
+        format!("not a safetensors file (truncated or corrupt): its header cannot be read: {e}")
+    })?;
+    let json: Map<String, Value> = serde_json::from_slice(&text).map_err(|e| {
+        format!(
+            "not a safetensors file (truncated or corrupt): its header is not a JSON object: {e}"
+        )
+    })?;
     Ok(SafetensorsHeader { json, file_len })
 }
 
