@@ -7,6 +7,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup-python.sh
+# The browser test of `atheria serve` needs headless Chromium and chromedriver.
+bash scripts/setup-browser.sh
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 export ATHERIA_REQUIRE_BACKENDS=all
