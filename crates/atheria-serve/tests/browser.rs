@@ -49,29 +49,33 @@ fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<
         body.len()
     )
     .map_err(|e| e.to_string())?;
+    // chromedriver may keep the connection open: read what Content-Length says.
     let mut out = Vec::new();
-    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
-    let at = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no headers")?
-        + 4;
-    let head = String::from_utf8_lossy(&out[..at]).to_ascii_lowercase();
-    let mut data = out[at..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        let mut plain = Vec::new();
-        let mut b = &data[..];
-        while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-            let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16)
-                .unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            plain.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-            b = &b[eol + 2 + n + 2..];
+    let mut buf = [0u8; 8192];
+    let (at, length) = loop {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before the headers".into());
         }
-        data = plain;
+        out.extend_from_slice(&buf[..n]);
+        if let Some(p) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..p]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or("no Content-Length")?;
+            break (p + 4, length);
+        }
+    };
+    while out.len() < at + length {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
     }
+    let data = out[at..(at + length).min(out.len())].to_vec();
     let v: Value = serde_json::from_slice(&data)
         .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&data)))?;
     if v["value"].get("error").is_some() {

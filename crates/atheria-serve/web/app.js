@@ -108,7 +108,7 @@
         }
       }
       for (const k of ["norm", "energy", "entropy"]) $("v-" + k).textContent = fmt(m[k]);
-      $("v-epoch").textContent = `${m.epoch} ${EPOCHS[m.epoch] || ""}`;
+      $("v-epoch").textContent = String(m.epoch); $("v-epoch").title = EPOCHS[m.epoch] || "";
       drawPlots();
     }
   }
