@@ -392,9 +392,17 @@ mod tests {
         let flat = vec![17u8; 40 * 30 * 3];
         let m = h.encode(&flat);
         assert!(m[5] & FLAG_DEFLATE != 0 && m.len() < flat.len() / 4);
-        assert_eq!(FrameHeader::decode(&m).unwrap(), (h.clone(), flat));
-        let noise: Vec<u8> = (0..3600u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        let (got, px) = FrameHeader::decode(&m).unwrap();
+        assert_eq!((got.flags, px), (FLAG_DEFLATE, flat));
+        assert_eq!(FrameHeader { flags: 0, ..got }, h);
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..3600)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
             .collect();
         let m = h.encode(&noise);
         assert_eq!(m[5] & FLAG_DEFLATE, 0);
