@@ -7,9 +7,15 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup-python.sh
+# The browser test of `atheria serve` needs headless Chromium and chromedriver.
+bash scripts/setup-browser.sh
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 export ATHERIA_REQUIRE_BACKENDS=all
+# Test programs of earlier builds pile up in the shared target directory
+# (tens of GB over weeks): drop those not rebuilt for 3 days; cargo relinks
+# any it still needs.
+find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -perm -u+x ! -name '*.*' -mtime +3 -delete 2>/dev/null || true
 echo "== python tools"
 .venv/bin/python python/test_python_tools.py
 echo "== cargo test (features candle, tch, onnx)"

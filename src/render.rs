@@ -177,6 +177,21 @@ pub fn write_viz(
 
 /// Draws `map` as [`write_viz`] does, in memory.
 pub fn draw_viz(viz: Viz, map: &VizMap, flow: Option<(&[f32], &[f32])>) -> Result<Image> {
+    let scale = MIN_SIDE
+        .div_ceil(map.width.max(map.height).max(1))
+        .clamp(1, 16);
+    draw_viz_scaled(viz, map, flow, scale)
+}
+
+/// Draws `map` as [`draw_viz`] does, each cell `scale` x `scale` pixels
+/// (1 to 16): the same colours, for a program that scales the picture
+/// itself (the live viewer sends one pixel per cell).
+pub fn draw_viz_scaled(
+    viz: Viz,
+    map: &VizMap,
+    flow: Option<(&[f32], &[f32])>,
+    scale: usize,
+) -> Result<Image> {
     let (w, h, layers) = (map.width, map.height, map.layers);
     if w == 0 || h == 0 || map.data.len() != w * h * map.channels * layers {
         return Err(Error::InvalidArgument(format!(
@@ -185,7 +200,11 @@ pub fn draw_viz(viz: Viz, map: &VizMap, flow: Option<(&[f32], &[f32])>) -> Resul
             map.channels
         )));
     }
-    let scale = MIN_SIDE.div_ceil(w.max(h)).clamp(1, 16);
+    if !(1..=16).contains(&scale) {
+        return Err(Error::InvalidArgument(format!(
+            "picture scale {scale}: use 1 to 16 pixels per cell"
+        )));
+    }
     let values = display_values(viz, map);
     let (cw, ch) = (w * scale, h * scale);
     let mut canvas = Image::new(layers * cw + (layers - 1) * GAP, ch);

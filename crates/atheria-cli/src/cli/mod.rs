@@ -4,6 +4,7 @@ mod bench;
 mod doctor;
 mod progress;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Command {
     Run(run::RunArgs),
     /// Benchmark every backend against the PyTorch reference engine.
     Bench(bench::BenchArgs),
+    /// Serve a live simulation to browsers: a page to watch and steer it (http://127.0.0.1:8080/).
+    Serve(serve::ServeArgs),
     /// Check that each backend works here: library, version, a tiny model, one forward.
     Doctor(doctor::DoctorArgs),
 }
@@ -41,6 +44,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
         Command::Doctor(args) => doctor::doctor(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }
 

@@ -22,11 +22,10 @@ use tracing::info;
 
 use super::progress::Progress;
 
-/// Arguments of `atheria run`.
+/// The flags that build the simulation: shared by `atheria run` and
+/// `atheria serve`.
 #[derive(Debug, Args)]
-// `--gamma -1` must reach our range check, not read as an unknown flag.
-#[command(allow_negative_numbers = true)]
-pub struct RunArgs {
+pub struct SimArgs {
     /// Model package directory (model.json + weights); the embedded default law when absent.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
@@ -42,9 +41,6 @@ pub struct RunArgs {
     /// Grid side N (an N x N grid) for generated initial states.
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub grid: usize,
-    /// Steps to run.
-    #[arg(long, default_value_t = 200)]
-    pub steps: u64,
     /// Seed of the initial state.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -66,6 +62,21 @@ pub struct RunArgs {
     /// Threads for the backend and the engine (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Refuse states larger than this many cells (default: what fits in available memory).
+    #[arg(long, value_name = "N")]
+    pub max_cells: Option<usize>,
+}
+
+/// Arguments of `atheria run`.
+#[derive(Debug, Args)]
+// `--gamma -1` must reach our range check, not read as an unknown flag.
+#[command(allow_negative_numbers = true)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub sim: SimArgs,
+    /// Steps to run.
+    #[arg(long, default_value_t = 200)]
+    pub steps: u64,
     /// Write the final state to this file.
     #[arg(long, value_name = "PATH")]
     pub save: Option<PathBuf>,
@@ -97,9 +108,6 @@ pub struct RunArgs {
     /// Write the state atomically to PATH every K steps, so a killed run loses at most K steps.
     #[arg(long, num_args = 2, value_names = ["K", "PATH"])]
     pub checkpoint_every: Option<Vec<String>>,
-    /// Refuse states larger than this many cells (default: what fits in available memory).
-    #[arg(long, value_name = "N")]
-    pub max_cells: Option<usize>,
 }
 
 pub fn parse_backend(s: &str) -> Result<BackendKind, String> {
@@ -218,49 +226,106 @@ pub fn start_watchdog(timeout: Option<f64>) -> anyhow::Result<Option<Watchdog>> 
     )))
 }
 
-/// The simulation `args` describe, not yet built.
-fn builder(args: &RunArgs) -> anyhow::Result<SimulationBuilder> {
-    let mut b = Simulation::builder()
-        .backend_kind(args.backend)
-        .device(args.device)
-        .engine(args.engine)
-        .tile(args.tile)
-        .vacuum(args.vacuum)
-        .threshold(args.threshold)
-        .gamma(args.gamma);
-    if let Some(n) = args.threads {
-        b = b.threads(n);
-    }
-    if let Some(n) = args.max_cells {
-        b = b.max_cells(n);
-    }
-    // Without --model, the embedded default law: on another backend the
-    // library refuses it at model load, after backend init has said whether
-    // that backend works here at all.
-    b = match &args.model {
-        Some(dir) => b.model_dir(dir),
-        None => b.default_law(),
-    };
-    let path = Path::new(&args.init);
-    Ok(if args.init.ends_with(".safetensors") || path.is_file() {
-        b.state_file(path)
-    } else if path.exists() {
-        bail!(
-            "--init {}: not a state file (a directory or a special file)",
-            args.init
-        )
-    } else {
-        match args.init.parse::<InitKind>() {
-            Ok(kind) => b.init(kind, args.seed, args.grid),
-            // A name with a path's shape is a file the user meant: say it is
-            // missing rather than "unknown initial state".
-            Err(_) if args.init.contains(['/', '.', std::path::MAIN_SEPARATOR]) => bail!(
-                "--init {}: no such file (give a state file, or one of complex_noise, random, zeros)",
-                args.init
-            ),
-            Err(e) => return Err(e.into()),
+impl SimArgs {
+    /// Checks what needs no stage, so a typo costs nothing and allocates
+    /// nothing (the library checks the rest as the simulation is built).
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(n) = self.threads {
+            atheria::check_threads(n).context("--threads")?;
         }
-    })
+        if self.grid == 0 {
+            bail!("--grid must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The simulation these flags describe, built in timed, watched stages,
+    /// with the model and the state it starts from logged.
+    pub fn build(&self, stages: &mut Stages) -> anyhow::Result<Simulation> {
+        if let Some(n) = self.threads {
+            // Engine loops get their own n threads; a second build fails harmlessly in tests.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global();
+        }
+        let sim = self
+            .builder()?
+            .build_observed(stages)
+            .map_err(|e| stages.name_failed(e))?;
+        let spec = sim.spec();
+        info!(
+            "model `{}`: {} d_state {} update {} on {}",
+            spec.name,
+            spec.architecture,
+            spec.d_state,
+            spec.update,
+            sim.backend().describe()
+        );
+        match sim.sparse() {
+            Some(e) => info!(
+                "sparse lattice: {} occupied cells in {} tiles, from {}",
+                e.occupied_count(),
+                e.tile_count(),
+                self.init
+            ),
+            None => {
+                let b = sim.extent().unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
+                info!(
+                    "state {} x {} x {} from {}",
+                    b.height(),
+                    b.width(),
+                    spec.d_state,
+                    self.init
+                )
+            }
+        }
+        Ok(sim)
+    }
+
+    /// The simulation these flags describe, not yet built.
+    fn builder(&self) -> anyhow::Result<SimulationBuilder> {
+        let mut b = Simulation::builder()
+            .backend_kind(self.backend)
+            .device(self.device)
+            .engine(self.engine)
+            .tile(self.tile)
+            .vacuum(self.vacuum)
+            .threshold(self.threshold)
+            .gamma(self.gamma);
+        if let Some(n) = self.threads {
+            b = b.threads(n);
+        }
+        if let Some(n) = self.max_cells {
+            b = b.max_cells(n);
+        }
+        // Without --model, the embedded default law: on another backend the
+        // library refuses it at model load, after backend init has said whether
+        // that backend works here at all.
+        b = match &self.model {
+            Some(dir) => b.model_dir(dir),
+            None => b.default_law(),
+        };
+        let path = Path::new(&self.init);
+        Ok(if self.init.ends_with(".safetensors") || path.is_file() {
+            b.state_file(path)
+        } else if path.exists() {
+            bail!(
+                "--init {}: not a state file (a directory or a special file)",
+                self.init
+            )
+        } else {
+            match self.init.parse::<InitKind>() {
+                Ok(kind) => b.init(kind, self.seed, self.grid),
+                // A name with a path's shape is a file the user meant: say it
+                // is missing rather than "unknown initial state".
+                Err(_) if self.init.contains(['/', '.', std::path::MAIN_SEPARATOR]) => bail!(
+                    "--init {}: no such file (give a state file, or one of complex_noise, random, zeros)",
+                    self.init
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        })
+    }
 }
 
 fn checkpoint_args(v: &Option<Vec<String>>) -> anyhow::Result<Option<(u64, PathBuf)>> {
@@ -279,14 +344,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.every == 0 {
         bail!("--every must be at least 1");
     }
-    // Checked before any stage, so a typo costs nothing and allocates nothing
-    // (the library checks the rest as the simulation is built).
-    if let Some(n) = args.threads {
-        atheria::check_threads(n).context("--threads")?;
-    }
-    if args.grid == 0 {
-        bail!("--grid must be at least 1");
-    }
+    args.sim.check()?;
     let checkpoint = checkpoint_args(&args.checkpoint_every)?;
     // Every output path is checked before the first step, so a typo costs
     // nothing instead of the whole run (sparse_grid::output has the rules).
@@ -298,7 +356,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             sparse_grid::output::check_writable(path).with_context(|| flag.to_string())?;
         }
     }
-    let max_cells = args.max_cells.unwrap_or(sparse_grid::DEFAULT_MAX_CELLS);
+    let max_cells = args.sim.max_cells.unwrap_or(sparse_grid::DEFAULT_MAX_CELLS);
     let tools: Vec<ScheduledTool> = args
         .tools
         .iter()
@@ -319,15 +377,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut stages = Stages::new(watchdog.as_ref());
     let started = Instant::now();
 
-    if let Some(n) = args.threads {
-        // Engine loops get their own n threads; a second build fails harmlessly in tests.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
-    }
-    let mut engine = builder(&args)?
-        .build_observed(&mut stages)
-        .map_err(|e| stages.name_failed(e))?;
+    let mut engine = args.sim.build(&mut stages)?;
     let spec = engine.spec().clone();
     // A channel the model does not have is a mistake to report now, not
     // after the run.
@@ -342,33 +392,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             spec.name,
             spec.d_state
         );
-    }
-    info!(
-        "model `{}`: {} d_state {} update {} on {}",
-        spec.name,
-        spec.architecture,
-        spec.d_state,
-        spec.update,
-        engine.backend().describe()
-    );
-    let state_box = engine.extent();
-    match engine.sparse() {
-        Some(e) => info!(
-            "sparse lattice: {} occupied cells in {} tiles, from {}",
-            e.occupied_count(),
-            e.tile_count(),
-            args.init
-        ),
-        None => {
-            let b = state_box.unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
-            info!(
-                "state {} x {} x {} from {}",
-                b.height(),
-                b.width(),
-                spec.d_state,
-                args.init
-            )
-        }
     }
 
     let interrupted = Arc::new(AtomicBool::new(false));

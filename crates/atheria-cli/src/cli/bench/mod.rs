@@ -15,6 +15,8 @@ mod models;
 mod python;
 mod report;
 mod scale;
+#[cfg(feature = "candle")]
+mod serve;
 mod startup;
 mod timing;
 
@@ -62,6 +64,10 @@ pub struct BenchArgs {
     /// outside the forward at 1e5 cells, peak memory at 1e6 cells.
     #[arg(long)]
     pub scale: bool,
+    /// Measure steps/s under `atheria serve` with 0, 1 and 50 viewers plus
+    /// one stalled (128 x 128, D = 64, identity conv3x3 on candle).
+    #[arg(long)]
+    pub serve: bool,
     /// Write every figure and the machine description to this JSON file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -119,6 +125,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         machine["cpu"], machine["cores"]
     );
     let command: Vec<String> = std::env::args().collect();
+    #[cfg(feature = "candle")]
+    if args.serve {
+        let serve = serve::run(&options, args.windows, args.window_secs)?;
+        let doc = json!({"machine": machine, "command": command, "serve": serve});
+        return write_json(args.json.as_ref(), &doc);
+    }
     if args.scale {
         let scale = scale::run(&kinds, &options, args.windows, args.window_secs);
         let targets = report::print_scale(&scale);
