@@ -23,7 +23,10 @@ fi
 
 # atheria_native from this checkout: maturin (pinned above) builds the release
 # abi3 wheel with cargo, showing cargo's progress, into the shared target
-# directory when scripts/env.sh set one; pip installs it over any older one.
+# directory of scripts/env.sh (so a fresh clone rebuilds little); pip installs
+# it over any older one.
+# shellcheck source=scripts/env.sh
+source "$root/scripts/env.sh"
 start=$(date +%s)
 echo "setup-python: building and installing atheria_native (crates/atheria-py; minutes the first time)"
 wheels=$(mktemp -d)
