@@ -139,3 +139,95 @@ fn a_closed_stdout_neither_panics_nor_loses_the_run() {
         3
     );
 }
+
+/// A 64 KiB tmpfs mounted at a fresh directory for the life of the value
+/// (mounting needs root, as the test command runs on CI's machines).
+struct FullDisk(std::path::PathBuf);
+
+impl FullDisk {
+    fn mount(name: &str) -> Self {
+        let dir = temp_dir(name);
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            ok.success(),
+            "cannot mount a small tmpfs (the test needs root) at {}",
+            dir.display()
+        );
+        FullDisk(dir)
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_save_by_name_and_leaves_no_partial_file() {
+    let disk = FullDisk::mount("save-full-disk");
+    let target = disk.0.join("final.safetensors");
+    // 64 x 64 cells x D 2 x 8 bytes: 64 KiB of state, more than the disk holds.
+    let out = atheria()
+        .args(["run", "--grid", "64", "--steps", "2", "--save"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "final.safetensors");
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("No space left") && !err.contains(".tmp"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&disk.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "partial files left on the full disk: {left:?}"
+    );
+}
+
+#[test]
+fn a_checkpoint_on_a_full_disk_warns_and_the_run_still_saves() {
+    let disk = FullDisk::mount("checkpoint-full-disk");
+    let save = temp_dir("checkpoint-full-disk-save").join("final.safetensors");
+    let out = atheria()
+        .args([
+            "run",
+            "--grid",
+            "64",
+            "--steps",
+            "3",
+            "--checkpoint-every",
+            "1",
+        ])
+        .arg(disk.0.join("ck.safetensors"))
+        .arg("--save")
+        .arg(&save)
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("ck.safetensors") && err.contains("No space left"),
+        "{err}"
+    );
+    let saved = atheria::state_file::read_state(&save, 1 << 20).expect("the final state");
+    assert_eq!(saved.step, 3);
+    let left: Vec<_> = std::fs::read_dir(&disk.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "partial checkpoints left on the full disk: {left:?}"
+    );
+}

@@ -145,7 +145,11 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
                 .suffix(".tmp")
                 .tempfile_in(dir)
                 .map_err(|e| Error::io(path, e))?;
-            tmp.write_all(bytes)
+            // Through the File itself: NamedTempFile's own Write adds "at
+            // path <temp name>" to its errors, and the user's path is the one
+            // to name (the temporary file is removed on drop anyway).
+            tmp.as_file_mut()
+                .write_all(bytes)
                 .and_then(|()| tmp.as_file().sync_data())
                 .map_err(|e| Error::io(path, e))?;
             if let Some(p) = perms {
