@@ -95,14 +95,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global();
-    // A backend asked for by name must be there, as `doctor` says: an error
-    // (exit 1), not a run that skips it and exits 0.
-    if let Some(missing) = args.backends.iter().flatten().find(|k| !k.compiled_in()) {
-        bail!(
-            "backend {missing} is not compiled in: build with --features {}",
-            missing.name()
-        );
-    }
+    check_compiled_in(args.backends.as_deref(), BackendKind::compiled_in)?;
     let kinds = args.backends.clone().unwrap_or_else(BackendKind::available);
     if kinds.is_empty() {
         bail!("no backend is compiled in: build with --features candle, tch or onnx");
@@ -459,5 +452,42 @@ fn sgemm_gflops(threads: usize) -> Option<f64> {
     {
         let _ = threads;
         None
+    }
+}
+
+/// A backend asked for by name must be compiled in (`compiled_in` says
+/// which are), as `doctor` says: an error (exit 1), not a run that skips it
+/// and exits 0.
+fn check_compiled_in(
+    asked: Option<&[BackendKind]>,
+    compiled_in: impl Fn(BackendKind) -> bool,
+) -> anyhow::Result<()> {
+    if let Some(missing) = asked.into_iter().flatten().find(|k| !compiled_in(**k)) {
+        bail!(
+            "backend {missing} is not compiled in: build with --features {}",
+            missing.name()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_asked_for_but_not_compiled_in_is_an_error() {
+        // As in a build without tch: every test build has all three, so the
+        // predicate stands in for the features.
+        let without_tch = |k: BackendKind| k != BackendKind::Tch;
+        let e = check_compiled_in(Some(&[BackendKind::Candle, BackendKind::Tch]), without_tch)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "backend tch is not compiled in: build with --features tch"
+        );
+        assert!(check_compiled_in(Some(&[BackendKind::Candle]), without_tch).is_ok());
+        assert!(check_compiled_in(None, without_tch).is_ok());
     }
 }
