@@ -43,6 +43,7 @@ pub fn spec() -> ModelSpec {
         receptive_radius: Some(1),
         spatial_multiple: 1,
         files: ModelFiles::default(),
+        memory: Vec::new(),
     }
 }
 

@@ -36,6 +36,7 @@ fn spec(d: usize) -> ModelSpec {
         receptive_radius: Some(1),
         spatial_multiple: 1,
         files: ModelFiles::default(),
+        memory: Vec::new(),
     }
 }
 

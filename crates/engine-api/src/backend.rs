@@ -125,10 +125,79 @@ pub trait ComputeBackend: Send + Sync {
     /// unless it fails. Not meant to be overridden: implement [`run`](Self::run).
     fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         check_forward_args(self.spec(), input, shape, output)?;
+        let spec = self.spec();
+        if spec.is_recurrent() {
+            return Err(crate::Error::InvalidArgument(format!(
+                "model `{}` ({}) is recurrent: call forward_with_memory with its memory",
+                spec.name, spec.architecture
+            )));
+        }
         if input.is_empty() {
             return Ok(());
         }
         self.run(input, shape, output)
+    }
+
+    /// Runs the model on `input` and its memory: writes the delta into
+    /// `output` and the memory for the next step into `next_memory`,
+    /// leaving `memory` as it was (so a caller that drops a failed step
+    /// keeps the memory from before it).
+    ///
+    /// `memory` and `next_memory` hold the model's memory tensors
+    /// ([`ModelSpec::memory`]) one after another, each
+    /// `[B, channels, H / stride, W / stride]`: [`ModelSpec::memory_len`]
+    /// floats, none for a law without memory. This is the call engines
+    /// make: for a law without memory it is [`forward`](Self::forward), so
+    /// an engine never asks whether the law it runs is recurrent, and the
+    /// next recurrent law is a model change, not an engine change.
+    ///
+    /// Checks as [`forward`](Self::forward) does, and the memory lengths
+    /// ([`check_memory_args`]). Not meant to be overridden: implement
+    /// [`run_with_memory`](Self::run_with_memory).
+    ///
+    /// [`ModelSpec::memory`]: crate::ModelSpec::memory
+    /// [`ModelSpec::memory_len`]: crate::ModelSpec::memory_len
+    fn forward_with_memory(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        memory: &[f32],
+        output: &mut [f32],
+        next_memory: &mut [f32],
+    ) -> Result<()> {
+        let spec = self.spec();
+        check_forward_args(spec, input, shape, output)?;
+        check_memory_args(spec, shape, memory, next_memory)?;
+        if input.is_empty() {
+            return Ok(());
+        }
+        if !spec.is_recurrent() {
+            return self.run(input, shape, output);
+        }
+        self.run_with_memory(input, shape, memory, output, next_memory)
+    }
+
+    /// The backend's forward of a recurrent law, called by
+    /// [`forward_with_memory`](Self::forward_with_memory) only with checked
+    /// arguments and a non-empty batch. A backend that cannot run recurrent
+    /// laws keeps this default, which says so.
+    fn run_with_memory(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        memory: &[f32],
+        output: &mut [f32],
+        next_memory: &mut [f32],
+    ) -> Result<()> {
+        let _ = (input, shape, memory, output, next_memory);
+        let spec = self.spec();
+        Err(crate::Error::BackendUnavailable {
+            backend: self.name(),
+            message: format!(
+                "model `{}` ({}) carries memory, which this backend does not run",
+                spec.name, spec.architecture
+            ),
+        })
     }
 
     /// The backend's own forward, called by [`forward`](Self::forward) only
@@ -176,6 +245,34 @@ pub fn check_forward_args(
             "batch {shape} needs {len} values but input has {} and output {}",
             input.len(),
             output.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the memory buffers of a
+/// [`ComputeBackend::forward_with_memory`] call: each holds
+/// [`ModelSpec::memory_len`](crate::ModelSpec::memory_len) floats for
+/// `shape`. Allocates only to describe a failure.
+pub fn check_memory_args(
+    spec: &ModelSpec,
+    shape: BatchShape,
+    memory: &[f32],
+    next_memory: &[f32],
+) -> Result<()> {
+    let len = spec.memory_len(shape);
+    if memory.len() != len || next_memory.len() != len {
+        let names: Vec<_> = spec.memory.iter().map(|t| t.name.as_str()).collect();
+        let what = if names.is_empty() {
+            "no memory".to_string()
+        } else {
+            format!("memory {}", names.join(", "))
+        };
+        return Err(crate::Error::InvalidArgument(format!(
+            "batch {shape} of model `{}` ({what}) needs {len} memory values but memory has {} and next_memory {}",
+            spec.name,
+            memory.len(),
+            next_memory.len()
         )));
     }
     Ok(())

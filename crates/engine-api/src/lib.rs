@@ -39,7 +39,7 @@ mod runtime;
 mod spec;
 
 pub use backend::{
-    check_forward_args, check_threads, max_threads, BackendOptions, ComputeBackend, MIN_THREAD_CAP,
+    check_forward_args, check_memory_args, check_threads, max_threads, BackendOptions, ComputeBackend, MIN_THREAD_CAP,
     THREADS_PER_CORE_CAP,
 };
 pub use batch::BatchShape;
@@ -47,6 +47,6 @@ pub use device::Device;
 pub use error::{human_bytes, Error, Result};
 pub use runtime::{check_load_args, LoadRequest, Runtime};
 pub use spec::{
-    Architecture, ModelFile, ModelFiles, ModelPackage, ModelSpec, PackageFile, UpdateRule,
-    MODEL_FORMAT,
+    Architecture, MemoryTensor, ModelFile, ModelFiles, ModelPackage, ModelSpec, PackageFile,
+    UpdateRule, MODEL_FORMAT,
 };

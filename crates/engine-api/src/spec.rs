@@ -29,18 +29,28 @@ pub enum Architecture {
     Unet,
     /// The U-Net with the unitary update rule.
     UnetUnitary,
+    /// Atheria's `UNetConvLSTM`: the U-Net with a ConvLSTM at its bottleneck,
+    /// a recurrent law whose memory (`h_state`, `c_state`) is carried from
+    /// step to step.
+    UnetConvlstm,
+    /// Atheria's `UNetUnitaryRMSNorm`: the U-Net with RMSNorm in place of
+    /// GroupNorm. Despite its name Atheria's engine adds its output (the
+    /// unitary multiply is applied to the class `UNetUnitary` only).
+    UnetUnitaryRmsnorm,
     /// Anything else, runnable only from TorchScript or ONNX files.
     Custom,
 }
 
 impl Architecture {
     /// Every architecture, in the order the docs list them.
-    pub const ALL: [Architecture; 6] = [
+    pub const ALL: [Architecture; 8] = [
         Architecture::Conv3x3,
         Architecture::Mlp,
         Architecture::DeepQca,
         Architecture::Unet,
         Architecture::UnetUnitary,
+        Architecture::UnetConvlstm,
+        Architecture::UnetUnitaryRmsnorm,
         Architecture::Custom,
     ];
 
@@ -52,6 +62,8 @@ impl Architecture {
             Architecture::DeepQca => "deep_qca",
             Architecture::Unet => "unet",
             Architecture::UnetUnitary => "unet_unitary",
+            Architecture::UnetConvlstm => "unet_convlstm",
+            Architecture::UnetUnitaryRmsnorm => "unet_unitary_rmsnorm",
             Architecture::Custom => "custom",
         }
     }
@@ -63,20 +75,48 @@ impl Architecture {
         match self {
             Architecture::Conv3x3 | Architecture::DeepQca => Some(Some(1)),
             Architecture::Mlp => Some(Some(0)),
-            Architecture::Unet | Architecture::UnetUnitary => Some(None),
+            Architecture::Unet
+            | Architecture::UnetUnitary
+            | Architecture::UnetConvlstm
+            | Architecture::UnetUnitaryRmsnorm => Some(None),
             Architecture::Custom => None,
+        }
+    }
+
+    /// True for the two-level U-Nets (they pool twice: sizes must be
+    /// multiples of 4).
+    pub fn is_unet(self) -> bool {
+        matches!(
+            self,
+            Architecture::Unet
+                | Architecture::UnetUnitary
+                | Architecture::UnetConvlstm
+                | Architecture::UnetUnitaryRmsnorm
+        )
+    }
+
+    /// The memory the architecture implies for `hidden` channels: `Some`
+    /// list (empty for a law without memory), or `None` when the package
+    /// decides (custom). `unet_convlstm` keeps `h_state` and `c_state`, each
+    /// `4 * hidden` channels at the bottleneck's quarter resolution, as
+    /// Atheria's engine keeps them.
+    pub fn implied_memory(self, hidden: Option<usize>) -> Option<Vec<MemoryTensor>> {
+        match self {
+            Architecture::Custom => None,
+            Architecture::UnetConvlstm => {
+                let channels = 4 * hidden.unwrap_or(0);
+                Some(vec![
+                    MemoryTensor::new("h_state", channels, 4),
+                    MemoryTensor::new("c_state", channels, 4),
+                ])
+            }
+            _ => Some(Vec::new()),
         }
     }
 
     /// True when the architecture has a `hidden_channels` parameter.
     pub fn has_hidden(self) -> bool {
-        matches!(
-            self,
-            Architecture::Mlp
-                | Architecture::DeepQca
-                | Architecture::Unet
-                | Architecture::UnetUnitary
-        )
+        matches!(self, Architecture::Mlp | Architecture::DeepQca) || self.is_unet()
     }
 }
 
@@ -122,6 +162,57 @@ impl fmt::Display for UpdateRule {
     }
 }
 
+/// One tensor of a recurrent law's memory: what the model reads beside the
+/// field and writes back for the next step (for `unet_convlstm`, the
+/// ConvLSTM's `h_state` and `c_state`).
+///
+/// For a batch of shape `[B, 2D, H, W]` the tensor is f32
+/// `[B, channels, H / stride, W / stride]`. A model's tensors travel
+/// together as one buffer, one after another in the order model.json lists
+/// them ([`ModelSpec::memory_len`]), and start as zeros, as in Atheria.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryTensor {
+    /// The tensor's name: the ONNX input (the output is `<name>_next`), the
+    /// TorchScript argument and the state file's tensor.
+    pub name: String,
+    /// Channels per cell of the reduced grid.
+    pub channels: usize,
+    /// The field's height and width are divided by this (a divisor of the
+    /// model's `spatial_multiple`).
+    pub stride: usize,
+}
+
+impl MemoryTensor {
+    /// A memory tensor description.
+    pub fn new(name: impl Into<String>, channels: usize, stride: usize) -> Self {
+        Self {
+            name: name.into(),
+            channels,
+            stride,
+        }
+    }
+
+    /// `[B, channels, H / stride, W / stride]` for a batch of `shape`.
+    pub fn dims(&self, shape: crate::BatchShape) -> [usize; 4] {
+        let s = self.stride.max(1);
+        [shape.batch, self.channels, shape.height / s, shape.width / s]
+    }
+
+    /// Floats of this tensor for a batch of `shape`.
+    pub fn len(&self, shape: crate::BatchShape) -> usize {
+        self.dims(shape).iter().product()
+    }
+
+    /// True when this tensor holds no values for a batch of `shape`.
+    pub fn is_empty(&self, shape: crate::BatchShape) -> bool {
+        self.len(shape) == 0
+    }
+}
+
+/// Names a memory tensor may not take: the state file's own tensors.
+const RESERVED_NAMES: [&str; 3] = ["psi_real", "psi_imag", "occupied"];
+
 /// The model files a package lists, relative to its directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +254,11 @@ pub struct ModelSpec {
     pub spatial_multiple: usize,
     /// The model files in the package.
     pub files: ModelFiles,
+    /// The recurrent law's memory, carried from step to step (empty for a
+    /// law without memory). Must be what the architecture implies
+    /// ([`Architecture::implied_memory`]); a `custom` package lists its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory: Vec<MemoryTensor>,
 }
 
 impl ModelFiles {
@@ -270,8 +366,7 @@ impl ModelSpec {
                 "receptive_radius above 64 is not supported: use null for a global model".into(),
             );
         }
-        if matches!(arch, Architecture::Unet | Architecture::UnetUnitary)
-            && !self.spatial_multiple.is_multiple_of(4)
+        if arch.is_unet() && !self.spatial_multiple.is_multiple_of(4)
         {
             return Err(format!(
                 "architecture {arch} pools twice: spatial_multiple must be a multiple of 4"
@@ -280,6 +375,7 @@ impl ModelSpec {
         if arch == Architecture::UnetUnitary && self.update != UpdateRule::Unitary {
             return Err("architecture unet_unitary needs update `unitary`".into());
         }
+        self.validate_memory()?;
         for kind in [
             ModelFile::Safetensors,
             ModelFile::TorchScript,
@@ -290,6 +386,68 @@ impl ModelSpec {
             }
         }
         Ok(())
+    }
+
+    /// The memory list against the architecture and itself.
+    fn validate_memory(&self) -> std::result::Result<(), String> {
+        let arch = self.architecture;
+        if let Some(implied) = arch.implied_memory(self.hidden_channels) {
+            if implied != self.memory {
+                let show = |m: &[MemoryTensor]| {
+                    if m.is_empty() {
+                        return "none".to_string();
+                    }
+                    m.iter()
+                        .map(|t| format!("{} ({} channels, stride {})", t.name, t.channels, t.stride))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(format!(
+                    "memory is {} but architecture {arch} keeps {}",
+                    show(&self.memory),
+                    show(&implied)
+                ));
+            }
+        }
+        for (i, t) in self.memory.iter().enumerate() {
+            let name = &t.name;
+            let plain = !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !plain || RESERVED_NAMES.contains(&name.as_str()) {
+                return Err(format!(
+                    "memory name `{name}` must be 1 to 64 letters, digits or `_`, and not one of {}",
+                    RESERVED_NAMES.join(", ")
+                ));
+            }
+            if self.memory[..i].iter().any(|o| &o.name == name) {
+                return Err(format!("memory name `{name}` is listed twice"));
+            }
+            if t.channels == 0 || t.channels > 65536 {
+                return Err(format!(
+                    "memory `{name}`: channels {} is out of range 1..=65536",
+                    t.channels
+                ));
+            }
+            if t.stride == 0 || !self.spatial_multiple.is_multiple_of(t.stride) {
+                return Err(format!(
+                    "memory `{name}`: stride {} must divide spatial_multiple {}",
+                    t.stride, self.spatial_multiple
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the law carries memory from step to step.
+    pub fn is_recurrent(&self) -> bool {
+        !self.memory.is_empty()
+    }
+
+    /// Floats of the whole memory (every tensor, one after another) for a
+    /// batch of `shape`; 0 for a law without memory.
+    pub fn memory_len(&self, shape: crate::BatchShape) -> usize {
+        self.memory.iter().map(|t| t.len(shape)).sum()
     }
 
     /// Model input and output channels: `2 * d_state`.
@@ -322,7 +480,10 @@ impl ModelSpec {
             Architecture::DeepQca => 3 * c + 3 * h,
             // Full-resolution encoder and decoder activations, GroupNorm,
             // skip and concatenation buffers, and the coarser levels.
-            Architecture::Unet | Architecture::UnetUnitary => 2 * c + 12 * h,
+            Architecture::Unet
+            | Architecture::UnetUnitary
+            | Architecture::UnetConvlstm
+            | Architecture::UnetUnitaryRmsnorm => 2 * c + 12 * h,
             // Unknown layers: a generous guess.
             Architecture::Custom => 16 * c + 64,
         };

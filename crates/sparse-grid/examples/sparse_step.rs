@@ -99,6 +99,7 @@ fn main() -> Result<()> {
         receptive_radius: Some(1),
         spatial_multiple: 1,
         files: ModelFiles::default(),
+        memory: Vec::new(),
     };
     // At threshold 0.2 a vacuum cell needs |delta| = 0.02 x (matter neighbours)
     // >= 0.2: impossible, so the pattern is stationary and the figures are

@@ -24,6 +24,7 @@ pub fn spec(arch: Architecture, d: usize, hidden: Option<usize>, update: UpdateR
         receptive_radius: arch.implied_radius().unwrap_or(None),
         spatial_multiple: 1,
         files: ModelFiles::default(),
+        memory: Vec::new(),
     }
 }
 
