@@ -387,6 +387,12 @@ impl PySimulation {
                     s.d_state()
                 )));
             }
+            // Psi is replaced; a recurrent law's memory stays, as in
+            // Atheria, where writing psi leaves h and c alone.
+            let memory = s
+                .dense()
+                .map(|e| e.state().memory.clone())
+                .unwrap_or_default();
             let origin = match s.dense() {
                 Some(e) => {
                     let cur = e.state();
@@ -411,6 +417,7 @@ impl PySimulation {
             let mut state = DenseState::from_planes(h, w, d, planes, occupied)?;
             state.origin = origin;
             state.step = s.step_count();
+            state.memory = memory;
             s.set_state(state)
         })
     }

@@ -300,6 +300,45 @@ const REQUIRED_FIELDS: [&str; 7] = [
 ];
 
 impl ModelSpec {
+    /// The description of a named architecture with `d_state` complex
+    /// channels and `hidden` channels (where it has them), with everything
+    /// the architecture fixes filled in as the exporter writes it: the
+    /// radius, the spatial multiple (4 for the U-Nets), the update rule
+    /// (unitary only for `unet_unitary`, as in Atheria's engine) and the
+    /// memory. `files` is empty: the caller says where the weights are.
+    /// `custom` has no such description.
+    pub fn for_architecture(
+        name: impl Into<String>,
+        architecture: Architecture,
+        d_state: usize,
+        hidden: Option<usize>,
+    ) -> std::result::Result<Self, String> {
+        let Some(radius) = architecture.implied_radius() else {
+            return Err(format!(
+                "architecture {architecture} is described by its own model.json"
+            ));
+        };
+        let hidden = hidden.filter(|_| architecture.has_hidden());
+        let spec = ModelSpec {
+            format: MODEL_FORMAT.into(),
+            name: name.into(),
+            architecture,
+            d_state,
+            hidden_channels: hidden,
+            update: if architecture == Architecture::UnetUnitary {
+                UpdateRule::Unitary
+            } else {
+                UpdateRule::Additive
+            },
+            receptive_radius: radius,
+            spatial_multiple: if architecture.is_unet() { 4 } else { 1 },
+            files: ModelFiles::default(),
+            memory: architecture.implied_memory(hidden).unwrap_or_default(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
     /// Parses and validates `model.json` text. `origin` names the file in errors.
     pub fn from_json(text: &str, origin: &Path) -> Result<Self> {
         let value: serde_json::Value = serde_json::from_str(text)

@@ -60,6 +60,9 @@ pub struct DenseEngine {
     norm: Vec<f32>,
     /// Occupancy written by the update, swapped in only when a step succeeds.
     next_occupied: Vec<u8>,
+    /// A recurrent law's next memory, written by the forward and swapped
+    /// into the state only when the step succeeds (empty without memory).
+    next_memory: Vec<f32>,
     /// Where the update's parallel loop runs.
     pool: LoopPool,
     /// sum of delta^2 of the last step, `None` until the first: whether
@@ -69,10 +72,13 @@ pub struct DenseEngine {
 
 impl DenseEngine {
     /// An engine over `state`. The state must have the model's d_state and a
-    /// size that is a multiple of the model's `spatial_multiple`.
+    /// size that is a multiple of the model's `spatial_multiple`. A
+    /// recurrent law adopts the state's memory ([`crate::Memory::adopt`]):
+    /// zeros when it has none, the same tensors when they fit the model,
+    /// an error naming the tensor otherwise.
     pub fn new(
         backend: Arc<dyn ComputeBackend>,
-        state: DenseState,
+        mut state: DenseState,
         options: StepOptions,
     ) -> Result<Self> {
         let spec = backend.spec();
@@ -95,6 +101,11 @@ impl DenseEngine {
             )));
         }
         options.validate()?;
+        state.memory = std::mem::take(&mut state.memory).adopt(
+            spec,
+            state.height(),
+            state.width(),
+        )?;
         let params = UpdateParams {
             d_state: spec.d_state,
             rule: spec.update,
@@ -114,6 +125,7 @@ impl DenseEngine {
             delta: crate::state::zeroed(state.planes().len(), what)?,
             norm: crate::state::zeroed(n, what)?,
             next_occupied: crate::state::zeroed(n, what)?,
+            next_memory: crate::state::zeroed(state.memory.data().len(), what)?,
             state,
             params,
             pool: LoopPool::default(),
@@ -224,9 +236,17 @@ impl DenseEngine {
 
         let t0 = Instant::now();
         let shape = BatchShape::new(1, 2 * d, h, w);
-        // The state's planes are the model input as they are: no copy.
+        // The state's planes are the model input as they are: no copy. A
+        // recurrent law's memory goes beside them (none for other laws);
+        // the next memory is written aside, like the next occupancy.
         self.backend
-            .forward(s.planes(), shape, &mut self.delta)
+            .forward_with_memory(
+                s.planes(),
+                shape,
+                s.memory.data(),
+                &mut self.delta,
+                &mut self.next_memory,
+            )
             .map_err(fail)?;
         let forward = t0.elapsed();
 
@@ -255,6 +275,7 @@ impl DenseEngine {
         self.pool
             .run(|| update_rows(planes, delta, w, params, norm, next_occupied));
         s.swap_occupied(&mut self.next_occupied);
+        s.memory.swap_data(&mut self.next_memory);
         s.step += 1;
         self.energy = energy.ok();
         let update = t1.elapsed();

@@ -5,10 +5,11 @@
 //!
 //! | module / item | what it holds |
 //! |---|---|
-//! | [`DenseState`] | a dense block of cells as contiguous channel planes `[2D][H][W]` (a model's NCHW input for a batch of one), with its occupancy mask, origin and step |
+//! | [`DenseState`] | a dense block of cells as contiguous channel planes `[2D][H][W]` (a model's NCHW input for a batch of one), with its occupancy mask, origin, step and a recurrent law's memory |
 //! | [`update`] | the update rule, the physics after the model (unitary multiply, decay, normalisation, existence threshold), written once for both engines; the checks of gamma and threshold |
 //! | [`DenseEngine`], [`StepOptions`] | one forward over the whole grid per step: what the PyTorch engine computes |
 //! | [`sparse`]: [`SparseEngine`], [`SparseOptions`], [`Vacuum`] | an unbounded lattice (i32 per axis) of tiles whose step costs what its matter costs |
+//! | [`recurrent`]: [`Memory`] | a recurrent law's memory beside the field (`unet_convlstm`'s `h_state`, `c_state`), kept by the dense engine between steps and saved in state files |
 //! | [`init`], [`InitKind`] | seeded initial fields |
 //! | [`state_file`] | the safetensors state file, read and written atomically |
 //! | [`output`] | the one writer of output files: atomic replacement with unique temporary names, links followed, devices written through, read-only and hard-linked files refused |
@@ -31,6 +32,7 @@ pub mod init;
 pub mod memory;
 pub mod output;
 mod pool;
+pub mod recurrent;
 pub mod rng;
 pub mod sparse;
 mod state;
@@ -41,6 +43,7 @@ pub mod update;
 
 pub use dense::{DenseEngine, StepOptions};
 pub use init::InitKind;
+pub use recurrent::Memory;
 pub use sparse::{SparseEngine, SparseOptions, Vacuum};
 pub use state::{check_cell_values, check_size, zeroed, DenseState, Zeroable, DEFAULT_MAX_CELLS};
 pub use stats::{StepStats, StepTimes};

@@ -4,6 +4,8 @@
 
 use engine_api::{Error, Result};
 
+use crate::recurrent::Memory;
+
 /// Cells a state may hold unless the caller raises the limit: about 2^28
 /// cells is 16 GiB at D = 8, already most of a 24 GiB machine.
 pub const DEFAULT_MAX_CELLS: usize = 1 << 28;
@@ -22,6 +24,10 @@ pub struct DenseState {
     pub origin: (i32, i32),
     /// Steps taken since the run began.
     pub step: u64,
+    /// A recurrent law's memory ([`Memory`]): empty for a law without
+    /// memory, and until an engine adopts the state (it then holds the
+    /// model's tensors, zeros for a new run).
+    pub memory: Memory,
 }
 
 /// Checks sizes a user chose before anything is allocated; returns H*W.
@@ -126,6 +132,7 @@ impl DenseState {
             occupied: zeroed(cells, what)?,
             origin: (0, 0),
             step: 0,
+            memory: Memory::none(),
         })
     }
 
@@ -154,6 +161,7 @@ impl DenseState {
             occupied,
             origin: (0, 0),
             step: 0,
+            memory: Memory::none(),
         })
     }
 

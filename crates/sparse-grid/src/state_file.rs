@@ -2,6 +2,13 @@
 //! `[H, W, D]` (the layout of the PyTorch engine's `psi[0]`, so numpy and
 //! PyTorch read it directly), an optional `occupied` u8 `[H, W]`, and string
 //! metadata `format`, `step`, `origin_x`, `origin_y`.
+//!
+//! A recurrent law's memory ([`crate::Memory`]) is stored beside them, one
+//! f32 tensor `[channels, H / stride, W / stride]` per memory tensor, under
+//! the model's name for it (`h_state`, `c_state` for `unet_convlstm`; the
+//! batch of one is dropped). Every other tensor in the file is read as
+//! memory; a file without any starts the law's memory from zeros, as
+//! Atheria's engine does.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -143,7 +150,42 @@ pub fn parse_state(bytes: &[u8], max_cells: usize) -> std::result::Result<DenseS
         ));
     }
     state.zero_vacuum();
+    state.memory = read_memory(&tensors)?;
     Ok(state)
+}
+
+/// The tensors that are not psi or the mask: a recurrent law's memory, in
+/// name order (the engine that adopts it reorders it to its model's order).
+fn read_memory(tensors: &SafeTensors<'_>) -> std::result::Result<crate::Memory, String> {
+    let mut names: Vec<_> = tensors
+        .names()
+        .into_iter()
+        .filter(|n| !["psi_real", "psi_imag", "occupied"].contains(n))
+        .collect();
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let t = tensors.tensor(name).map_err(|e| e.to_string())?;
+        let dims: [usize; 3] = match (t.dtype(), t.shape()) {
+            (Dtype::F32, &[c, h, w]) => [c, h, w],
+            (dtype, shape) => {
+                return Err(format!(
+                    "tensor `{name}` is {dtype:?} {shape:?}: besides psi and occupied a state file \
+                     holds only a recurrent law's memory, f32 [channels, H / stride, W / stride]"
+                ))
+            }
+        };
+        let values: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(format!("memory `{name}` holds a non-finite value"));
+        }
+        out.push((name.to_string(), dims, values));
+    }
+    crate::Memory::from_tensors(out).map_err(|e| e.to_string())
 }
 
 fn tensor<'a>(
@@ -190,6 +232,24 @@ pub fn state_bytes(state: &DenseState) -> Result<Vec<u8>> {
             TensorView::new(Dtype::U8, vec![h, w], state.occupied()).map_err(bad)?,
         ));
     }
+    let memory = state.memory.data();
+    let memory_bytes: Vec<Vec<u8>> = state
+        .memory
+        .entries()
+        .iter()
+        .map(|e| {
+            memory[e.offset..e.offset + e.len()]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        })
+        .collect();
+    for (e, bytes) in state.memory.entries().iter().zip(&memory_bytes) {
+        views.push((
+            e.name.clone(),
+            TensorView::new(Dtype::F32, e.dims.to_vec(), bytes).map_err(bad)?,
+        ));
+    }
     let meta = HashMap::from([
         ("format".to_string(), STATE_FORMAT.to_string()),
         ("step".to_string(), state.step.to_string()),
@@ -227,6 +287,37 @@ mod tests {
         s.zero_vacuum();
         let back = parse_state(&state_bytes(&s).unwrap(), usize::MAX).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn a_recurrent_laws_memory_round_trips_by_name() {
+        let mut s = sample(4, 4, 1);
+        s.memory = crate::Memory::from_tensors(vec![
+            ("h_state".into(), [3, 1, 1], vec![0.5, -1.0, 2.0]),
+            ("c_state".into(), [3, 1, 1], vec![1e-7, 3.0, -0.25]),
+        ])
+        .unwrap();
+        let back = parse_state(&state_bytes(&s).unwrap(), usize::MAX).unwrap();
+        assert_eq!(back.memory.get("h_state").unwrap(), s.memory.get("h_state").unwrap());
+        assert_eq!(back.memory.get("c_state").unwrap(), s.memory.get("c_state").unwrap());
+        // Without memory, none is read back.
+        let plain = parse_state(&state_bytes(&sample(2, 2, 1)).unwrap(), usize::MAX).unwrap();
+        assert!(plain.memory.is_empty());
+    }
+
+    #[test]
+    fn a_stray_tensor_that_is_not_memory_is_named() {
+        let re = vec![0u8; 4 * 4];
+        let odd = vec![0u8; 2];
+        let views = vec![
+            ("psi_real", TensorView::new(Dtype::F32, vec![2, 2, 1], &re).unwrap()),
+            ("psi_imag", TensorView::new(Dtype::F32, vec![2, 2, 1], &re).unwrap()),
+            ("h_state", TensorView::new(Dtype::U8, vec![2], &odd).unwrap()),
+        ];
+        let meta = HashMap::from([("format".to_string(), STATE_FORMAT.to_string())]);
+        let bytes = safetensors::serialize(views, Some(meta)).unwrap();
+        let err = parse_state(&bytes, 100).unwrap_err();
+        assert!(err.contains("`h_state`") && err.contains("memory"), "{err}");
     }
 
     #[test]

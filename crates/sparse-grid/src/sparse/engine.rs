@@ -42,6 +42,16 @@ impl SparseEngine {
     pub fn new(backend: Arc<dyn ComputeBackend>, options: SparseOptions) -> Result<Self> {
         options.validate()?;
         let spec = backend.spec();
+        if spec.is_recurrent() {
+            // Its memory lives on the window's quarter-resolution grid,
+            // which moves and grows with the matter; keeping it exact
+            // across a changing window is not built yet (ARCHITECTURE.md).
+            return Err(Error::InvalidArgument(format!(
+                "model `{}` ({}) carries memory from step to step, which the sparse engine does not keep: \
+                 run it on the dense engine (--engine dense)",
+                spec.name, spec.architecture
+            )));
+        }
         let params = UpdateParams {
             d_state: spec.d_state,
             rule: spec.update,
