@@ -322,6 +322,83 @@ class RecurrentModelTest(unittest.TestCase):
                 model_from_checkpoint("unet_convlstm", path)
 
 
+class AtheriaExperimentFixtureTest(unittest.TestCase):
+    """tests/fixtures/atheria_output, written by make_experiment_fixture.py as Atheria's trainer leaves a run."""
+
+    out = FIXTURES / "atheria_output"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.case = json.loads(next((cls.out / "expected").iterdir()).joinpath("case.json").read_text())
+        cls.name = cls.case["experiment"]
+
+    def test_config_has_atheria_s_keys_and_types(self):
+        cfg = json.loads((self.out / "experiments" / self.name / "config.json").read_text())
+        self.assertEqual(cfg["MODEL_ARCHITECTURE"], "UNET_CONVLSTM")
+        self.assertEqual(cfg["MODEL_PARAMS"], {"d_state": 2, "hidden_channels": 2})
+        self.assertIsInstance(cfg["GAMMA_DECAY"], float)
+        self.assertEqual(cfg["GAMMA_DECAY"], self.case["gamma"])
+        self.assertIsInstance(cfg["GRID_SIZE_TRAINING"], int)
+        self.assertIs(cfg["CONTINUE_TRAINING"], False)
+        self.assertEqual(cfg["EXPERIMENT_NAME"], self.name)
+        self.assertEqual(cfg["TRAINER_VERSION"], "v4")
+        # Atheria writes json.dump(indent=4), keys in insertion order.
+        text = (self.out / "experiments" / self.name / "config.json").read_text()
+        self.assertEqual(text, json.dumps(cfg, indent=4))
+        self.assertEqual(list(cfg)[:3], ["EXPERIMENT_NAME", "MODEL_ARCHITECTURE", "LR_RATE_M"])
+
+    def test_the_pick_is_atheria_s_and_no_simpler_rule_gives_it(self):
+        from make_experiment_fixture import atheria_pick
+        ckpt_dir = self.out / "training_checkpoints" / self.name
+        names = sorted(f.name for f in ckpt_dir.iterdir())
+        self.assertEqual(atheria_pick(names), "checkpoint_ep119.pth")
+        self.assertEqual(self.case["checkpoint"], f"training_checkpoints/{self.name}/checkpoint_ep119.pth")
+        self.assertNotEqual(max(n for n in names if n.endswith(".pth")), "checkpoint_ep119.pth")
+        self.assertEqual(atheria_pick(["best_model.pth", "last_checkpoint.pth", "model_ep7.pth", "x_12.pth"]),
+                         "x_12.pth")
+        self.assertEqual(atheria_pick(["checkpoint_ep3.pth", "snapshot_ep9.pt"]), "checkpoint_ep3.pth")
+        sds = {}
+        for n in names:
+            if n.endswith(".pth"):
+                ck = torch.load(ckpt_dir / n, weights_only=True)
+                self.assertEqual(sorted(ck), ["combined_metric", "episode", "loss", "metrics", "model_state_dict",
+                                              "optimizer_state_dict", "scheduler_state_dict"], n)
+                self.assertTrue(all(k.startswith("_orig_mod.") for k in ck["model_state_dict"]), n)
+                steps = {float(v["step"]) for v in ck["optimizer_state_dict"]["state"].values()}
+                self.assertEqual(len(steps), 1, n)
+                self.assertGreaterEqual(steps.pop(), 2.0, n)
+                self.assertIn("exp_avg_sq", next(iter(ck["optimizer_state_dict"]["state"].values())))
+                sds[n] = ck["model_state_dict"]
+        key = "_orig_mod.conv_gates.weight"
+        self.assertFalse(torch.equal(sds["best_model.pth"][key], sds["checkpoint_ep119.pth"][key]))
+        self.assertFalse(torch.equal(sds["checkpoint_ep99.pth"][key], sds["checkpoint_ep119.pth"][key]))
+        self.assertTrue(torch.equal(sds["last_checkpoint.pth"][key], sds["checkpoint_ep119.pth"][key]))
+        self.assertLess(sum(f.stat().st_size for f in self.out.rglob("*") if f.is_file()), 1_100_000)
+
+    def test_the_picked_checkpoint_converts_and_runs_to_the_expected_state(self):
+        ckpt = self.out / self.case["checkpoint"]
+        expected = self.out / "expected" / self.name
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run_cli(HERE / "export.py", "--arch", "unet_convlstm", "--checkpoint", ckpt, "--out", Path(tmp) / "pkg")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            spec = json.loads((Path(tmp) / "pkg" / "model.json").read_text())
+            self.assertEqual((spec["d_state"], spec["hidden_channels"]), (2, 2))
+            out = Path(tmp) / "out.safetensors"
+            r = run_cli(HERE / "reference_engine.py", "run", "--model", Path(tmp) / "pkg",
+                        "--init", expected / "initial.safetensors", "--steps", self.case["steps"],
+                        "--gamma", self.case["gamma"], "--threads", 1, "--save", out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = read_state(out, spec["memory"])
+            want = read_state(expected / "expected.safetensors", spec["memory"])
+            self.assertEqual(got.step, self.case["steps"])
+            np.testing.assert_allclose(got.psi, want.psi, atol=1e-5)
+            for k in ("h_state", "c_state"):
+                np.testing.assert_allclose(got.memory[k], want.memory[k], atol=1e-5, err_msg=k)
+        for name, diff in self.case["max_abs_diff_if_wrong_checkpoint"].items():
+            self.assertGreater(diff, 0.1, name)
+        self.assertGreater(self.case["max_abs_diff_if_gamma_0.01"], 1e-3)
+
+
 class StateFileTest(unittest.TestCase):
     def test_round_trip_with_metadata_and_occupied(self):
         psi = (np.random.default_rng(0).standard_normal((5, 7, 3)) * (1 + 1j)).astype(np.complex64)

@@ -52,7 +52,8 @@ def stage(name: str, quiet: bool = False):
 
 
 def load_checkpoint(path) -> dict:
-    """The state_dict in a torch.save file: a plain state_dict or one under ``model_state_dict``."""
+    """The state_dict in a torch.save file: a plain state_dict, or one under ``model_state_dict``
+    (an Atheria training checkpoint) or ``state_dict``."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint {path}: no such file")
@@ -63,6 +64,9 @@ def load_checkpoint(path) -> dict:
         raise ExportError(f"checkpoint {path}: cannot load with torch.load(weights_only=True): {first}")
     if isinstance(obj, dict) and "model_state_dict" in obj:
         obj = obj["model_state_dict"]
+    elif isinstance(obj, dict) and "state_dict" in obj:
+        # Atheria's model_loader.load_weights also accepts this key.
+        obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ExportError(
             f"checkpoint {path}: expected a state_dict (name -> tensor) or a dict with one under "
