@@ -99,7 +99,7 @@ def make_state(init: str, grid, seed: int, spec: dict) -> State:
         h, w = grid
         return State(initial_state(init, h, w, d, seed)[0].numpy())
     try:
-        state = read_state(init)
+        state = read_state(init, memory=spec.get("memory"))
     except StateFileError as e:
         raise UserError(str(e))
     if state.psi.shape[2] != d:
@@ -120,7 +120,7 @@ def make_engine(model, spec, state: State, gamma: float, threads) -> ReferenceEn
         raise UserError(f"--threads must be at least 1, got {threads}")
     psi = torch.from_numpy(state.psi.copy())[None]
     return ReferenceEngine(model, psi, gamma=gamma, unitary=spec.get("update") == "unitary",
-                           threads=threads, step_count=state.step)
+                           threads=threads, step_count=state.step, memory=state.memory)
 
 
 def make_sparse_engine(model, spec, state: State, args) -> SparseWindowEngine:
@@ -132,6 +132,10 @@ def make_sparse_engine(model, spec, state: State, args) -> SparseWindowEngine:
                         f"{spec['receptive_radius']}); the reference sparse engine steps only global models "
                         "(receptive_radius null, the U-Nets) on their window. A local model's sparse step "
                         "equals the dense step: use --engine dense")
+    if spec.get("memory"):
+        raise UserError(f"--engine sparse: {spec['architecture']} is a recurrent law (memory "
+                        f"{', '.join(t['name'] for t in spec['memory'])}); the sparse window moves and "
+                        "resizes, so its memory has no place: use --engine dense")
     if args.vacuum != "zero":
         raise UserError(f"--vacuum {args.vacuum}: the reference sparse engine has only the zero vacuum")
     if args.tile < 1 or args.tile & (args.tile - 1):
@@ -189,7 +193,8 @@ def cmd_run(args) -> int:
     psi = engine.run(args.steps)
     dt = time.perf_counter() - t
     log(f"{args.steps} steps in {dt:.2f} s ({args.steps / dt if dt > 0 else float('inf'):.2f} steps/s)")
-    out = State(psi[0].numpy(), engine.step_count, state.origin_x, state.origin_y, state.occupied)
+    memory = {k: v.numpy() for k, v in engine.memory_dict().items()} or None
+    out = State(psi[0].numpy(), engine.step_count, state.origin_x, state.origin_y, state.occupied, memory)
     Path(args.save).parent.mkdir(parents=True, exist_ok=True)
     write_state(args.save, out)
     log(f"saved step {engine.step_count} to {args.save}")

@@ -24,9 +24,10 @@ ROOT = HERE.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(HERE))
 
-from atheria_ref.engine import ReferenceEngine, SparseWindowEngine, initial_state, step  # noqa: E402
+from atheria_ref.engine import ReferenceEngine, SparseWindowEngine, initial_state, step, zero_memory  # noqa: E402
 from atheria_ref.exporter import ExportError, export_package, make_model, model_from_checkpoint  # noqa: E402
-from atheria_ref.models import ARCHITECTURES, build_model, init_weights, last_layer  # noqa: E402
+from atheria_ref.models import (ARCHITECTURES, RMSNorm2d, build_model, convlstm_groups, groups_for,  # noqa: E402
+                                init_weights, is_recurrent, last_layer, memory_spec)
 from atheria_ref.state_io import State, StateFileError, read_state, write_state  # noqa: E402
 # The instrument reference's tests (docs/instruments.md) run with these.
 from test_instruments import (FixtureTest, RngTest, ToolStringTest, ToolTest,  # noqa: E402,F401
@@ -41,6 +42,15 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 
 def sizes(arch):
     return (2, 8) if ARCHITECTURES[arch][3] else (3, None)
+
+
+def call(model, x, memory=None):
+    """delta for x: a recurrent model gets ``memory`` (default zeros) and its delta is returned."""
+    if not is_recurrent(model):
+        return model(x)
+    if memory is None:
+        memory = zero_memory(model, x.shape[2], x.shape[3], x.shape[0])
+    return model(x, *memory)[0]
 
 
 class ExporterTest(unittest.TestCase):
@@ -66,6 +76,7 @@ class ExporterTest(unittest.TestCase):
                 self.assertEqual((spec["update"], spec["receptive_radius"], spec["spatial_multiple"]),
                                  (update, radius, multiple))
                 self.assertIn("receptive_radius", spec)
+                self.assertEqual(spec.get("memory", []), memory_spec(arch, h))
                 for kind in ("safetensors", "torchscript", "onnx"):
                     self.assertTrue((Path(tmp) / spec["files"][kind]).is_file(), kind)
 
@@ -75,7 +86,7 @@ class ExporterTest(unittest.TestCase):
             model = init_weights(build_model(arch, d, h), arch, 0)
             x = torch.randn(1, 2 * d, 8, 8)
             with torch.no_grad():
-                self.assertGreater(model(x).abs().mean().item(), 0.05, arch)
+                self.assertGreater(call(model, x).abs().mean().item(), 0.05, arch)
         model = init_weights(build_model("deep_qca", 2, 8), "deep_qca", 0)
         w = model.conv_neighbors.weight
         self.assertEqual(tuple(w.shape), (32, 1, 3, 3))
@@ -193,6 +204,201 @@ class CheckpointTest(unittest.TestCase):
         self.assertNotIn("Traceback", r.stderr)
 
 
+class RecurrentModelTest(unittest.TestCase):
+    """unet_convlstm and unet_unitary_rmsnorm against Atheria's definitions, written out by hand."""
+
+    def test_state_dict_names_and_shapes_are_atheria_s(self):
+        sd = build_model("unet_convlstm", 2, 8).state_dict()
+        self.assertEqual(tuple(sd["conv_gates.weight"].shape), (128, 64, 3, 3))
+        self.assertEqual(tuple(sd["conv_gates.bias"].shape), (128,))
+        self.assertEqual(tuple(sd["bot.conv_block.0.weight"].shape), (64, 32, 3, 3))
+        self.assertEqual(tuple(sd["outc.bias"].shape), (4,))
+        self.assertEqual(len(sd), len(build_model("unet", 2, 8).state_dict()) + 2)
+        # Atheria's module order: the gates come between down2 and bot.
+        keys = list(sd)
+        self.assertLess(keys.index("down2.1.conv_block.4.bias"), keys.index("conv_gates.weight"))
+        self.assertLess(keys.index("conv_gates.bias"), keys.index("bot.conv_block.0.weight"))
+        rms = build_model("unet_unitary_rmsnorm", 2, 8).state_dict()
+        # The U-Net's names less the GroupNorm biases (RMSNorm2d has a weight only).
+        self.assertEqual(sorted(rms), sorted(k for k in build_model("unet", 2, 8).state_dict()
+                                             if not k.endswith(("conv_block.1.bias", "conv_block.4.bias"))))
+        self.assertIn("inc.conv_block.1.weight", rms)
+        self.assertNotIn("inc.conv_block.1.bias", rms)
+        self.assertEqual(tuple(rms["bot.conv_block.4.weight"].shape), (64,))
+        self.assertEqual(memory_spec("unet_convlstm", 8), [{"name": "h_state", "channels": 32, "stride": 4},
+                                                           {"name": "c_state", "channels": 32, "stride": 4}])
+        self.assertEqual(memory_spec("unet_unitary_rmsnorm", 8), [])
+        self.assertEqual((ARCHITECTURES["unet_convlstm"][0], ARCHITECTURES["unet_unitary_rmsnorm"][0]),
+                         ("additive", "additive"))
+
+    def test_convlstm_group_rule_is_the_unet_s(self):
+        for c in range(1, 1025):
+            self.assertEqual(convlstm_groups(c), groups_for(c), c)
+        self.assertEqual(build_model("unet_convlstm", 2, 8).bot.conv_block[1].num_groups, 8)
+
+    def test_convlstm_cell_is_f_i_o_g(self):
+        model = init_weights(build_model("unet_convlstm", 2, 4), "unet_convlstm", 7).double()
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn((2, 4, 8, 12), generator=gen, dtype=torch.float64)
+        h = torch.tanh(torch.randn((2, 16, 2, 3), generator=gen, dtype=torch.float64))
+        c = torch.randn((2, 16, 2, 3), generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            delta, h1, c1 = model(x, h, c)
+            x3 = model.down2(model.down1(model.inc(x)))
+            g = torch.nn.functional.conv2d(torch.cat([x3, h], 1), model.conv_gates.weight, model.conv_gates.bias,
+                                           padding=1)
+            sig = lambda t: 1 / (1 + torch.exp(-t))  # noqa: E731
+            f_, i_, o_, g_ = g[:, :16], g[:, 16:32], g[:, 32:48], g[:, 48:]
+            want_c = sig(f_) * c + sig(i_) * torch.tanh(g_)
+            want_h = sig(o_) * torch.tanh(want_c)
+            b = model.bot(want_h)
+            u = model.conv_up1(torch.cat([model.up1(b), model.down1(model.inc(x))], 1))
+            want_delta = model.outc(model.conv_up2(torch.cat([model.up2(u), model.inc(x)], 1)))
+        for got, want in ((c1, want_c), (h1, want_h), (delta, want_delta)):
+            self.assertEqual(got.shape, want.shape)
+            self.assertLess((got - want).abs().max().item(), 1e-12)
+        # The memory changes delta by far more than any tolerance of the goldens (1e-4).
+        with torch.no_grad():
+            d0 = model(x, torch.zeros_like(h), torch.zeros_like(c))[0]
+        self.assertGreater((d0 - delta).abs().max().item(), 1e-2)
+
+    def test_rmsnorm_follows_atheria_s_formula_and_its_weight_is_drawn(self):
+        norm = RMSNorm2d(3)
+        with torch.no_grad():
+            norm.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+        x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+        want = x / torch.sqrt((x ** 2).mean(dim=(2, 3), keepdim=True) + 1e-6) * torch.tensor([0.5, 1.0, 2.0],
+                                                                                            dtype=torch.float64).view(1, 3, 1, 1)
+        self.assertLess((norm.double()(x) - want).abs().max().item(), 1e-12)
+        self.assertEqual(norm.eps, 1e-6)
+        model = init_weights(build_model("unet_unitary_rmsnorm", 2, 8), "unet_unitary_rmsnorm", 3)
+        weights = torch.cat([m.weight for m in model.modules() if isinstance(m, RMSNorm2d)])
+        self.assertGreater(weights.std().item(), 0.05)
+        self.assertLess((weights.mean() - 1).abs().item(), 0.05)
+
+    def test_recurrent_package_files_take_and_return_the_memory(self):
+        import onnx
+        import onnxruntime as ort
+        case = FIXTURES / "golden" / "unet_convlstm_d2_h8"
+        fwd = load_file(str(case / "forward.safetensors"))
+        self.assertEqual(sorted(fwd), ["c_state", "c_state_next", "h_state", "h_state_next", "x", "y"])
+        self.assertEqual(fwd["h_state"].shape, (2, 32, fwd["x"].shape[2] // 4, fwd["x"].shape[3] // 4))
+        self.assertGreater(np.abs(fwd["c_state"]).min(), 0.0)
+        ts = torch.jit.load(str(case / "model.pt"))
+        args = [torch.from_numpy(fwd[k]) for k in ("x", "h_state", "c_state")]
+        with torch.no_grad():
+            out = ts(*args)
+        self.assertIsInstance(out, tuple)
+        for got, k in zip(out, ("y", "h_state_next", "c_state_next")):
+            np.testing.assert_allclose(got.numpy(), fwd[k], atol=1e-5, err_msg=k)
+        proto = onnx.load(str(case / "model.onnx"))
+        self.assertEqual([i.name for i in proto.graph.input], ["x", "h_state", "c_state"])
+        self.assertEqual([o.name for o in proto.graph.output], ["delta", "h_state_next", "c_state_next"])
+        sess = ort.InferenceSession(str(case / "model.onnx"), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {k: fwd[k] for k in ("x", "h_state", "c_state")})
+        for g, k in zip(got, ("y", "h_state_next", "c_state_next")):
+            np.testing.assert_allclose(g, fwd[k], atol=1e-4, err_msg=k)
+        spec = json.loads((case / "model.json").read_text())
+        self.assertEqual(spec["memory"], memory_spec("unet_convlstm", 8))
+        self.assertEqual(spec["update"], "additive")
+
+    def test_checkpoints_of_both_laws_convert_with_wrapper_prefixes(self):
+        for arch in ("unet_convlstm", "unet_unitary_rmsnorm"):
+            model, _, _ = make_model(arch, 2, 4, seed=9)
+            sd = model.state_dict()
+            for prefix in ("_orig_mod.", "module."):
+                with self.subTest(arch=arch, prefix=prefix), tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "ckpt.pth"
+                    torch.save({"model_state_dict": {prefix + k: v for k, v in sd.items()}, "episode": 3}, path)
+                    got, d, h = model_from_checkpoint(arch, path)
+                    self.assertEqual((d, h), (2, 4))
+                    for k, v in got.state_dict().items():
+                        self.assertTrue(torch.equal(v, sd[k]), k)
+        # A U-Net checkpoint is not a ConvLSTM one: the missing gates are named.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "unet.pth"
+            torch.save(make_model("unet", 2, 4, seed=1)[0].state_dict(), path)
+            with self.assertRaisesRegex(ExportError, "missing keys: conv_gates.weight, conv_gates.bias"):
+                model_from_checkpoint("unet_convlstm", path)
+
+
+class AtheriaExperimentFixtureTest(unittest.TestCase):
+    """tests/fixtures/atheria_output, written by make_experiment_fixture.py as Atheria's trainer leaves a run."""
+
+    out = FIXTURES / "atheria_output"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.case = json.loads(next((cls.out / "expected").iterdir()).joinpath("case.json").read_text())
+        cls.name = cls.case["experiment"]
+
+    def test_config_has_atheria_s_keys_and_types(self):
+        cfg = json.loads((self.out / "experiments" / self.name / "config.json").read_text())
+        self.assertEqual(cfg["MODEL_ARCHITECTURE"], "UNET_CONVLSTM")
+        self.assertEqual(cfg["MODEL_PARAMS"], {"d_state": 2, "hidden_channels": 2})
+        self.assertIsInstance(cfg["GAMMA_DECAY"], float)
+        self.assertEqual(cfg["GAMMA_DECAY"], self.case["gamma"])
+        self.assertIsInstance(cfg["GRID_SIZE_TRAINING"], int)
+        self.assertIs(cfg["CONTINUE_TRAINING"], False)
+        self.assertEqual(cfg["EXPERIMENT_NAME"], self.name)
+        self.assertEqual(cfg["TRAINER_VERSION"], "v4")
+        # Atheria writes json.dump(indent=4), keys in insertion order.
+        text = (self.out / "experiments" / self.name / "config.json").read_text()
+        self.assertEqual(text, json.dumps(cfg, indent=4))
+        self.assertEqual(list(cfg)[:3], ["EXPERIMENT_NAME", "MODEL_ARCHITECTURE", "LR_RATE_M"])
+
+    def test_the_pick_is_atheria_s_and_no_simpler_rule_gives_it(self):
+        from make_experiment_fixture import atheria_pick
+        ckpt_dir = self.out / "training_checkpoints" / self.name
+        names = sorted(f.name for f in ckpt_dir.iterdir())
+        self.assertEqual(atheria_pick(names), "checkpoint_ep119.pth")
+        self.assertEqual(self.case["checkpoint"], f"training_checkpoints/{self.name}/checkpoint_ep119.pth")
+        self.assertNotEqual(max(n for n in names if n.endswith(".pth")), "checkpoint_ep119.pth")
+        self.assertEqual(atheria_pick(["best_model.pth", "last_checkpoint.pth", "model_ep7.pth", "x_12.pth"]),
+                         "x_12.pth")
+        self.assertEqual(atheria_pick(["checkpoint_ep3.pth", "snapshot_ep9.pt"]), "checkpoint_ep3.pth")
+        sds = {}
+        for n in names:
+            if n.endswith(".pth"):
+                ck = torch.load(ckpt_dir / n, weights_only=True)
+                self.assertEqual(sorted(ck), ["combined_metric", "episode", "loss", "metrics", "model_state_dict",
+                                              "optimizer_state_dict", "scheduler_state_dict"], n)
+                self.assertTrue(all(k.startswith("_orig_mod.") for k in ck["model_state_dict"]), n)
+                steps = {float(v["step"]) for v in ck["optimizer_state_dict"]["state"].values()}
+                self.assertEqual(len(steps), 1, n)
+                self.assertGreaterEqual(steps.pop(), 2.0, n)
+                self.assertIn("exp_avg_sq", next(iter(ck["optimizer_state_dict"]["state"].values())))
+                sds[n] = ck["model_state_dict"]
+        key = "_orig_mod.conv_gates.weight"
+        self.assertFalse(torch.equal(sds["best_model.pth"][key], sds["checkpoint_ep119.pth"][key]))
+        self.assertFalse(torch.equal(sds["checkpoint_ep99.pth"][key], sds["checkpoint_ep119.pth"][key]))
+        self.assertTrue(torch.equal(sds["last_checkpoint.pth"][key], sds["checkpoint_ep119.pth"][key]))
+        self.assertLess(sum(f.stat().st_size for f in self.out.rglob("*") if f.is_file()), 1_100_000)
+
+    def test_the_picked_checkpoint_converts_and_runs_to_the_expected_state(self):
+        ckpt = self.out / self.case["checkpoint"]
+        expected = self.out / "expected" / self.name
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run_cli(HERE / "export.py", "--arch", "unet_convlstm", "--checkpoint", ckpt, "--out", Path(tmp) / "pkg")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            spec = json.loads((Path(tmp) / "pkg" / "model.json").read_text())
+            self.assertEqual((spec["d_state"], spec["hidden_channels"]), (2, 2))
+            out = Path(tmp) / "out.safetensors"
+            r = run_cli(HERE / "reference_engine.py", "run", "--model", Path(tmp) / "pkg",
+                        "--init", expected / "initial.safetensors", "--steps", self.case["steps"],
+                        "--gamma", self.case["gamma"], "--threads", 1, "--save", out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = read_state(out, spec["memory"])
+            want = read_state(expected / "expected.safetensors", spec["memory"])
+            self.assertEqual(got.step, self.case["steps"])
+            np.testing.assert_allclose(got.psi, want.psi, atol=1e-5)
+            for k in ("h_state", "c_state"):
+                np.testing.assert_allclose(got.memory[k], want.memory[k], atol=1e-5, err_msg=k)
+        for name, diff in self.case["max_abs_diff_if_wrong_checkpoint"].items():
+            self.assertGreater(diff, 0.1, name)
+        self.assertGreater(self.case["max_abs_diff_if_gamma_0.01"], 1e-3)
+
+
 class StateFileTest(unittest.TestCase):
     def test_round_trip_with_metadata_and_occupied(self):
         psi = (np.random.default_rng(0).standard_normal((5, 7, 3)) * (1 + 1j)).astype(np.complex64)
@@ -213,6 +419,28 @@ class StateFileTest(unittest.TestCase):
             save_file({"psi_real": psi.real.copy()}, str(bad), metadata={"format": "atheria-state/1"})
             with self.assertRaisesRegex(StateFileError, "psi_imag"):
                 read_state(bad)
+
+    def test_memory_round_trip_and_checks(self):
+        psi = np.ones((8, 12, 2), dtype=np.complex64)
+        mem = {"h_state": np.arange(32 * 2 * 3, dtype=np.float32).reshape(32, 2, 3),
+               "c_state": -np.ones((32, 2, 3), dtype=np.float32)}
+        spec = memory_spec("unet_convlstm", 8)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "s.safetensors"
+            write_state(path, State(psi, step=5, memory=mem))
+            s = read_state(path, memory=spec)
+            self.assertEqual(sorted(s.memory), ["c_state", "h_state"])
+            for k in mem:
+                np.testing.assert_array_equal(s.memory[k], mem[k])
+            with self.assertRaisesRegex(StateFileError, "unexpected tensors \\['c_state', 'h_state'\\]"):
+                read_state(path)
+            with self.assertRaisesRegex(StateFileError, "memory `h_state` is float32 \\[32, 2, 3\\], the model "
+                                                        "needs f32 \\[16, 2, 3\\]"):
+                read_state(path, memory=memory_spec("unet_convlstm", 4))
+            # Without memory tensors the memory starts from zeros.
+            plain = Path(tmp) / "plain.safetensors"
+            write_state(plain, State(psi))
+            self.assertIsNone(read_state(plain, memory=spec).memory)
 
 
 class EngineTest(unittest.TestCase):
@@ -256,17 +484,81 @@ class EngineTest(unittest.TestCase):
         for case_dir in sorted((FIXTURES / "golden").iterdir()):
             with self.subTest(case=case_dir.name), tempfile.TemporaryDirectory() as tmp:
                 case = json.loads((case_dir / "case.json").read_text())
+                memory = json.loads((case_dir / "model.json").read_text()).get("memory")
                 out = Path(tmp) / "out.safetensors"
                 r = run_cli(HERE / "reference_engine.py", "run", "--model", case_dir,
                             "--init", case_dir / "initial.safetensors", "--steps", case["steps"],
                             "--gamma", case["gamma"], "--threads", 1, "--save", out)
                 self.assertEqual(r.returncode, 0, r.stderr)
-                got, want = read_state(out), read_state(case_dir / "expected.safetensors")
+                got, want = read_state(out, memory), read_state(case_dir / "expected.safetensors", memory)
                 self.assertEqual(got.psi.shape, (case["height"], case["width"], want.psi.shape[2]))
                 self.assertEqual(got.step, want.step)
                 np.testing.assert_allclose(got.psi, want.psi, atol=1e-5)
+                self.assertEqual(sorted(got.memory or {}), sorted(t["name"] for t in memory or []))
+                for k in got.memory or {}:
+                    np.testing.assert_allclose(got.memory[k], want.memory[k], atol=1e-5, err_msg=k)
                 fwd = load_file(str(case_dir / "forward.safetensors"))
                 self.assertEqual(fwd["x"].shape[0], 2)
+
+    def test_recurrent_golden_resumes_from_its_mid_state_and_needs_its_memory(self):
+        case_dir = FIXTURES / "golden" / "unet_convlstm_d2_h8"
+        case = json.loads((case_dir / "case.json").read_text())
+        memory = json.loads((case_dir / "model.json").read_text())["memory"]
+        self.assertEqual((case["steps"], case["mid_step"]), (10, 5))
+        self.assertIsNone(read_state(case_dir / "initial.safetensors", memory).memory)
+        mid = read_state(case_dir / "mid.safetensors", memory)
+        self.assertEqual(mid.step, 5)
+        self.assertGreater(np.abs(mid.memory["c_state"]).max(), 0.1)
+        want = read_state(case_dir / "expected.safetensors", memory)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "out.safetensors"
+            r = run_cli(HERE / "reference_engine.py", "run", "--model", case_dir, "--init", case_dir / "mid.safetensors",
+                        "--steps", case["steps"] - case["mid_step"], "--gamma", case["gamma"], "--threads", 1,
+                        "--save", out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = read_state(out, memory)
+            self.assertEqual(got.step, 10)
+            np.testing.assert_allclose(got.psi, want.psi, atol=1e-5)
+            for k in ("h_state", "c_state"):
+                np.testing.assert_allclose(got.memory[k], want.memory[k], atol=1e-5, err_msg=k)
+            # Resuming without the memory (zeros) lands elsewhere: the memory matters.
+            bare = Path(tmp) / "bare.safetensors"
+            write_state(bare, State(mid.psi, step=mid.step))
+            r = run_cli(HERE / "reference_engine.py", "run", "--model", case_dir, "--init", bare,
+                        "--steps", 5, "--gamma", case["gamma"], "--threads", 1, "--save", out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertGreater(np.abs(read_state(out, memory).psi - want.psi).max(), 1e-2)
+            r = run_cli(HERE / "reference_engine.py", "run", "--engine", "sparse", "--model", case_dir,
+                        "--init", case_dir / "mid.safetensors", "--steps", 1, "--save", out)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("recurrent", r.stderr)
+            self.assertNotIn("Traceback", r.stderr)
+
+    def test_engine_memory_starts_at_zero_and_follows_the_model(self):
+        model = init_weights(build_model("unet_convlstm", 2, 4), "unet_convlstm", 5)
+        psi0 = initial_state("random", 8, 12, 2, seed=3)
+        e = ReferenceEngine(model, psi0, gamma=0.01)
+        self.assertEqual([tuple(t.shape) for t in e.memory], [(1, 16, 2, 3)] * 2)
+        self.assertEqual(max(t.abs().max().item() for t in e.memory), 0.0)
+        e.run(2)
+        # By hand: two steps, feeding each step the memory the model returned.
+        psi, h, c = psi0, torch.zeros(1, 16, 2, 3), torch.zeros(1, 16, 2, 3)
+        with torch.no_grad():
+            for _ in range(2):
+                x = torch.cat([psi.real, psi.imag], -1).permute(0, 3, 1, 2)
+                delta, h, c = model(x, h, c)
+                delta = delta.permute(0, 2, 3, 1)
+                psi = psi + torch.complex(delta[..., :2], delta[..., 2:]) - 0.01 * psi
+                psi = psi / (psi.abs().pow(2).sum(-1, keepdim=True).sqrt() + 1e-9)
+        self.assertLess((e.psi - psi).abs().max().item(), 1e-6)
+        self.assertLess((e.memory[0] - h).abs().max().item(), 1e-6)
+        self.assertLess((e.memory[1] - c).abs().max().item(), 1e-6)
+        with self.assertRaisesRegex(ValueError, "memory `h_state` has shape \\[16, 3, 3\\]"):
+            ReferenceEngine(model, psi0, memory={"h_state": np.zeros((16, 3, 3), np.float32)})
+        with self.assertRaisesRegex(ValueError, "law without memory"):
+            ReferenceEngine(build_model("unet", 2, 4), psi0, memory={"h_state": np.zeros((16, 2, 3))})
+        with self.assertRaisesRegex(ValueError, "recurrent"):
+            SparseWindowEngine(model, psi0[0].numpy(), multiple=4)
 
     def test_bench_prints_one_json_line(self):
         pkg = FIXTURES / "golden" / "mlp_d2_h8"

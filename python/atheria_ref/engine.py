@@ -10,22 +10,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .models import is_recurrent
+
 #: Added to the per-cell norm so an all-zero cell stays finite.
 NORM_EPS = 1e-9
 
 INITS = ("complex_noise", "random", "zeros")
 
 
-def advance(model: nn.Module, psi: torch.Tensor, gamma: float = 0.0, unitary: bool = False) -> torch.Tensor:
-    """psi + delta for ``psi`` (complex64 [1, H, W, D]): a step before normalisation."""
+def advance(model: nn.Module, psi: torch.Tensor, gamma: float = 0.0, unitary: bool = False,
+            memory: list[torch.Tensor] | None = None):
+    """psi + delta for ``psi`` (complex64 [1, H, W, D]): a step before normalisation.
+
+    For a recurrent law pass its ``memory`` (the tensors ``forward`` takes
+    after x, e.g. [h_state, c_state], each [1, C, H', W']); it then returns
+    (psi + delta, the memory for the next step), as Atheria's CartesianEngine
+    feeds the model's h_next, c_next to the next step.
+    """
     x = torch.cat([psi.real, psi.imag], dim=-1).permute(0, 3, 1, 2)
-    delta = model(x).permute(0, 2, 3, 1)
+    if memory is not None:
+        delta, *memory = model(x, *memory)
+    else:
+        delta = model(x)
+    delta = delta.permute(0, 2, 3, 1)
     delta_real, delta_imag = delta.chunk(2, dim=-1)
     delta = torch.complex(delta_real, delta_imag)
     if unitary:
         delta = delta * psi
     if gamma > 0:
         delta = delta - gamma * psi
+    if memory is not None:
+        return psi + delta, memory
     return psi + delta
 
 
@@ -35,9 +50,22 @@ def cell_norm(psi: torch.Tensor) -> torch.Tensor:
 
 
 def step(model: nn.Module, psi: torch.Tensor, gamma: float = 0.0, unitary: bool = False) -> torch.Tensor:
-    """One step of ``psi`` (complex64 [1, H, W, D]); returns the new psi."""
+    """One step of ``psi`` (complex64 [1, H, W, D]) by a law without memory; returns the new psi."""
     psi = advance(model, psi, gamma, unitary)
     return psi / (cell_norm(psi) + NORM_EPS)
+
+
+def step_with_memory(model: nn.Module, psi: torch.Tensor, memory: list[torch.Tensor], gamma: float = 0.0,
+                     unitary: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One step of a recurrent law: (new psi, the memory the model returned)."""
+    psi, memory = advance(model, psi, gamma, unitary, memory)
+    return psi / (cell_norm(psi) + NORM_EPS), memory
+
+
+def zero_memory(model: nn.Module, height: int, width: int, batch: int = 1) -> list[torch.Tensor]:
+    """A recurrent model's memory at the start of a run: zeros, as in Atheria
+    (its QuantumState starts with h_state = c_state = None, which the model reads as zeros)."""
+    return [torch.zeros(s) for s in model.memory_shapes(batch, height, width)]
 
 
 def initial_state(kind: str, height: int, width: int, d_state: int, seed: int = 0) -> torch.Tensor:
@@ -65,10 +93,18 @@ def initial_state(kind: str, height: int, width: int, d_state: int, seed: int = 
 
 
 class ReferenceEngine:
-    """A dense grid stepped by the PyTorch reference step."""
+    """A dense grid stepped by the PyTorch reference step.
+
+    A recurrent law's memory (``self.memory``: one tensor per name in
+    ``self.memory_names``, each [1, C, H', W']) starts as zeros unless
+    ``memory`` is given (a dict name -> [C, H', W'] or [1, C, H', W'] array,
+    e.g. from a state file; a name left out starts from zeros), and after
+    every step is what the model returned, as in Atheria's CartesianEngine.
+    It is None for a law without memory.
+    """
 
     def __init__(self, model: nn.Module, psi: torch.Tensor, gamma: float = 0.0, unitary: bool = False,
-                 threads: int | None = None, step_count: int = 0):
+                 threads: int | None = None, step_count: int = 0, memory: dict | None = None):
         if threads is not None:
             torch.set_num_threads(threads)
         self.model = model.eval()
@@ -76,14 +112,40 @@ class ReferenceEngine:
         self.gamma = float(gamma)
         self.unitary = unitary
         self.step_count = step_count
+        self.memory_names: tuple[str, ...] = tuple(model.MEMORY) if is_recurrent(model) else ()
+        self.memory: list[torch.Tensor] | None = None
+        if self.memory_names:
+            self.memory = zero_memory(model, psi.shape[1], psi.shape[2], psi.shape[0])
+            for i, name in enumerate(self.memory_names):
+                given = (memory or {}).get(name)
+                if given is None:
+                    continue
+                t = torch.as_tensor(given, dtype=torch.float32).clone()
+                if t.dim() == 3:
+                    t = t[None]
+                if tuple(t.shape) != tuple(self.memory[i].shape):
+                    raise ValueError(f"memory `{name}` has shape {list(given.shape)}, the model needs "
+                                     f"{list(self.memory[i].shape[1:])} for a {psi.shape[1]} x {psi.shape[2]} grid")
+                self.memory[i] = t
+        elif memory:
+            raise ValueError(f"memory {sorted(memory)} given for a law without memory")
+
+    def memory_dict(self) -> dict[str, torch.Tensor]:
+        """The memory as name -> [C, H', W'] (the state file's layout); empty without memory."""
+        if self.memory is None:
+            return {}
+        return {n: t[0] for n, t in zip(self.memory_names, self.memory)}
 
     def run(self, steps: int) -> torch.Tensor:
         """Advances ``steps`` steps; returns the new psi."""
         with torch.inference_mode():
-            psi = self.psi
+            psi, memory = self.psi, self.memory
             for _ in range(steps):
-                psi = step(self.model, psi, self.gamma, self.unitary)
-            self.psi = psi
+                if memory is None:
+                    psi = step(self.model, psi, self.gamma, self.unitary)
+                else:
+                    psi, memory = step_with_memory(self.model, psi, memory, self.gamma, self.unitary)
+            self.psi, self.memory = psi, memory
         self.step_count += steps
         return self.psi
 
@@ -124,6 +186,10 @@ class SparseWindowEngine:
             torch.set_num_threads(threads)
         if tile < 1 or multiple < 1:
             raise ValueError(f"tile ({tile}) and multiple ({multiple}) must be at least 1")
+        if is_recurrent(model):
+            # The window moves and resizes between steps; the memory, a
+            # bottleneck-sized grid, has no defined place in a new window.
+            raise ValueError("the sparse window engine does not run recurrent laws (memory): use the dense engine")
         self.model = model.eval()
         psi = torch.as_tensor(psi)
         psi = psi.to(torch.complex128 if psi.dtype == torch.complex128 else torch.complex64)

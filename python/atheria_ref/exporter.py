@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import ARCHITECTURES, build_model, init_weights, spec_for
+from .models import ARCHITECTURES, build_model, init_weights, is_recurrent, memory_spec, spec_for
 
 MODEL_FORMAT = "atheria-model/1"
 ONNX_OPSET = 18
@@ -52,7 +52,8 @@ def stage(name: str, quiet: bool = False):
 
 
 def load_checkpoint(path) -> dict:
-    """The state_dict in a torch.save file: a plain state_dict or one under ``model_state_dict``."""
+    """The state_dict in a torch.save file: a plain state_dict, or one under ``model_state_dict``
+    (an Atheria training checkpoint) or ``state_dict``."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint {path}: no such file")
@@ -63,6 +64,9 @@ def load_checkpoint(path) -> dict:
         raise ExportError(f"checkpoint {path}: cannot load with torch.load(weights_only=True): {first}")
     if isinstance(obj, dict) and "model_state_dict" in obj:
         obj = obj["model_state_dict"]
+    elif isinstance(obj, dict) and "state_dict" in obj:
+        # Atheria's model_loader.load_weights also accepts this key.
+        obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ExportError(
             f"checkpoint {path}: expected a state_dict (name -> tensor) or a dict with one under "
@@ -87,6 +91,8 @@ _INFER = {
     "unet": ([("inc.conv_block.0.weight", 1, 2), ("outc.weight", 0, 2)], ("inc.conv_block.0.weight", 0)),
 }
 _INFER["unet_unitary"] = _INFER["unet"]
+_INFER["unet_convlstm"] = _INFER["unet"]
+_INFER["unet_unitary_rmsnorm"] = _INFER["unet"]
 
 
 def infer_sizes(arch: str, state: dict) -> tuple[int | None, int | None]:
@@ -171,6 +177,11 @@ def model_json(arch: str, name: str, d_state: int, hidden: int | None) -> dict:
         update=s["update"],
         receptive_radius=s["receptive_radius"],
         spatial_multiple=s["spatial_multiple"],
+    )
+    memory = memory_spec(arch, hidden)
+    if memory:
+        spec["memory"] = memory
+    spec.update(
         files={"safetensors": "model.safetensors", "torchscript": "model.pt", "onnx": "model.onnx"},
     )
     return spec
@@ -199,25 +210,65 @@ def sample_inputs(d_state: int, multiple: int) -> list[torch.Tensor]:
     ]
 
 
-def _compare(what: str, got, want: torch.Tensor, shape) -> None:
+def sample_memory(model: nn.Module, inputs: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Nonzero memory for each sample input of a recurrent model (none otherwise), so a file
+    that ignored its memory inputs would differ from PyTorch."""
+    if not is_recurrent(model):
+        return [[] for _ in inputs]
+    gen = torch.Generator().manual_seed(4321)
+    return [[torch.randn(s, generator=gen) * 0.5 for s in model.memory_shapes(x.shape[0], x.shape[2], x.shape[3])]
+            for x in inputs]
+
+
+def output_names(model: nn.Module) -> list[str]:
+    """The outputs of the exported graph: delta, then ``<name>_next`` per memory tensor."""
+    return ["delta"] + [f"{n}_next" for n in getattr(model, "MEMORY", ())] if is_recurrent(model) else ["delta"]
+
+
+#: Largest difference measured by the last verification, per file kind and output
+#: (what make_golden and the tests report).
+LAST_VERIFY: dict[str, float] = {}
+
+
+def _compare(what: str, got, want: torch.Tensor, shape, output: str = "delta") -> None:
     got = torch.as_tensor(np.asarray(got))
     if tuple(got.shape) != tuple(want.shape):
-        raise ExportError(f"{what} gives shape {list(got.shape)} for input {list(shape)}, PyTorch {list(want.shape)}")
+        raise ExportError(f"{what} gives {output} of shape {list(got.shape)} for input {list(shape)}, "
+                          f"PyTorch {list(want.shape)}")
     err = (got - want).abs().max().item()
+    key = f"{what.split()[0]} {output}"
+    LAST_VERIFY[key] = max(LAST_VERIFY.get(key, 0.0), err)
     if not err <= VERIFY_TOL:
-        raise ExportError(f"{what} differs from PyTorch by {err:.3g} (> {VERIFY_TOL}) at input {list(shape)}")
+        raise ExportError(f"{what} differs from PyTorch in {output} by {err:.3g} (> {VERIFY_TOL}) "
+                          f"at input {list(shape)}")
+
+
+def _compare_all(what: str, got, want, shape, names: list[str]) -> None:
+    """Compares every output (a tuple for a recurrent model) by name."""
+    if len(names) == 1:
+        if isinstance(got, (tuple, list)):
+            raise ExportError(f"{what} returns {len(got)} outputs for input {list(shape)}, expected only delta")
+        _compare(what, got, want, shape)
+        return
+    if not isinstance(got, (tuple, list)) or len(got) != len(names):
+        n = len(got) if isinstance(got, (tuple, list)) else 1
+        raise ExportError(f"{what} returns {n} outputs for input {list(shape)}, expected {', '.join(names)}")
+    for g, w, n in zip(got, want, names):
+        _compare(what, g, w, shape, n)
 
 
 def write_torchscript(model: nn.Module, path: Path, d_state: int, multiple: int) -> None:
     """Traces the module (no data-dependent control flow in any architecture) and checks the file."""
     inputs = sample_inputs(d_state, multiple)
+    memories = sample_memory(model, inputs)
+    names = output_names(model)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, (inputs[0],), check_trace=False)
+        traced = torch.jit.trace(model, (inputs[0], *memories[0]), check_trace=False)
         traced.save(str(path))
         loaded = torch.jit.load(str(path), map_location="cpu")
-        for x in inputs:
-            _compare(f"TorchScript {path.name}", loaded(x), model(x), x.shape)
+        for x, mem in zip(inputs, memories):
+            _compare_all(f"TorchScript {path.name}", loaded(x, *mem), model(x, *mem), x.shape, names)
 
 
 def _strip_onnx_metadata(proto) -> None:
@@ -238,15 +289,25 @@ def write_onnx(model: nn.Module, path: Path, d_state: int, multiple: int) -> Non
     # torchvision is not a dependency; its "not installed, skipping nms" notes are noise.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     inputs = sample_inputs(d_state, multiple)
-    dynamic = {"x": {0: Dim("batch"), 2: Dim("height"), 3: Dim("width")}}
+    memories = sample_memory(model, inputs)
+    mem_names = list(getattr(model, "MEMORY", ())) if is_recurrent(model) else []
+    in_names, out_names = ["x"] + mem_names, output_names(model)
+    if mem_names:
+        # The memory is the field pooled twice: its H and W are the field's / 4,
+        # a relation torch.export must be told (derived dims).
+        batch, hq, wq = Dim("batch"), Dim("hq"), Dim("wq")
+        dynamic = {"x": {0: batch, 2: 4 * hq, 3: 4 * wq}}
+        dynamic.update({n: {0: batch, 2: hq, 3: wq} for n in mem_names})
+    else:
+        dynamic = {"x": {0: Dim("batch"), 2: Dim("height"), 3: Dim("width")}}
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model,
-            (inputs[0],),
+            (inputs[0], *memories[0]),
             None,
-            input_names=["x"],
-            output_names=["delta"],
+            input_names=in_names,
+            output_names=out_names,
             dynamic_shapes=dynamic,
             opset_version=ONNX_OPSET,
             dynamo=True,
@@ -259,9 +320,9 @@ def write_onnx(model: nn.Module, path: Path, d_state: int, multiple: int) -> Non
     saved = onnx.load(str(path))
     ins = [i.name for i in saved.graph.input]
     outs = [o.name for o in saved.graph.output]
-    if ins != ["x"] or outs != ["delta"]:
-        raise ExportError(f"{path}: inputs {ins} and outputs {outs}, expected ['x'] and ['delta']")
-    for vi in (saved.graph.input[0], saved.graph.output[0]):
+    if ins != in_names or outs != out_names:
+        raise ExportError(f"{path}: inputs {ins} and outputs {outs}, expected {in_names} and {out_names}")
+    for vi in (*saved.graph.input, *saved.graph.output):
         dims = vi.type.tensor_type.shape.dim
         fixed = [i for i in (0, 2, 3) if dims[i].HasField("dim_value")]
         if fixed:
@@ -270,9 +331,12 @@ def write_onnx(model: nn.Module, path: Path, d_state: int, multiple: int) -> Non
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        for x in inputs:
-            (y,) = session.run(["delta"], {"x": x.numpy()})
-            _compare(f"ONNX {path.name} (onnxruntime)", y, model(x), x.shape)
+        for x, mem in zip(inputs, memories):
+            feed = {"x": x.numpy(), **{n: m.numpy() for n, m in zip(mem_names, mem)}}
+            got = session.run(out_names, feed)
+            want = model(x, *mem)
+            _compare_all(f"ONNX {path.name} (onnxruntime)", got if mem_names else got[0], want, x.shape,
+                         out_names)
 
 
 def export_package(model: nn.Module, arch: str, d_state: int, hidden: int | None, out, name: str,

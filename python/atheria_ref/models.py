@@ -18,7 +18,34 @@ ARCHITECTURES = {
     "deep_qca": ("additive", 1, 1, True),
     "unet": ("additive", None, 4, True),
     "unet_unitary": ("unitary", None, 4, True),
+    # Atheria's engine multiplies by psi only for the class named exactly
+    # `UNetUnitary` (src/engines/qca_engine.py, `_evolve_logic`), so its
+    # `UNetUnitaryRMSNorm` and `UNetConvLSTM` are additive laws.
+    "unet_convlstm": ("additive", None, 4, True),
+    "unet_unitary_rmsnorm": ("additive", None, 4, True),
 }
+
+#: The U-Net family: global laws pooling twice (H and W multiples of 4).
+UNETS = ("unet", "unet_unitary", "unet_convlstm", "unet_unitary_rmsnorm")
+
+#: Architectures that carry memory from step to step.
+RECURRENT = ("unet_convlstm",)
+
+
+def memory_spec(arch: str, hidden: int | None) -> list[dict]:
+    """The model.json ``memory`` list: ``{"name", "channels", "stride"}`` per
+    memory tensor, in the order the model takes and returns them; empty for a
+    law without memory.
+
+    ``unet_convlstm``'s ConvLSTM runs at the bottleneck (H/4 x W/4) over
+    4 * hidden channels, and keeps its hidden state and cell state.
+    """
+    if arch == "unet_convlstm":
+        if hidden is None or hidden < 1:
+            raise ValueError("unet_convlstm needs hidden channels (at least 1) to size its memory")
+        return [{"name": "h_state", "channels": 4 * hidden, "stride": 4},
+                {"name": "c_state", "channels": 4 * hidden, "stride": 4}]
+    return []
 
 
 def spec_for(arch: str) -> dict:
@@ -31,6 +58,7 @@ def spec_for(arch: str) -> dict:
         "receptive_radius": radius,
         "spatial_multiple": multiple,
         "has_hidden": has_hidden,
+        "recurrent": arch in RECURRENT,
     }
 
 
@@ -116,20 +144,57 @@ class ConvBlock(nn.Module):
         return self.conv_block(x)
 
 
-class UNet(nn.Module):
-    """Two-level U-Net; the bottleneck runs at H/4 (there is no third pooling)."""
+class RMSNorm2d(nn.Module):
+    """Atheria's RMSNorm2d (src/models/rmsnorm.py): per sample and channel,
+    x / sqrt(mean over H, W of x^2 + eps) * weight[c]; no mean subtracted, no bias."""
 
-    def __init__(self, d_state: int, hidden: int):
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rms = torch.sqrt(torch.mean(x * x, dim=(2, 3), keepdim=True) + self.eps)
+        return x / rms * self.weight.view(1, -1, 1, 1)
+
+
+class ConvBlockRMSNorm(nn.Module):
+    """(3x3 conv without bias, RMSNorm2d, ELU) twice: Atheria's ConvBlockRMSNorm."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            RMSNorm2d(c_out),
+            nn.ELU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            RMSNorm2d(c_out),
+            nn.ELU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_block(x)
+
+
+class UNet(nn.Module):
+    """Two-level U-Net; the bottleneck runs at H/4 (there is no third pooling).
+
+    ``block`` is the (conv, norm, ELU) x 2 block: ConvBlock (GroupNorm) for
+    Atheria's UNet and UNetUnitary, ConvBlockRMSNorm for UNetUnitaryRMSNorm;
+    the module names are the same either way.
+    """
+
+    def __init__(self, d_state: int, hidden: int, block=ConvBlock):
         super().__init__()
         c, d2 = hidden, 2 * d_state
-        self.inc = ConvBlock(d2, c)
-        self.down1 = nn.Sequential(nn.MaxPool2d(2), ConvBlock(c, 2 * c))
-        self.down2 = nn.Sequential(nn.MaxPool2d(2), ConvBlock(2 * c, 4 * c))
-        self.bot = ConvBlock(4 * c, 8 * c)
+        self.inc = block(d2, c)
+        self.down1 = nn.Sequential(nn.MaxPool2d(2), block(c, 2 * c))
+        self.down2 = nn.Sequential(nn.MaxPool2d(2), block(2 * c, 4 * c))
+        self.bot = block(4 * c, 8 * c)
         self.up1 = nn.ConvTranspose2d(8 * c, 4 * c, 2, stride=2)
-        self.conv_up1 = ConvBlock(6 * c, 4 * c)
+        self.conv_up1 = block(6 * c, 4 * c)
         self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 2, stride=2)
-        self.conv_up2 = ConvBlock(3 * c, c)
+        self.conv_up2 = block(3 * c, c)
         self.outc = nn.Conv2d(c, d2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,6 +205,79 @@ class UNet(nn.Module):
         u = self.conv_up1(torch.cat([self.up1(b), x2], dim=1))
         u = self.conv_up2(torch.cat([self.up2(u), x1], dim=1))
         return self.outc(u)
+
+
+class UNetUnitaryRMSNorm(UNet):
+    """Atheria's UNetUnitaryRMSNorm: the U-Net with RMSNorm2d in place of
+    GroupNorm (same names; each norm has a ``weight`` and no bias). An
+    additive law despite its name (see ARCHITECTURES)."""
+
+    def __init__(self, d_state: int, hidden: int):
+        super().__init__(d_state, hidden, block=ConvBlockRMSNorm)
+
+
+def convlstm_groups(c: int) -> int:
+    """GroupNorm groups of Atheria's UNetConvLSTM ConvBlock
+    (src/models/unet_convlstm.py): max(1, c // 8 if c > 8 else 1), and 1 when
+    that does not divide c. The max(1, ..) never acts (c // 8 >= 1 above 8),
+    so this is ``groups_for`` (tested for every c up to 1024)."""
+    g = max(1, c // 8 if c > 8 else 1)
+    return g if c % g == 0 else 1
+
+
+class UNetConvLSTM(nn.Module):
+    """Atheria's UNetConvLSTM: the U-Net with a ConvLSTM cell on the
+    bottleneck input (H/4 x W/4, 4 * hidden channels), whose hidden and cell
+    state are the law's memory.
+
+    ``forward(x, h_state, c_state) -> (delta, h_state_next, c_state_next)``,
+    every memory tensor 4-D [B, 4h, H/4, W/4] (Atheria's module takes and
+    returns them as [1, B, 4h, H/4, W/4]; the leading 1 is dropped here, as in
+    model.json's contract). Attributes are declared in Atheria's order so the
+    state_dict lists its keys as a training checkpoint does.
+    """
+
+    #: The memory tensors, in the order forward takes and returns them.
+    MEMORY = ("h_state", "c_state")
+
+    def __init__(self, d_state: int, hidden: int):
+        super().__init__()
+        c, d2 = hidden, 2 * d_state
+        self.inc = ConvBlock(d2, c)
+        self.down1 = nn.Sequential(nn.MaxPool2d(2), ConvBlock(c, 2 * c))
+        self.down2 = nn.Sequential(nn.MaxPool2d(2), ConvBlock(2 * c, 4 * c))
+        self.memory_channels = 4 * c
+        # Gates from cat(x3, h): chunks forget, input, output, candidate.
+        self.conv_gates = nn.Conv2d(4 * c + self.memory_channels, 4 * self.memory_channels, 3, padding=1)
+        self.bot = ConvBlock(4 * c, 8 * c)
+        self.up1 = nn.ConvTranspose2d(8 * c, 4 * c, 2, stride=2)
+        self.conv_up1 = ConvBlock(6 * c, 4 * c)
+        self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 2, stride=2)
+        self.conv_up2 = ConvBlock(3 * c, c)
+        self.outc = nn.Conv2d(c, d2, 1)
+
+    def memory_shapes(self, batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """Shapes of h_state and c_state for a [batch, 2D, height, width] input."""
+        shape = (batch, self.memory_channels, height // 4, width // 4)
+        return [shape, shape]
+
+    def forward(self, x: torch.Tensor, h_state: torch.Tensor, c_state: torch.Tensor):
+        x1 = self.inc(x)
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+        gates = self.conv_gates(torch.cat([x3, h_state], dim=1))
+        f, i, o, g = torch.chunk(gates, 4, dim=1)
+        c_next = torch.sigmoid(f) * c_state + torch.sigmoid(i) * torch.tanh(g)
+        h_next = torch.sigmoid(o) * torch.tanh(c_next)
+        b = self.bot(h_next)
+        u = self.conv_up1(torch.cat([self.up1(b), x2], dim=1))
+        u = self.conv_up2(torch.cat([self.up2(u), x1], dim=1))
+        return self.outc(u), h_next, c_next
+
+
+def is_recurrent(model: nn.Module) -> bool:
+    """True for a module that takes and returns memory (UNetConvLSTM)."""
+    return hasattr(model, "memory_shapes")
 
 
 def build_model(arch: str, d_state: int, hidden: int | None = None) -> nn.Module:
@@ -156,6 +294,10 @@ def build_model(arch: str, d_state: int, hidden: int | None = None) -> nn.Module
         model = Mlp(d_state, hidden)
     elif arch == "deep_qca":
         model = DeepQca(d_state, hidden)
+    elif arch == "unet_convlstm":
+        model = UNetConvLSTM(d_state, hidden)
+    elif arch == "unet_unitary_rmsnorm":
+        model = UNetUnitaryRMSNorm(d_state, hidden)
     else:
         model = UNet(d_state, hidden)
     return model.float().eval()
@@ -190,7 +332,7 @@ UNET_LAST_LAYER_STD = 0.05
 
 def default_last_std(arch: str) -> float:
     """The last layer's std under ``init="random"`` when none is asked for."""
-    return UNET_LAST_LAYER_STD if arch in ("unet", "unet_unitary") else LAST_LAYER_STD
+    return UNET_LAST_LAYER_STD if arch in UNETS else LAST_LAYER_STD
 
 
 @torch.no_grad()
@@ -203,7 +345,8 @@ def init_weights(model: nn.Module, arch: str, seed: int, init: str = "random", z
     or 0.05 for the U-Nets: see ``UNET_LAST_LAYER_STD``). The draws do not
     depend on the std, so only the last layer's weights change with it.
     GroupNorm affine parameters are perturbed around (1, 0) so a swapped
-    weight/bias would show.
+    weight/bias would show; RMSNorm2d weights around 1 (std 0.1) so a
+    backend that ignores them would show.
     ``identity`` (conv3x3 only): weight[c, c, 1, 1] = 1, bias 0, so the additive
     rule gives psi' = 2 psi, which normalises back to psi.
     """
@@ -241,6 +384,8 @@ def init_weights(model: nn.Module, arch: str, seed: int, init: str = "random", z
         elif isinstance(module, nn.GroupNorm):
             module.weight.copy_(1.0 + 0.1 * torch.randn(module.weight.shape, generator=gen))
             module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen))
+        elif isinstance(module, RMSNorm2d):
+            module.weight.copy_(1.0 + 0.1 * torch.randn(module.weight.shape, generator=gen))
     if isinstance(model, DeepQca):
         set_neighbor_kernel(model)
     if zero_bias:

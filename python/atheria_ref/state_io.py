@@ -3,6 +3,11 @@
 A safetensors file with ``psi_real`` and ``psi_imag`` (f32 [H, W, D]), an
 optional ``occupied`` (u8 [H, W]), and string metadata ``format``, ``step``,
 ``origin_x``, ``origin_y`` (decimal integers as strings).
+
+A recurrent law's memory is stored beside psi as one f32 tensor per memory
+tensor of its model.json, under the same name (``h_state``, ``c_state``),
+shape [channels, H / stride, W / stride] (batch 1 dropped). A file without
+them starts the memory from zeros, as Atheria does.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ class State:
     origin_x: int = 0
     origin_y: int = 0
     occupied: np.ndarray | None = None
+    #: A recurrent law's memory: name -> f32 [channels, H / stride, W / stride];
+    #: None (or a name left out) means zeros.
+    memory: dict | None = None
 
 
 def write_state(path, state: State) -> None:
@@ -47,6 +55,13 @@ def write_state(path, state: State) -> None:
         if occ.shape != psi.shape[:2]:
             raise ValueError(f"occupied must be [H, W] = {psi.shape[:2]}, got {occ.shape}")
         tensors["occupied"] = occ
+    for name, t in (state.memory or {}).items():
+        if name in ("psi_real", "psi_imag", "occupied"):
+            raise ValueError(f"memory tensor name `{name}` is one of the state file's own tensors")
+        a = np.ascontiguousarray(np.asarray(t), dtype=np.float32)
+        if a.ndim != 3:
+            raise ValueError(f"memory `{name}` must be [channels, H', W'], got shape {a.shape}")
+        tensors[name] = a
     metadata = {
         "format": STATE_FORMAT,
         "step": str(int(state.step)),
@@ -81,8 +96,15 @@ def serialize(tensors: dict, metadata: dict) -> bytes:
     return struct.pack("<Q", len(text)) + text + b"".join(blobs)
 
 
-def read_state(path) -> State:
-    """Reads and checks a state file; raises StateFileError with one clear line."""
+def read_state(path, memory=None) -> State:
+    """Reads and checks a state file; raises StateFileError with one clear line.
+
+    ``memory``: the model.json ``memory`` list of the law the state is for
+    (dicts with ``name``, ``channels``, ``stride``). Tensors of those names
+    are read into ``State.memory`` after their shapes are checked; any other
+    tensor besides psi and occupied is an error. A listed tensor the file
+    lacks is left out of ``State.memory`` (it starts from zeros).
+    """
     try:
         with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}
@@ -108,9 +130,22 @@ def read_state(path) -> State:
     occ = tensors.get("occupied")
     if occ is not None and (occ.dtype != np.uint8 or occ.shape != re.shape[:2]):
         raise StateFileError(f"state file {path}: occupied must be u8 [H, W] = {re.shape[:2]}")
-    extra = keys - {"psi_real", "psi_imag", "occupied"}
+    h, w = re.shape[:2]
+    mem = {}
+    for t in memory or []:
+        name, channels, stride = t["name"], int(t["channels"]), int(t["stride"])
+        if name not in tensors:
+            continue
+        a = tensors[name]
+        want = (channels, h // stride, w // stride)
+        if a.dtype != np.float32 or a.shape != want:
+            raise StateFileError(f"state file {path}: memory `{name}` is {a.dtype} {list(a.shape)}, "
+                                 f"the model needs f32 {list(want)} for a {h} x {w} grid")
+        mem[name] = a
+    extra = keys - {"psi_real", "psi_imag", "occupied"} - set(mem)
     if extra:
-        raise StateFileError(f"state file {path}: unexpected tensors {sorted(extra)}")
+        hint = "" if memory else " (memory tensors are read only for a law that lists them in model.json)"
+        raise StateFileError(f"state file {path}: unexpected tensors {sorted(extra)}{hint}")
 
     def meta_int(name: str) -> int:
         try:
@@ -119,4 +154,4 @@ def read_state(path) -> State:
             raise StateFileError(f"state file {path}: metadata {name}={meta[name]!r} is not an integer")
 
     psi = (re + 1j * im).astype(np.complex64)
-    return State(psi, meta_int("step"), meta_int("origin_x"), meta_int("origin_y"), occ)
+    return State(psi, meta_int("step"), meta_int("origin_x"), meta_int("origin_y"), occ, mem or None)
