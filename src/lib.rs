@@ -31,6 +31,9 @@
 //!   [`Runtime`], which checks it and loads models (from a directory or from
 //!   memory: [`ModelPackage::from_bytes`]).
 //! - [`default_law`]: the built-in law used when no model is given.
+//! - [`experiment`]: Atheria's experiment folders (config.json and the
+//!   `.pth` checkpoint its loader picks) as model packages, read in Rust
+//!   ([`Experiment`], [`SimulationBuilder::experiment`]).
 //! - [`instruments`]: tools that poke a simulation ([`Tool`],
 //!   [`Simulation::apply`]), visualizations ([`Viz`], [`Simulation::field`])
 //!   and readouts ([`Metrics`], [`Simulation::metrics`]), defined in
@@ -64,6 +67,11 @@ pub mod watchdog;
 /// Tools, visualizations and readouts, over dense frames of cells.
 pub use instruments;
 
+/// Atheria's experiment folders (config.json and `.pth` checkpoints) read
+/// as model packages: [`Experiment`] and [`SimulationBuilder::experiment`].
+pub use atheria_experiment as experiment;
+pub use atheria_experiment::Experiment;
+
 /// The candle backend itself (feature `candle`), for what only it offers.
 #[cfg(feature = "candle")]
 pub use backend_candle as candle;
@@ -74,7 +82,7 @@ pub use backend_onnx as onnx;
 pub use backends::BackendKind;
 pub use engine_api::{
     check_threads, max_threads, Architecture, BackendOptions, BatchShape, ComputeBackend, Device,
-    Error, ModelFile, ModelPackage, ModelSpec, Result, Runtime, UpdateRule,
+    Error, MemoryTensor, ModelFile, ModelPackage, ModelSpec, Result, Runtime, UpdateRule,
 };
 pub use instruments::{Metrics, ScheduledTool, Tool, Viz, VizMap};
 pub use simulation::{
@@ -83,6 +91,6 @@ pub use simulation::{
 };
 pub use sparse_grid::sparse::CellBox;
 pub use sparse_grid::{
-    init, sparse, state_file, summary, DenseEngine, DenseState, InitKind, SparseEngine,
+    init, sparse, state_file, summary, DenseEngine, DenseState, InitKind, Memory, SparseEngine,
     SparseOptions, StepOptions, StepStats, StepTimes, Vacuum,
 };

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atheria_experiment::Experiment;
 use engine_api::{BackendOptions, ComputeBackend, Device, Error, ModelPackage, ModelSpec, Result};
 use sparse_grid::sparse::{CellBox, DEFAULT_THRESHOLD, DEFAULT_TILE};
 use sparse_grid::{
@@ -79,6 +80,8 @@ enum ModelSource {
     Package(ModelPackage),
     /// A backend already loaded, perhaps shared with other simulations.
     Loaded(Arc<dyn ComputeBackend>),
+    /// An Atheria experiment folder, its checkpoint read at model load.
+    Experiment(Box<Experiment>),
 }
 
 /// The state a simulation starts from.
@@ -171,6 +174,29 @@ impl SimulationBuilder {
     /// The law of a package already read with [`ModelPackage::load`].
     pub fn model_package(mut self, package: ModelPackage) -> Self {
         self.model = ModelSource::Package(package);
+        self
+    }
+
+    /// The law of an Atheria experiment ([`Experiment::open`] on Atheria's
+    /// `output/experiments/<name>`), with its physics: gamma from its
+    /// `GAMMA_DECAY`, and a generated field of its initial-state mode on its
+    /// inference grid (seed 0). Calls after this one (`gamma`, `init`,
+    /// `state_file`, ...) change those as usual.
+    ///
+    /// The checkpoint is read at model load, in Rust, for the candle
+    /// backend. The tch and ONNX Runtime backends need TorchScript and ONNX
+    /// files, which only PyTorch writes: convert the checkpoint first with
+    /// [`Experiment::export_package`] and load that with
+    /// [`SimulationBuilder::model_dir`].
+    pub fn experiment(mut self, experiment: &Experiment) -> Self {
+        let c = &experiment.config;
+        self.model = ModelSource::Experiment(Box::new(experiment.clone()));
+        self.gamma = c.gamma;
+        self.initial = InitialState::Generated {
+            kind: c.initial_kind,
+            seed: 0,
+            size: c.grid_size,
+        };
         self
     }
 
@@ -374,6 +400,15 @@ impl SimulationBuilder {
                 self.backend
             ))),
             ModelSource::Loaded(backend) => Ok(Arc::clone(backend)),
+            ModelSource::Experiment(e) if self.backend == BackendKind::Candle => {
+                self.backend.load(&e.package()?, &self.options)
+            }
+            ModelSource::Experiment(e) => Err(Error::InvalidArgument(format!(
+                "experiment `{}`: its checkpoint runs on candle as it is; the {} backend needs it \
+                 converted by PyTorch first (Experiment::export_package, or `atheria run --experiment` \
+                 with the project's Python environment)",
+                e.name, self.backend
+            ))),
         }
     }
 

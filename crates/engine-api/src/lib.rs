@@ -39,8 +39,8 @@ mod runtime;
 mod spec;
 
 pub use backend::{
-    check_forward_args, check_memory_args, check_threads, max_threads, BackendOptions, ComputeBackend, MIN_THREAD_CAP,
-    THREADS_PER_CORE_CAP,
+    check_forward_args, check_memory_args, check_threads, max_threads, BackendOptions,
+    ComputeBackend, MIN_THREAD_CAP, THREADS_PER_CORE_CAP,
 };
 pub use batch::BatchShape;
 pub use device::Device;

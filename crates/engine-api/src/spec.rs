@@ -196,7 +196,12 @@ impl MemoryTensor {
     /// `[B, channels, H / stride, W / stride]` for a batch of `shape`.
     pub fn dims(&self, shape: crate::BatchShape) -> [usize; 4] {
         let s = self.stride.max(1);
-        [shape.batch, self.channels, shape.height / s, shape.width / s]
+        [
+            shape.batch,
+            self.channels,
+            shape.height / s,
+            shape.width / s,
+        ]
     }
 
     /// Floats of this tensor for a batch of `shape`.
@@ -405,8 +410,7 @@ impl ModelSpec {
                 "receptive_radius above 64 is not supported: use null for a global model".into(),
             );
         }
-        if arch.is_unet() && !self.spatial_multiple.is_multiple_of(4)
-        {
+        if arch.is_unet() && !self.spatial_multiple.is_multiple_of(4) {
             return Err(format!(
                 "architecture {arch} pools twice: spatial_multiple must be a multiple of 4"
             ));
@@ -437,7 +441,9 @@ impl ModelSpec {
                         return "none".to_string();
                     }
                     m.iter()
-                        .map(|t| format!("{} ({} channels, stride {})", t.name, t.channels, t.stride))
+                        .map(|t| {
+                            format!("{} ({} channels, stride {})", t.name, t.channels, t.stride)
+                        })
                         .collect::<Vec<_>>()
                         .join(", ")
                 };

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use engine_api::{Architecture, Error, ModelFile, ModelPackage, ModelSpec, Result};
 use serde_json::Value;
+use sparse_grid::InitKind;
 
 /// The decay when config.json has no `GAMMA_DECAY`: 0, because Atheria's
 /// engine reads only the experiment's `GAMMA_DECAY` (its global 0.01 in
@@ -80,6 +81,10 @@ pub struct ExperimentConfig {
     pub grid_size: usize,
     /// `INITIAL_STATE_MODE_INFERENCE`, or [`ATHERIA_DEFAULT_INITIAL`].
     pub initial_mode: String,
+    /// The generated field of that mode. Atheria draws it from torch's
+    /// global generator, which no one can reproduce; this project draws
+    /// the same distribution from its own seeded generator.
+    pub initial_kind: InitKind,
 }
 
 impl ExperimentConfig {
@@ -95,7 +100,10 @@ impl ExperimentConfig {
             .get("MODEL_ARCHITECTURE")
             .and_then(Value::as_str)
             .ok_or_else(|| {
-                bad("config.json has no string `MODEL_ARCHITECTURE`: not an Atheria experiment".into())
+                bad(
+                    "config.json has no string `MODEL_ARCHITECTURE`: not an Atheria experiment"
+                        .into(),
+                )
             })?
             .to_string();
         let architecture = architecture(&atheria_architecture).map_err(bad)?;
@@ -113,7 +121,11 @@ impl ExperimentConfig {
                     .as_u64()
                     .filter(|&n| n > 0)
                     .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| bad(format!("config.json: `{key}` is {v}, not a positive whole number"))),
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "config.json: `{key}` is {v}, not a positive whole number"
+                        ))
+                    }),
             }
         };
         let d_state = count("d_state", "D_STATE", 8)?;
@@ -124,7 +136,11 @@ impl ExperimentConfig {
                 .as_f64()
                 .filter(|g| g.is_finite() && *g >= 0.0)
                 .map(|g| g as f32)
-                .ok_or_else(|| bad(format!("config.json: GAMMA_DECAY is {v}, not a number >= 0")))?,
+                .ok_or_else(|| {
+                    bad(format!(
+                        "config.json: GAMMA_DECAY is {v}, not a number >= 0"
+                    ))
+                })?,
         };
         let grid_size = match object.get("GRID_SIZE_INFERENCE") {
             None | Some(Value::Null) => ATHERIA_DEFAULT_GRID,
@@ -132,14 +148,33 @@ impl ExperimentConfig {
                 .as_u64()
                 .filter(|&n| n > 0)
                 .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| bad(format!("config.json: GRID_SIZE_INFERENCE is {v}, not a positive whole number")))?,
+                .ok_or_else(|| {
+                    bad(format!(
+                        "config.json: GRID_SIZE_INFERENCE is {v}, not a positive whole number"
+                    ))
+                })?,
         };
         let initial_mode = match object.get("INITIAL_STATE_MODE_INFERENCE") {
             None | Some(Value::Null) => ATHERIA_DEFAULT_INITIAL.to_string(),
             Some(v) => v
                 .as_str()
-                .ok_or_else(|| bad(format!("config.json: INITIAL_STATE_MODE_INFERENCE is {v}, not a string")))?
+                .ok_or_else(|| {
+                    bad(format!(
+                        "config.json: INITIAL_STATE_MODE_INFERENCE is {v}, not a string"
+                    ))
+                })?
                 .to_string(),
+        };
+        // Atheria turns an unknown mode into an all-zero field, a universe
+        // with nothing in it; here it is an error naming the mode.
+        let initial_kind = match initial_mode.as_str() {
+            "complex_noise" | "random" | "zeros" => initial_mode.parse().map_err(|e: Error| bad(e.to_string()))?,
+            other => {
+                return Err(bad(format!(
+                    "config.json: INITIAL_STATE_MODE_INFERENCE `{other}` is not one this project draws \
+                     (complex_noise, random, zeros); start from a state file instead"
+                )))
+            }
         };
         Ok(Self {
             atheria_architecture,
@@ -149,6 +184,7 @@ impl ExperimentConfig {
             gamma,
             grid_size,
             initial_mode,
+            initial_kind,
         })
     }
 }
@@ -178,13 +214,11 @@ impl Experiment {
         let config_path = dir.join("config.json");
         let text = match std::fs::read_to_string(&config_path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::model(
-                    &dir,
-                    "no config.json here: an Atheria experiment folder is output/experiments/<name>, \
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::model(
+                &dir,
+                "no config.json here: an Atheria experiment folder is output/experiments/<name>, \
                      which holds config.json",
-                ))
-            }
+            )),
             Err(e) => return Err(Error::io(&config_path, e)),
         };
         let config = ExperimentConfig::from_json(&text, &config_path)?;
@@ -250,11 +284,88 @@ impl Experiment {
     pub fn package(&self) -> Result<ModelPackage> {
         let spec = self.spec()?;
         let weights = read_state_dict(&self.checkpoint)?;
-        let bytes = safetensors_bytes(&weights)
-            .map_err(|m| Error::model(&self.checkpoint, m))?;
-        Ok(ModelPackage::from_bytes(spec, [(ModelFile::Safetensors, bytes)])?
-            .with_origin(&self.checkpoint))
+        let bytes = safetensors_bytes(&weights).map_err(|m| Error::model(&self.checkpoint, m))?;
+        Ok(
+            ModelPackage::from_bytes(spec, [(ModelFile::Safetensors, bytes)])?
+                .with_origin(&self.checkpoint),
+        )
     }
+}
+
+impl Experiment {
+    /// Converts the checkpoint into a full model package (safetensors,
+    /// TorchScript and ONNX, each verified against PyTorch) with this
+    /// project's exporter (`python/export.py`) run by `python`, for the tch
+    /// and ONNX Runtime backends. The package goes to a folder under
+    /// `cache` named after the experiment and the checkpoint's path, size
+    /// and modification time, and is reused while those stay the same.
+    /// Returns the package's folder.
+    pub fn export_package(&self, python: &Path, exporter: &Path, cache: &Path) -> Result<PathBuf> {
+        let meta =
+            std::fs::metadata(&self.checkpoint).map_err(|e| Error::io(&self.checkpoint, e))?;
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let key =
+            fnv1a(format!("{}|{}|{modified}", self.checkpoint.display(), meta.len()).as_bytes());
+        let out = cache.join(format!("{}-{key:016x}", self.name));
+        if out.join("model.json").is_file() && out.join("model.onnx").is_file() {
+            tracing::info!(package = %out.display(), "converted checkpoint reused");
+            return Ok(out);
+        }
+        std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+        // Written aside and renamed, so a killed conversion leaves no half package.
+        let partial = cache.join(format!(".{}-{key:016x}.{}", self.name, std::process::id()));
+        let _ = std::fs::remove_dir_all(&partial);
+        let c = &self.config;
+        tracing::info!(exporter = %exporter.display(), "converting the checkpoint with PyTorch");
+        let output = std::process::Command::new(python)
+            .arg(exporter)
+            .args(["--arch", c.architecture.as_str()])
+            .args(["--d-state", &c.d_state.to_string()])
+            .args(["--hidden", &c.hidden_channels.to_string()])
+            .arg("--checkpoint")
+            .arg(&self.checkpoint)
+            .args(["--name", &self.name])
+            .arg("--out")
+            .arg(&partial)
+            .output()
+            .map_err(|e| {
+                Error::model(
+                    &self.checkpoint,
+                    format!(
+                        "cannot run {} to convert the checkpoint ({e}): the tch and onnx backends need the \
+                         project's Python environment (scripts/setup-python.sh); --backend candle runs it without Python",
+                        python.display()
+                    ),
+                )
+            })?;
+        if !output.status.success() {
+            let _ = std::fs::remove_dir_all(&partial);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
+            return Err(Error::model(
+                &self.checkpoint,
+                format!("the exporter could not convert it: {last}"),
+            ));
+        }
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::rename(&partial, &out).map_err(|e| Error::io(&out, e))?;
+        Ok(out)
+    }
+}
+
+/// A 64-bit FNV-1a hash: a stable name for a converted checkpoint.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Where an experiment's checkpoints may be, in the order they are searched.
@@ -294,7 +405,11 @@ pub fn pick_checkpoint(folder: &Path) -> Result<Option<PathBuf>> {
     };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false))
+        .filter(|e| {
+            e.file_type()
+                .map(|t| t.is_file() || t.is_symlink())
+                .unwrap_or(false)
+        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".pth"))
         .collect();
@@ -321,7 +436,9 @@ pub fn read_state_dict(path: &Path) -> Result<Tensors> {
     let not_a_checkpoint = |e: candle_core::Error| {
         Error::model(
             path,
-            format!("not a readable PyTorch checkpoint (truncated, or not written by torch.save): {e}"),
+            format!(
+                "not a readable PyTorch checkpoint (truncated, or not written by torch.save): {e}"
+            ),
         )
     };
     // Atheria's load_weights: `model_state_dict`, else `state_dict`, else
@@ -402,7 +519,12 @@ mod tests {
     fn the_largest_episode_is_picked_and_ties_go_by_name() {
         let dir = std::env::temp_dir().join(format!("atheria-exp-pick-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for n in ["best_model.pth", "checkpoint_ep9.pth", "checkpoint_ep10.pth", "notes.txt"] {
+        for n in [
+            "best_model.pth",
+            "checkpoint_ep9.pth",
+            "checkpoint_ep10.pth",
+            "notes.txt",
+        ] {
             std::fs::write(dir.join(n), b"x").unwrap();
         }
         assert_eq!(
@@ -434,8 +556,10 @@ mod tests {
         assert_eq!(c.gamma, 0.05);
         assert_eq!(c.grid_size, ATHERIA_DEFAULT_GRID);
         assert_eq!(c.initial_mode, "complex_noise");
-        let old = ExperimentConfig::from_json(r#"{"MODEL_ARCHITECTURE": "UNET", "D_STATE": 4}"#, origin)
-            .unwrap();
+        assert_eq!(c.initial_kind, InitKind::ComplexNoise);
+        let old =
+            ExperimentConfig::from_json(r#"{"MODEL_ARCHITECTURE": "UNET", "D_STATE": 4}"#, origin)
+                .unwrap();
         assert_eq!((old.d_state, old.hidden_channels), (4, 32));
     }
 
@@ -445,7 +569,14 @@ mod tests {
             (r#"{"MODEL_ARCHITECTURE": "SNN_UNET"}"#, "SNN_UNET"),
             (r#"{"MODEL_ARCHITECTURE": "LAGRANGIAN"}"#, "LAGRANGIAN"),
             (r#"{"MODEL_PARAMS": {}}"#, "MODEL_ARCHITECTURE"),
-            (r#"{"MODEL_ARCHITECTURE": "MLP", "MODEL_PARAMS": {"d_state": -1}}"#, "d_state"),
+            (
+                r#"{"MODEL_ARCHITECTURE": "MLP", "MODEL_PARAMS": {"d_state": -1}}"#,
+                "d_state",
+            ),
+            (
+                r#"{"MODEL_ARCHITECTURE": "MLP", "INITIAL_STATE_MODE_INFERENCE": "ionq"}"#,
+                "ionq",
+            ),
         ] {
             let err = ExperimentConfig::from_json(text, Path::new("config.json"))
                 .unwrap_err()

@@ -101,11 +101,8 @@ impl DenseEngine {
             )));
         }
         options.validate()?;
-        state.memory = std::mem::take(&mut state.memory).adopt(
-            spec,
-            state.height(),
-            state.width(),
-        )?;
+        state.memory =
+            std::mem::take(&mut state.memory).adopt(spec, state.height(), state.width())?;
         let params = UpdateParams {
             d_state: spec.d_state,
             rule: spec.update,

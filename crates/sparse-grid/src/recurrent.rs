@@ -266,7 +266,10 @@ mod tests {
         ])
         .unwrap();
         let err = wrong.adopt(&spec, 8, 8).unwrap_err().to_string();
-        assert!(err.contains("[4, 1, 1]") && err.contains("[4, 2, 2]"), "{err}");
+        assert!(
+            err.contains("[4, 1, 1]") && err.contains("[4, 2, 2]"),
+            "{err}"
+        );
 
         let stray = Memory::from_tensors(vec![("z".into(), [1, 1, 1], vec![0.0])]).unwrap();
         let err = stray.adopt(&spec, 4, 4).unwrap_err().to_string();

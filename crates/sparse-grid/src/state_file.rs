@@ -298,8 +298,14 @@ mod tests {
         ])
         .unwrap();
         let back = parse_state(&state_bytes(&s).unwrap(), usize::MAX).unwrap();
-        assert_eq!(back.memory.get("h_state").unwrap(), s.memory.get("h_state").unwrap());
-        assert_eq!(back.memory.get("c_state").unwrap(), s.memory.get("c_state").unwrap());
+        assert_eq!(
+            back.memory.get("h_state").unwrap(),
+            s.memory.get("h_state").unwrap()
+        );
+        assert_eq!(
+            back.memory.get("c_state").unwrap(),
+            s.memory.get("c_state").unwrap()
+        );
         // Without memory, none is read back.
         let plain = parse_state(&state_bytes(&sample(2, 2, 1)).unwrap(), usize::MAX).unwrap();
         assert!(plain.memory.is_empty());
@@ -310,9 +316,18 @@ mod tests {
         let re = vec![0u8; 4 * 4];
         let odd = vec![0u8; 2];
         let views = vec![
-            ("psi_real", TensorView::new(Dtype::F32, vec![2, 2, 1], &re).unwrap()),
-            ("psi_imag", TensorView::new(Dtype::F32, vec![2, 2, 1], &re).unwrap()),
-            ("h_state", TensorView::new(Dtype::U8, vec![2], &odd).unwrap()),
+            (
+                "psi_real",
+                TensorView::new(Dtype::F32, vec![2, 2, 1], &re).unwrap(),
+            ),
+            (
+                "psi_imag",
+                TensorView::new(Dtype::F32, vec![2, 2, 1], &re).unwrap(),
+            ),
+            (
+                "h_state",
+                TensorView::new(Dtype::U8, vec![2], &odd).unwrap(),
+            ),
         ];
         let meta = HashMap::from([("format".to_string(), STATE_FORMAT.to_string())]);
         let bytes = safetensors::serialize(views, Some(meta)).unwrap();

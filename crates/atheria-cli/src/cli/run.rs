@@ -14,8 +14,8 @@ use atheria::instruments::EPOCH_NAMES;
 use atheria::render::{contact_sheet, draw_viz, stack};
 use atheria::watchdog::Watchdog;
 use atheria::{
-    BackendKind, CellBox, Device, EngineKind, InitKind, Metrics, ScheduledTool, Simulation,
-    SimulationBuilder, StageObserver, Vacuum, Viz,
+    BackendKind, CellBox, Device, EngineKind, Experiment, InitKind, Metrics, ScheduledTool,
+    Simulation, SimulationBuilder, StageObserver, Vacuum, Viz,
 };
 use clap::Args;
 use tracing::info;
@@ -27,8 +27,14 @@ use super::progress::Progress;
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Model package directory (model.json + weights); the embedded default law when absent.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "experiment")]
     pub model: Option<PathBuf>,
+    /// An Atheria experiment folder (output/experiments/<name>, with config.json): its law from
+    /// the checkpoint Atheria would load, and its gamma, grid and initial state unless given.
+    /// candle reads the checkpoint itself; tch and onnx convert it with the project's Python
+    /// environment.
+    #[arg(long, value_name = "DIR")]
+    pub experiment: Option<PathBuf>,
     /// Inference backend.
     #[arg(long, default_value = "candle", value_parser = parse_backend)]
     pub backend: BackendKind,
@@ -38,18 +44,20 @@ pub struct SimArgs {
     /// Engine.
     #[arg(long, default_value = "dense", value_parser = parse_engine)]
     pub engine: EngineKind,
-    /// Grid side N (an N x N grid) for generated initial states.
-    #[arg(long, default_value_t = 128, value_name = "N")]
-    pub grid: usize,
+    /// Grid side N (an N x N grid) for generated initial states [default: 128, or the
+    /// experiment's GRID_SIZE_INFERENCE].
+    #[arg(long, value_name = "N")]
+    pub grid: Option<usize>,
     /// Seed of the initial state.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Initial state: complex_noise, random, zeros, or a state file (.safetensors).
-    #[arg(long, default_value = "random", value_name = "KIND|PATH")]
-    pub init: String,
-    /// Decay term gamma (delta -= gamma psi).
-    #[arg(long, default_value_t = 0.0)]
-    pub gamma: f32,
+    /// Initial state: complex_noise, random, zeros, or a state file (.safetensors) [default:
+    /// random, or the experiment's INITIAL_STATE_MODE_INFERENCE].
+    #[arg(long, value_name = "KIND|PATH")]
+    pub init: Option<String>,
+    /// Decay term gamma (delta -= gamma psi) [default: 0, or the experiment's GAMMA_DECAY].
+    #[arg(long)]
+    pub gamma: Option<f32>,
     /// Existence threshold: cells whose norm falls below it become vacuum (dense: off unless given).
     #[arg(long)]
     pub threshold: Option<f32>,
@@ -233,10 +241,18 @@ impl SimArgs {
         if let Some(n) = self.threads {
             atheria::check_threads(n).context("--threads")?;
         }
-        if self.grid == 0 {
+        if self.grid == Some(0) {
             bail!("--grid must be at least 1");
         }
         Ok(())
+    }
+
+    /// The initial state as given, or the default (`random`, or the
+    /// experiment's mode), for logs.
+    fn init_text(&self, experiment: Option<&Experiment>) -> String {
+        self.init.clone().unwrap_or_else(|| {
+            experiment.map_or("random".into(), |e| e.config.initial_mode.clone())
+        })
     }
 
     /// The simulation these flags describe, built in timed, watched stages,
@@ -248,8 +264,9 @@ impl SimArgs {
                 .num_threads(n)
                 .build_global();
         }
+        let experiment = self.open_experiment()?;
         let sim = self
-            .builder()?
+            .builder(experiment.as_ref())?
             .build_observed(stages)
             .map_err(|e| stages.name_failed(e))?;
         let spec = sim.spec();
@@ -266,7 +283,7 @@ impl SimArgs {
                 "sparse lattice: {} occupied cells in {} tiles, from {}",
                 e.occupied_count(),
                 e.tile_count(),
-                self.init
+                self.init_text(experiment.as_ref())
             ),
             None => {
                 let b = sim.extent().unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
@@ -275,57 +292,118 @@ impl SimArgs {
                     b.height(),
                     b.width(),
                     spec.d_state,
-                    self.init
+                    self.init_text(experiment.as_ref())
                 )
             }
         }
         Ok(sim)
     }
 
+    /// The experiment `--experiment` names, opened (config read, checkpoint
+    /// picked), and logged.
+    fn open_experiment(&self) -> anyhow::Result<Option<Experiment>> {
+        let Some(dir) = &self.experiment else {
+            return Ok(None);
+        };
+        let e = Experiment::open(dir)?;
+        let c = &e.config;
+        info!(
+            "experiment `{}`: {} d_state {} hidden {} gamma {} from {}",
+            e.name,
+            c.atheria_architecture,
+            c.d_state,
+            c.hidden_channels,
+            c.gamma,
+            e.checkpoint.display()
+        );
+        Ok(Some(e))
+    }
+
     /// The simulation these flags describe, not yet built.
-    fn builder(&self) -> anyhow::Result<SimulationBuilder> {
-        let mut b = Simulation::builder()
+    fn builder(&self, experiment: Option<&Experiment>) -> anyhow::Result<SimulationBuilder> {
+        let mut b = Simulation::builder();
+        // The experiment first: its gamma, grid and initial state are
+        // defaults the flags below override.
+        b = match (experiment, &self.model) {
+            (Some(e), _) if self.backend == BackendKind::Candle => b.experiment(e),
+            (Some(e), _) => b.experiment(e).model_dir(convert_for(e, self.backend)?),
+            (None, Some(dir)) => b.model_dir(dir),
+            // Without --model, the embedded default law: on another backend the
+            // library refuses it at model load, after backend init has said whether
+            // that backend works here at all.
+            (None, None) => b.default_law(),
+        };
+        b = b
             .backend_kind(self.backend)
             .device(self.device)
             .engine(self.engine)
             .tile(self.tile)
             .vacuum(self.vacuum)
-            .threshold(self.threshold)
-            .gamma(self.gamma);
+            .threshold(self.threshold);
+        if let Some(g) = self.gamma.or(experiment.map(|e| e.config.gamma)) {
+            b = b.gamma(g);
+        }
         if let Some(n) = self.threads {
             b = b.threads(n);
         }
         if let Some(n) = self.max_cells {
             b = b.max_cells(n);
         }
-        // Without --model, the embedded default law: on another backend the
-        // library refuses it at model load, after backend init has said whether
-        // that backend works here at all.
-        b = match &self.model {
-            Some(dir) => b.model_dir(dir),
-            None => b.default_law(),
-        };
-        let path = Path::new(&self.init);
-        Ok(if self.init.ends_with(".safetensors") || path.is_file() {
+        let grid = self
+            .grid
+            .or(experiment.map(|e| e.config.grid_size))
+            .unwrap_or(128);
+        let init = self.init_text(experiment);
+        let path = Path::new(&init);
+        Ok(if init.ends_with(".safetensors") || path.is_file() {
             b.state_file(path)
         } else if path.exists() {
-            bail!(
-                "--init {}: not a state file (a directory or a special file)",
-                self.init
-            )
+            bail!("--init {init}: not a state file (a directory or a special file)")
         } else {
-            match self.init.parse::<InitKind>() {
-                Ok(kind) => b.init(kind, self.seed, self.grid),
+            match init.parse::<InitKind>() {
+                Ok(kind) => b.init(kind, self.seed, grid),
                 // A name with a path's shape is a file the user meant: say it
                 // is missing rather than "unknown initial state".
-                Err(_) if self.init.contains(['/', '.', std::path::MAIN_SEPARATOR]) => bail!(
-                    "--init {}: no such file (give a state file, or one of complex_noise, random, zeros)",
-                    self.init
+                Err(_) if init.contains(['/', '.', std::path::MAIN_SEPARATOR]) => bail!(
+                    "--init {init}: no such file (give a state file, or one of complex_noise, random, zeros)"
                 ),
                 Err(e) => return Err(e.into()),
             }
         })
     }
+}
+
+/// The experiment's checkpoint converted for the tch or onnx backend by
+/// the project's exporter (python/export.py) in its Python environment:
+/// `ATHERIA_PYTHON` or the source tree's `.venv`, and `ATHERIA_EXPORTER`
+/// or the source tree's exporter. Converted packages are cached in
+/// `ATHERIA_CACHE` (default ~/.cache/atheria/experiments).
+fn convert_for(e: &Experiment, backend: BackendKind) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var_os("ATHERIA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    let exporter = std::env::var_os("ATHERIA_EXPORTER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("python/export.py"));
+    if !exporter.is_file() {
+        bail!(
+            "--experiment with --backend {backend}: the checkpoint must be converted by PyTorch, and the \
+             exporter {} is not here (set ATHERIA_EXPORTER to python/export.py of an Atheria Native checkout, \
+             or use --backend candle, which needs no Python)",
+            exporter.display()
+        );
+    }
+    let cache = std::env::var_os("ATHERIA_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/atheria")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("experiments");
+    info!(
+        "converting the checkpoint for {backend} with {}",
+        python.display()
+    );
+    Ok(e.export_package(&python, &exporter, &cache)?)
 }
 
 fn checkpoint_args(v: &Option<Vec<String>>) -> anyhow::Result<Option<(u64, PathBuf)>> {
