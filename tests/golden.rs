@@ -110,12 +110,29 @@ fn load_on(
     kind.load(&package, &options)
 }
 
-/// The forward check of one case on one backend; failures are appended.
+/// The named tensors of `file`, one after another, in the order of
+/// `names`: a recurrent law's memory as the backends take it (empty for a
+/// law without memory).
+fn memory_from(file: &std::path::Path, names: &[String]) -> Vec<f32> {
+    names.iter().flat_map(|n| read_tensor(file, n).1).collect()
+}
+
+/// The forward check of one case on one backend; failures are appended. A
+/// recurrent law also gets its memory (`h_state`, `c_state` in the file)
+/// and its next memory (`<name>_next`) is checked like the delta.
 fn check_forward(kind: BackendKind, case: &str, failures: &mut Vec<String>) {
     let file = golden(case).join("forward.safetensors");
     let (shape, x) = read_tensor(&file, "x");
     let (_, y) = read_tensor(&file, "y");
     let shape = BatchShape::new(shape[0], shape[1], shape[2], shape[3]);
+    let spec = ModelPackage::load(golden(case))
+        .expect("golden package")
+        .spec()
+        .clone();
+    let names: Vec<String> = spec.memory.iter().map(|t| t.name.clone()).collect();
+    let next_names: Vec<String> = names.iter().map(|n| format!("{n}_next")).collect();
+    let memory = memory_from(&file, &names);
+    let want_next = memory_from(&file, &next_names);
     for threads in [1, 2] {
         let what = format!("{kind} {case} forward ({threads} threads)");
         let backend = match load_on(kind, case, threads) {
@@ -132,11 +149,45 @@ fn check_forward(kind: BackendKind, case: &str, failures: &mut Vec<String>) {
             ));
         }
         let mut out = vec![f32::NAN; y.len()];
-        match backend.forward(&x, shape, &mut out) {
-            Err(e) => failures.push(format!("{what}: {e}")),
-            Ok(()) => match disagreement(&out, &y, FORWARD) {
-                Some(m) => failures.push(format!("{what}: {m}")),
-                None => println!("{what}: max |diff| {:.2e}", max_error(&out, &y)),
+        let mut next = vec![f32::NAN; memory.len()];
+        if let Err(e) = backend.forward_with_memory(&x, shape, &memory, &mut out, &mut next) {
+            failures.push(format!("{what}: {e}"));
+            continue;
+        }
+        match disagreement(&out, &y, FORWARD) {
+            Some(m) => failures.push(format!("{what}: {m}")),
+            None => println!("{what}: max |diff| {:.2e}", max_error(&out, &y)),
+        }
+        if !memory.is_empty() {
+            match disagreement(&next, &want_next, FORWARD) {
+                Some(m) => failures.push(format!("{what}, next memory: {m}")),
+                None => println!(
+                    "{what}, next memory: max |diff| {:.2e}",
+                    max_error(&next, &want_next)
+                ),
+            }
+        }
+    }
+}
+
+/// A recurrent law's memory of `got` against `want`, tensor by tensor.
+fn check_memory(
+    what: &str,
+    got: &atheria::DenseState,
+    want: &atheria::DenseState,
+    failures: &mut Vec<String>,
+) {
+    for e in want.memory.entries() {
+        let w = want.memory.get(&e.name).expect("listed");
+        match got.memory.get(&e.name) {
+            None => failures.push(format!("{what}: no memory `{}`", e.name)),
+            Some(g) => match disagreement(g, w, RUN) {
+                Some(m) => failures.push(format!("{what}, memory `{}`: {m}", e.name)),
+                None => println!(
+                    "{what}, memory `{}`: max |diff| {:.2e}",
+                    e.name,
+                    max_error(g, w)
+                ),
             },
         }
     }
@@ -179,6 +230,7 @@ fn check_run(kind: BackendKind, case: &str, failures: &mut Vec<String>) {
             max_error(got.planes(), expected.planes())
         ),
     }
+    check_memory(&format!("{what} ({steps} steps)"), got, &expected, failures);
 }
 
 #[test]

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use atheria::{BackendKind, BackendOptions, ComputeBackend, ModelPackage};
 
 /// The committed golden cases (made by python/make_golden.py).
-pub const GOLDEN_CASES: [&str; 6] = [
+pub const GOLDEN_CASES: [&str; 8] = [
     "conv3x3_d4",
     "conv3x3_identity_d4",
     "mlp_d2_h8",
     "deep_qca_d2_h8",
     "unet_d2_h8",
     "unet_unitary_d2_h8",
+    "unet_convlstm_d2_h8",
+    "unet_unitary_rmsnorm_d2_h8",
 ];
 
 /// The workspace root: these helpers serve the library's tests (at the
