@@ -106,6 +106,36 @@ pub enum InitialState {
     File(PathBuf),
 }
 
+impl InitialState {
+    /// The initial state a user names in one word, as `atheria --init` and
+    /// the Python module's `init=` take it: a state file path (a name
+    /// ending in `.safetensors`, or any existing file), or a generated
+    /// field `complex_noise`, `random` or `zeros` of `size` x `size` cells
+    /// from `seed`. A path-shaped name that is not a file is an error
+    /// saying so, not "unknown initial state"; a directory or a special
+    /// file is refused.
+    pub fn from_arg(text: &str, seed: u64, size: usize) -> Result<Self> {
+        let path = Path::new(text);
+        if text.ends_with(".safetensors") || path.is_file() {
+            return Ok(InitialState::File(path.to_path_buf()));
+        }
+        if path.exists() {
+            return Err(Error::InvalidArgument(format!(
+                "{text}: not a state file (a directory or a special file)"
+            )));
+        }
+        match text.parse::<InitKind>() {
+            Ok(kind) => Ok(InitialState::Generated { kind, seed, size }),
+            Err(_) if text.contains(['/', '.', std::path::MAIN_SEPARATOR]) => {
+                Err(Error::InvalidArgument(format!(
+                    "{text}: no such file (give a state file, or one of complex_noise, random, zeros)"
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// A start-up stage of [`SimulationBuilder::build_observed`], for programs
 /// that time or watch them (the `atheria` CLI logs each and arms its
 /// watchdog).

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use atheria::instruments::metrics::EPOCH_NAMES;
 use atheria::instruments::parse::parse_tool;
 use atheria::{
-    BackendKind, CellBox, DenseState, EngineKind, Error, InitKind, InitialState, Simulation, Viz,
+    BackendKind, CellBox, DenseState, EngineKind, Error, Experiment, InitialState, Simulation, Viz,
 };
 use numpy::{Complex32, PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -157,48 +157,74 @@ impl Failure {
 #[pymethods]
 impl PySimulation {
     /// Builds a simulation (loads the law, makes the initial state).
+    ///
+    /// `experiment` is an Atheria experiment folder
+    /// (`output/experiments/<name>`): its law from the checkpoint Atheria
+    /// would load, and its gamma, grid and initial state where `gamma`,
+    /// `grid` and `init` are not given (otherwise they default to 0, 128
+    /// and `random`).
     #[new]
-    #[pyo3(signature = (model=None, backend="candle", engine="dense", grid=128, init="random", seed=0, gamma=0.0, threads=None, threshold=None))]
+    #[pyo3(signature = (model=None, backend="candle", engine="dense", grid=None, init=None, seed=0, gamma=None, threads=None, threshold=None, experiment=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         model: Option<PathBuf>,
         backend: &str,
         engine: &str,
-        grid: i64,
-        init: &str,
+        grid: Option<i64>,
+        init: Option<&str>,
         seed: u64,
-        gamma: f64,
+        gamma: Option<f64>,
         threads: Option<i64>,
         threshold: Option<f64>,
+        experiment: Option<PathBuf>,
     ) -> PyResult<Self> {
         let backend: BackendKind = backend.parse().map_err(to_py)?;
         let engine: EngineKind = engine.parse().map_err(to_py)?;
-        let size = usize::try_from(grid)
-            .ok()
-            .filter(|&g| g >= 1)
-            .ok_or_else(|| invalid(format!("grid must be at least 1 cell, got {grid}")))?;
-        let initial = match init.parse::<InitKind>() {
-            Ok(kind) => InitialState::Generated { kind, seed, size },
-            Err(_) if std::path::Path::new(init).is_file() => InitialState::File(init.into()),
-            // A path-shaped name is a file the caller meant: the library's
-            // read names it (missing, a directory) instead of "unknown
-            // initial state".
-            Err(_) if init.contains(['/', '.', std::path::MAIN_SEPARATOR]) => {
-                InitialState::File(init.into())
-            }
-            Err(e) => return Err(to_py(e)),
+        if model.is_some() && experiment.is_some() {
+            return Err(invalid("give model or experiment, not both".to_string()));
+        }
+        let experiment = experiment
+            .map(|dir| py.detach(|| Experiment::open(dir)))
+            .transpose()
+            .map_err(to_py)?;
+        let size = match grid {
+            Some(grid) => usize::try_from(grid)
+                .ok()
+                .filter(|&g| g >= 1)
+                .ok_or_else(|| invalid(format!("grid must be at least 1 cell, got {grid}")))?,
+            None => experiment.as_ref().map_or(128, |e| e.config.grid_size),
         };
-        let mut builder = Simulation::builder()
+        let init = init.map(str::to_string).unwrap_or_else(|| {
+            experiment
+                .as_ref()
+                .map_or("random".into(), |e| e.config.initial_mode.clone())
+        });
+        let initial = InitialState::from_arg(&init, seed, size).map_err(to_py)?;
+        let gamma = match gamma {
+            Some(g) => to_f32("gamma", g)?,
+            None => experiment.as_ref().map_or(0.0, |e| e.config.gamma),
+        };
+        let mut builder = Simulation::builder();
+        builder = match (&experiment, model) {
+            (Some(e), _) if backend == BackendKind::Candle => builder.experiment(e),
+            (Some(e), _) => {
+                // tch and onnx run files only PyTorch writes: this
+                // interpreter (which has torch where the project's
+                // environment is) converts the checkpoint with the exporter.
+                let python: PathBuf = py.import("sys")?.getattr("executable")?.extract()?;
+                let dir = py.detach(|| e.convert(&python)).map_err(to_py)?;
+                builder.experiment(e).model_dir(dir)
+            }
+            (None, Some(dir)) => builder.model_dir(dir),
+            (None, None) => builder.default_law(),
+        };
+        builder = builder
             .backend_kind(backend)
             .engine(engine)
             .initial(initial)
-            .gamma(to_f32("gamma", gamma)?)
+            .gamma(gamma)
             .threshold(threshold.map(|t| to_f32("threshold", t)).transpose()?);
-        builder = match model {
-            Some(dir) => builder.model_dir(dir),
-            None => builder.default_law(),
-        };
         if let Some(threads) = threads {
             let n = usize::try_from(threads)
                 .ok()

@@ -14,6 +14,7 @@
 //! | [`Experiment::open`] | reads `config.json`, finds the checkpoint Atheria's loader would pick ([`pick_checkpoint`]) |
 //! | [`ExperimentConfig`] | what this project uses of `config.json`: architecture, d_state, hidden channels, gamma, grid size, initial state |
 //! | [`Experiment::package`] | reads the `.pth` (PyTorch's zip of pickles) and builds the package |
+//! | [`Experiment::convert`] | converts the checkpoint with the project's exporter (PyTorch) into a full package for the tch and onnx backends, cached ([`conversion_cache`]) |
 //! | [`architecture`] | Atheria's `MODEL_ARCHITECTURE` names to this project's architectures; the ones it cannot run are named |
 //!
 //! Where this crate differs from Atheria on purpose: Atheria loads weights
@@ -359,6 +360,59 @@ impl Experiment {
         std::fs::rename(&partial, &out).map_err(|e| Error::io(&out, e))?;
         Ok(out)
     }
+}
+
+impl Experiment {
+    /// [`Experiment::export_package`] with the defaults: [`exporter`] and
+    /// [`conversion_cache`], run by `python` (an interpreter with torch:
+    /// [`project_python`] for a program, `sys.executable` from Python).
+    pub fn convert(&self, python: &Path) -> Result<PathBuf> {
+        let exporter = exporter();
+        if !exporter.is_file() {
+            return Err(Error::model(
+                &self.checkpoint,
+                format!(
+                    "the tch and onnx backends need the checkpoint converted by PyTorch, and the exporter {} \
+                     is not here: set ATHERIA_EXPORTER to python/export.py of an Atheria Native checkout, \
+                     or use the candle backend, which needs no Python",
+                    exporter.display()
+                ),
+            ));
+        }
+        self.export_package(python, &exporter, &conversion_cache())
+    }
+}
+
+/// The source tree this crate was built from (the exporter and the
+/// project's Python environment live there).
+fn source_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The exporter: `ATHERIA_EXPORTER`, or `python/export.py` of the source
+/// tree this program was built from.
+pub fn exporter() -> PathBuf {
+    std::env::var_os("ATHERIA_EXPORTER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| source_root().join("python/export.py"))
+}
+
+/// The project's Python (with torch): `ATHERIA_PYTHON`, or the source
+/// tree's `.venv/bin/python` (scripts/setup-python.sh makes it).
+pub fn project_python() -> PathBuf {
+    std::env::var_os("ATHERIA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| source_root().join(".venv/bin/python"))
+}
+
+/// Where converted checkpoints are kept: `$ATHERIA_CACHE/experiments`,
+/// else `~/.cache/atheria/experiments`.
+pub fn conversion_cache() -> PathBuf {
+    std::env::var_os("ATHERIA_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/atheria")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("experiments")
 }
 
 /// A 64-bit FNV-1a hash: a stable name for a converted checkpoint.

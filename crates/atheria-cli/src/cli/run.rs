@@ -14,7 +14,7 @@ use atheria::instruments::EPOCH_NAMES;
 use atheria::render::{contact_sheet, draw_viz, stack};
 use atheria::watchdog::Watchdog;
 use atheria::{
-    BackendKind, CellBox, Device, EngineKind, Experiment, InitKind, Metrics, ScheduledTool,
+    BackendKind, CellBox, Device, EngineKind, Experiment, InitialState, Metrics, ScheduledTool,
     Simulation, SimulationBuilder, StageObserver, Vacuum, Viz,
 };
 use clap::Args;
@@ -354,56 +354,21 @@ impl SimArgs {
             .or(experiment.map(|e| e.config.grid_size))
             .unwrap_or(128);
         let init = self.init_text(experiment);
-        let path = Path::new(&init);
-        Ok(if init.ends_with(".safetensors") || path.is_file() {
-            b.state_file(path)
-        } else if path.exists() {
-            bail!("--init {init}: not a state file (a directory or a special file)")
-        } else {
-            match init.parse::<InitKind>() {
-                Ok(kind) => b.init(kind, self.seed, grid),
-                // A name with a path's shape is a file the user meant: say it
-                // is missing rather than "unknown initial state".
-                Err(_) if init.contains(['/', '.', std::path::MAIN_SEPARATOR]) => bail!(
-                    "--init {init}: no such file (give a state file, or one of complex_noise, random, zeros)"
-                ),
-                Err(e) => return Err(e.into()),
-            }
-        })
+        let initial = InitialState::from_arg(&init, self.seed, grid).context("--init")?;
+        Ok(b.initial(initial))
     }
 }
 
 /// The experiment's checkpoint converted for the tch or onnx backend by
-/// the project's exporter (python/export.py) in its Python environment:
-/// `ATHERIA_PYTHON` or the source tree's `.venv`, and `ATHERIA_EXPORTER`
-/// or the source tree's exporter. Converted packages are cached in
-/// `ATHERIA_CACHE` (default ~/.cache/atheria/experiments).
+/// the project's exporter in its Python environment
+/// (`atheria::experiment::project_python`), cached.
 fn convert_for(e: &Experiment, backend: BackendKind) -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var_os("ATHERIA_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv/bin/python"));
-    let exporter = std::env::var_os("ATHERIA_EXPORTER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("python/export.py"));
-    if !exporter.is_file() {
-        bail!(
-            "--experiment with --backend {backend}: the checkpoint must be converted by PyTorch, and the \
-             exporter {} is not here (set ATHERIA_EXPORTER to python/export.py of an Atheria Native checkout, \
-             or use --backend candle, which needs no Python)",
-            exporter.display()
-        );
-    }
-    let cache = std::env::var_os("ATHERIA_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/atheria")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("experiments");
+    let python = atheria::experiment::project_python();
     info!(
         "converting the checkpoint for {backend} with {}",
         python.display()
     );
-    Ok(e.export_package(&python, &exporter, &cache)?)
+    Ok(e.convert(&python)?)
 }
 
 fn checkpoint_args(v: &Option<Vec<String>>) -> anyhow::Result<Option<(u64, PathBuf)>> {
