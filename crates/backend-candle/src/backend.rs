@@ -11,6 +11,7 @@ use engine_api::{
 
 use crate::kernels::Dims;
 use crate::net::Network;
+use crate::unet::Memory;
 use crate::weights::Weights;
 use crate::workspace::WorkspacePool;
 
@@ -29,7 +30,8 @@ pub struct CandleBackend {
 
 impl CandleBackend {
     /// Loads the package's `safetensors` file for conv3x3, mlp, deep_qca,
-    /// unet or unet_unitary, checking every tensor against the architecture:
+    /// unet, unet_unitary, unet_unitary_rmsnorm or unet_convlstm (recurrent:
+    /// run it with `forward_with_memory`), checking every tensor against the architecture:
     /// [`CandleRuntime`]'s load, returning the concrete backend.
     pub fn load(package: &ModelPackage, options: &BackendOptions) -> Result<Self> {
         Self::prepare(LoadRequest::new(&CandleRuntime, package, options)?)
@@ -145,9 +147,27 @@ impl ComputeBackend for CandleBackend {
         let d = Dims::new(shape.batch, shape.channels, shape.height, shape.width);
         self.workspaces.with(|ws| {
             self.pool
-                .install(|| self.network.forward(input, d, output, ws))
-        });
-        Ok(())
+                .install(|| self.network.forward(input, d, output, ws, None))
+        })
+    }
+
+    fn run_with_memory(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        memory: &[f32],
+        output: &mut [f32],
+        next_memory: &mut [f32],
+    ) -> Result<()> {
+        let d = Dims::new(shape.batch, shape.channels, shape.height, shape.width);
+        let memory = Memory {
+            state: memory,
+            next: next_memory,
+        };
+        self.workspaces.with(|ws| {
+            self.pool
+                .install(|| self.network.forward(input, d, output, ws, Some(memory)))
+        })
     }
 
     fn describe(&self) -> String {

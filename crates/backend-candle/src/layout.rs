@@ -30,17 +30,34 @@ pub fn expected(spec: &ModelSpec) -> Result<Vec<Entry>, String> {
             out.push(("conv_neighbors.weight".into(), vec![8 * c, 1, 3, 3]));
             mlp(&mut out, "processing_net", 8 * c, h, c);
         }
-        Architecture::Unet | Architecture::UnetUnitary => {
-            conv_block(&mut out, "inc", c, h);
-            conv_block(&mut out, "down1.1", h, 2 * h);
-            conv_block(&mut out, "down2.1", 2 * h, 4 * h);
-            conv_block(&mut out, "bot", 4 * h, 8 * h);
+        Architecture::Unet
+        | Architecture::UnetUnitary
+        | Architecture::UnetConvlstm
+        | Architecture::UnetUnitaryRmsnorm => {
+            let norm = if spec.architecture == Architecture::UnetUnitaryRmsnorm {
+                Norm::Rms
+            } else {
+                Norm::Group
+            };
+            let block = |out: &mut Vec<Entry>, prefix: &str, i: usize, o: usize| {
+                conv_block(out, prefix, i, o, norm)
+            };
+            block(&mut out, "inc", c, h);
+            block(&mut out, "down1.1", h, 2 * h);
+            block(&mut out, "down2.1", 2 * h, 4 * h);
+            if spec.architecture == Architecture::UnetConvlstm {
+                // The ConvLSTM's gates read cat(x3, h_state), 4h + 4h
+                // channels, and give four 4h-channel gates.
+                out.push(("conv_gates.weight".into(), vec![16 * h, 8 * h, 3, 3]));
+                out.push(("conv_gates.bias".into(), vec![16 * h]));
+            }
+            block(&mut out, "bot", 4 * h, 8 * h);
             out.push(("up1.weight".into(), vec![8 * h, 4 * h, 2, 2]));
             out.push(("up1.bias".into(), vec![4 * h]));
-            conv_block(&mut out, "conv_up1", 6 * h, 4 * h);
+            block(&mut out, "conv_up1", 6 * h, 4 * h);
             out.push(("up2.weight".into(), vec![4 * h, 2 * h, 2, 2]));
             out.push(("up2.bias".into(), vec![2 * h]));
-            conv_block(&mut out, "conv_up2", 3 * h, h);
+            block(&mut out, "conv_up2", 3 * h, h);
             out.push(("outc.weight".into(), vec![c, h, 1, 1]));
             out.push(("outc.bias".into(), vec![c]));
         }
@@ -72,7 +89,10 @@ pub fn input_channels(
         Architecture::Conv3x3 => ("conv.weight", 1, 1),
         Architecture::Mlp => ("net.0.weight", 1, 1),
         Architecture::DeepQca => ("conv_neighbors.weight", 0, 8),
-        Architecture::Unet | Architecture::UnetUnitary => ("inc.conv_block.0.weight", 1, 1),
+        Architecture::Unet
+        | Architecture::UnetUnitary
+        | Architecture::UnetConvlstm
+        | Architecture::UnetUnitaryRmsnorm => ("inc.conv_block.0.weight", 1, 1),
         _ => return None,
     };
     let shape = shape_of(name)?;
@@ -88,14 +108,28 @@ fn mlp(out: &mut Vec<Entry>, prefix: &str, i: usize, h: usize, o: usize) {
     }
 }
 
-/// The reference `ConvBlock(i, o)`: two bias-free 3x3 convs, each with GroupNorm.
-fn conv_block(out: &mut Vec<Entry>, prefix: &str, i: usize, o: usize) {
-    out.push((format!("{prefix}.conv_block.0.weight"), vec![o, i, 3, 3]));
-    out.push((format!("{prefix}.conv_block.1.weight"), vec![o]));
-    out.push((format!("{prefix}.conv_block.1.bias"), vec![o]));
-    out.push((format!("{prefix}.conv_block.3.weight"), vec![o, o, 3, 3]));
-    out.push((format!("{prefix}.conv_block.4.weight"), vec![o]));
-    out.push((format!("{prefix}.conv_block.4.bias"), vec![o]));
+/// The normalisation a U-Net's conv blocks use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    /// `GroupNorm(group_count(o), o)`: a weight and a bias.
+    Group,
+    /// Atheria's `RMSNorm2d(o)`: a weight only.
+    Rms,
+}
+
+/// The reference `ConvBlock(i, o)`: two bias-free 3x3 convs, each followed
+/// by its norm (Sequential indices 1 and 4; the ELUs at 2 and 5 hold nothing).
+fn conv_block(out: &mut Vec<Entry>, prefix: &str, i: usize, o: usize, norm: Norm) {
+    for (conv, n, ci) in [(0, 1, i), (3, 4, o)] {
+        out.push((
+            format!("{prefix}.conv_block.{conv}.weight"),
+            vec![o, ci, 3, 3],
+        ));
+        out.push((format!("{prefix}.conv_block.{n}.weight"), vec![o]));
+        if norm == Norm::Group {
+            out.push((format!("{prefix}.conv_block.{n}.bias"), vec![o]));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -111,5 +145,51 @@ mod tests {
         assert_eq!(group_count(20), 2);
         assert_eq!(group_count(24), 3);
         assert_eq!(group_count(64), 8);
+    }
+
+    /// Atheria's unet_convlstm.py writes its rule differently
+    /// (`max(1, c // 8 if c > 8 else 1)`, then 1 unless it divides c): the
+    /// same counts, so its GroupNorms need no rule of their own.
+    #[test]
+    fn convlstm_group_rule_is_the_same_rule() {
+        for c in 1..=512 {
+            let mut g = if c > 8 { (c / 8).max(1) } else { 1 };
+            if c % g != 0 {
+                g = 1;
+            }
+            assert_eq!(group_count(c), g, "channels {c}");
+        }
+    }
+
+    fn spec(arch: Architecture) -> ModelSpec {
+        let json = format!(
+            r#"{{"format":"atheria-model/1","name":"t","architecture":"{arch}","d_state":2,
+                "hidden_channels":8,"update":"additive","receptive_radius":null,
+                "spatial_multiple":4,"files":{{"safetensors":"model.safetensors"}}{}}}"#,
+            if arch == Architecture::UnetConvlstm {
+                r#","memory":[{"name":"h_state","channels":32,"stride":4},{"name":"c_state","channels":32,"stride":4}]"#
+            } else {
+                ""
+            }
+        );
+        ModelSpec::from_json(&json, std::path::Path::new("model.json")).expect("spec")
+    }
+
+    #[test]
+    fn recurrent_and_rmsnorm_unets_list_their_own_tensors() {
+        let names = |arch| -> Vec<Entry> { expected(&spec(arch)).expect("known architecture") };
+        let unet = names(Architecture::Unet);
+        let lstm = names(Architecture::UnetConvlstm);
+        let rms = names(Architecture::UnetUnitaryRmsnorm);
+        // The ConvLSTM U-Net is the U-Net plus the gates' conv, 8h -> 16h.
+        assert_eq!(lstm.len(), unet.len() + 2);
+        assert!(lstm.contains(&("conv_gates.weight".into(), vec![128, 64, 3, 3])));
+        assert!(lstm.contains(&("conv_gates.bias".into(), vec![128])));
+        assert!(unet.iter().all(|e| lstm.contains(e)));
+        // RMSNorm has a weight and no bias: 6 blocks x 2 norms fewer tensors.
+        assert_eq!(rms.len(), unet.len() - 12);
+        assert!(rms.contains(&("bot.conv_block.4.weight".into(), vec![64])));
+        assert!(!rms.iter().any(|(n, _)| n.ends_with("conv_block.1.bias")));
+        assert!(rms.iter().all(|e| unet.contains(e)));
     }
 }

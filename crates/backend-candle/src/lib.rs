@@ -4,7 +4,8 @@
 //! f32 kernels built on `gemm` (candle's own matrix kernel), because candle's
 //! stock CPU convolution is several times slower than PyTorch's.
 //!
-//! - [`CandleBackend`]: load a package or in-memory tensors, then forward.
+//! - [`CandleBackend`]: load a package or in-memory tensors, then forward
+//!   (`forward_with_memory` for the recurrent `unet_convlstm`).
 //! - [`CandleRuntime`] (and the static [`RUNTIME`]): the backend as an
 //!   [`engine_api::Runtime`], the factory a program chooses at run time.
 //! - [`check`]: whether the backend works here, and its version string.
@@ -12,7 +13,8 @@
 //!
 //! Inside: `layout` (the tensors each architecture needs), `weights`
 //! (reading and checking them), `net` and `unet` (the architectures),
-//! `kernels` (conv by im2col or Winograd, GroupNorm, pooling, ...),
+//! `kernels` (conv by im2col or Winograd, GroupNorm, RMSNorm, the ConvLSTM
+//! cell, pooling, ...),
 //! `workspace` (buffer reuse).
 
 mod backend;

@@ -1,9 +1,10 @@
 //! The architectures, assembled from kernels and checked weights.
 
-use engine_api::{Architecture, ModelSpec, Result};
+use engine_api::{Architecture, Error, ModelSpec, Result};
 
 use crate::kernels::{elu_in_place, Conv2d, Depthwise3x3, Dims};
-use crate::unet::Unet;
+use crate::layout::Norm;
+use crate::unet::{Memory, Unet};
 use crate::weights::Weights;
 use crate::workspace::Workspace;
 
@@ -16,7 +17,8 @@ pub enum Network {
     Mlp(Mlp),
     /// The neighbour-sum depthwise conv, then the per-cell MLP.
     DeepQca(Depthwise3x3, Mlp),
-    /// The two-level U-Net.
+    /// The two-level U-Net, with GroupNorm or RMSNorm, with or without a
+    /// ConvLSTM.
     Unet(Box<Unet>),
 }
 
@@ -33,7 +35,13 @@ impl Network {
                 Mlp::build(w, "processing_net", 8 * c, h, c)?,
             ),
             Architecture::Unet | Architecture::UnetUnitary => {
-                Network::Unet(Box::new(Unet::build(w, c, h)?))
+                Network::Unet(Box::new(Unet::build(w, c, h, Norm::Group, false)?))
+            }
+            Architecture::UnetUnitaryRmsnorm => {
+                Network::Unet(Box::new(Unet::build(w, c, h, Norm::Rms, false)?))
+            }
+            Architecture::UnetConvlstm => {
+                Network::Unet(Box::new(Unet::build(w, c, h, Norm::Group, true)?))
             }
             _ => {
                 let message = crate::layout::expected(spec).err().unwrap_or_default();
@@ -45,8 +53,21 @@ impl Network {
         })
     }
 
-    /// Runs the model on `x` (`d`) into `out`, inside the backend's pool.
-    pub fn forward(&self, x: &[f32], d: Dims, out: &mut [f32], ws: &mut Workspace) {
+    /// Runs the model on `x` (`d`) into `out`, inside the backend's pool;
+    /// `memory` for a recurrent model (only a U-Net can be), else `None`.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        d: Dims,
+        out: &mut [f32],
+        ws: &mut Workspace,
+        memory: Option<Memory<'_>>,
+    ) -> Result<()> {
+        if memory.is_some() && !matches!(self, Network::Unet(_)) {
+            return Err(Error::InvalidArgument(
+                "this model has no memory: call forward, without memory".into(),
+            ));
+        }
         match self {
             Network::Conv(conv) => conv.forward(x, d, out),
             Network::Mlp(mlp) => {
@@ -61,8 +82,9 @@ impl Network {
                 neighbors.forward(x, d, n);
                 mlp.forward(n, nd, out, a, b);
             }
-            Network::Unet(unet) => unet.forward(x, d, out, ws),
+            Network::Unet(unet) => unet.forward(x, d, out, ws, memory)?,
         }
+        Ok(())
     }
 }
 

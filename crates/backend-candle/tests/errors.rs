@@ -241,3 +241,69 @@ fn check_reports_a_version() {
     let v = backend_candle::check().expect("backend works here");
     assert!(v.contains("candle"), "{v}");
 }
+
+/// The golden package of `case`, its weights with `edit` applied: the error
+/// of loading it.
+fn load_golden_edited(case: &str, edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/golden")
+        .join(case);
+    let json = std::fs::read_to_string(dir.join("model.json")).expect("golden model.json");
+    let mut weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+        .expect("golden model.safetensors");
+    edit(&mut weights);
+    err(load(case, &json, &weights))
+}
+
+#[test]
+fn a_convlstm_unet_without_its_gates_names_them() {
+    let e = load_golden_edited("unet_convlstm_d2_h8", |w| {
+        w.remove("conv_gates.bias");
+        w.insert("conv_gates.weight".into(), tensor(&[128, 32, 3, 3]));
+    });
+    assert!(e.contains("missing: conv_gates.bias [128]"), "{e}");
+    assert!(
+        e.contains("mis-shaped: conv_gates.weight is [128, 32, 3, 3], expected [128, 64, 3, 3]"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+#[test]
+fn an_rmsnorm_unet_given_groupnorm_biases_lists_them() {
+    // A GroupNorm U-Net's norms have biases; RMSNorm2d has none.
+    let e = load_golden_edited("unet_unitary_rmsnorm_d2_h8", |w| {
+        w.insert("bot.conv_block.1.bias".into(), tensor(&[64]));
+    });
+    assert!(e.contains("unexpected: bot.conv_block.1.bias"), "{e}");
+}
+
+#[test]
+fn recurrent_calls_with_wrong_memory_are_errors() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/golden/unet_convlstm_d2_h8");
+    let package = ModelPackage::load(&dir).expect("golden package");
+    let b = CandleBackend::load(&package, &BackendOptions::default()).expect("loads");
+    let shape = BatchShape::new(1, 4, 8, 8);
+    let x = vec![0.1; shape.len()];
+    let mut y = vec![0.0; shape.len()];
+    // [1, 32, 2, 2] twice.
+    let good = vec![0.0; 256];
+    let mut next = vec![0.0; 256];
+    b.forward_with_memory(&x, shape, &good, &mut y, &mut next)
+        .expect("right memory");
+    let short = vec![0.0; 255];
+    let e = b
+        .forward_with_memory(&x, shape, &short, &mut y, &mut next)
+        .expect_err("short memory")
+        .to_string();
+    assert!(
+        e.contains("256 memory values") && e.contains("h_state, c_state"),
+        "{e}"
+    );
+    let e = b
+        .forward(&x, shape, &mut y)
+        .expect_err("no memory")
+        .to_string();
+    assert!(e.contains("forward_with_memory"), "{e}");
+}

@@ -7,6 +7,7 @@
 
 mod conv;
 mod depthwise;
+mod lstm;
 mod norm;
 mod plan;
 mod resample;
@@ -15,7 +16,8 @@ mod winograd;
 
 pub use conv::Conv2d;
 pub use depthwise::Depthwise3x3;
-pub use norm::{elu_in_place, GroupNormElu};
+pub use lstm::conv_lstm_cell;
+pub use norm::{elu_in_place, GroupNormElu, RmsNormElu};
 pub use plan::Dims;
 pub use resample::{max_pool2, ConvTranspose2x2};
 

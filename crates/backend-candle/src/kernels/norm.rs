@@ -1,4 +1,4 @@
-//! GroupNorm and ELU, fused where the networks apply them back to back.
+//! GroupNorm, RMSNorm and ELU, fused where the networks apply them back to back.
 
 use rayon::prelude::*;
 
@@ -6,6 +6,10 @@ use super::plan::Dims;
 
 /// PyTorch's GroupNorm epsilon default, which the reference modules keep.
 const EPS: f64 = 1e-5;
+
+/// Atheria's `RMSNorm2d` epsilon (its constructor's default, which its
+/// U-Net keeps).
+const RMS_EPS: f64 = 1e-6;
 
 /// `ELU(alpha = 1)` in place.
 pub fn elu_in_place(x: &mut [f32]) {
@@ -33,7 +37,7 @@ fn elu(v: f32) -> f32 {
 /// Cody-Waite reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`, Cephes' degree-6
 /// polynomial for `exp(r)`, and `2^n` built in the exponent bits.
 #[inline]
-fn exp_neg(x: f32) -> f32 {
+pub(super) fn exp_neg(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -101,6 +105,39 @@ impl GroupNormElu {
     }
 }
 
+/// Atheria's `RMSNorm2d(channels, eps = 1e-6)` followed by `ELU`: each
+/// channel plane of each image becomes `x / sqrt(mean(x^2) + eps) * weight[c]`.
+///
+/// Unlike GroupNorm it subtracts no mean and has no bias, and its statistic
+/// is per channel, not per group.
+#[derive(Debug, Clone)]
+pub struct RmsNormElu {
+    weight: Vec<f32>,
+}
+
+impl RmsNormElu {
+    /// The layer for `weight.len()` channels.
+    pub fn new(weight: Vec<f32>) -> Self {
+        Self { weight }
+    }
+
+    /// Normalises `x` (`d`, `d.c == channels`) in place.
+    pub fn forward(&self, x: &mut [f32], d: Dims) {
+        assert_eq!(d.c, self.weight.len());
+        let hw = d.plane();
+        if hw == 0 {
+            return;
+        }
+        x.par_chunks_mut(hw).enumerate().for_each(|(i, plane)| {
+            // The mean square in f64: a plane may hold a million values, and
+            // an f32 running sum would drift from PyTorch's pairwise one.
+            let ms = sum_f64(plane, |v| v * v) / hw as f64;
+            let scale = (self.weight[i % d.c] as f64 / (ms + RMS_EPS).sqrt()) as f32;
+            plane.iter_mut().for_each(|v| *v = elu(*v * scale));
+        });
+    }
+}
+
 /// The sum of `f(v)` over `values`, in f64, in eight independent lanes so
 /// the loop vectorises (a single running sum must add in order).
 #[inline]
@@ -144,6 +181,67 @@ mod tests {
         let mut v = vec![f32::NAN, -1.0, 1.0];
         elu_in_place(&mut v);
         assert!(v[0].is_nan() && (v[1] as f64 - (-1.0f64).exp_m1()).abs() < 1e-7 && v[2] == 1.0);
+    }
+
+    /// The textbook RMSNorm2d + ELU in f64.
+    fn naive_rms_norm_elu(x: &[f32], d: Dims, weight: &[f32]) -> Vec<f64> {
+        let hw = d.plane();
+        x.chunks(hw)
+            .enumerate()
+            .flat_map(|(i, plane)| {
+                let ms = plane.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / hw as f64;
+                let s = weight[i % d.c] as f64 / (ms + 1e-6).sqrt();
+                plane.iter().map(move |&v| {
+                    let y = v as f64 * s;
+                    if y > 0.0 {
+                        y
+                    } else {
+                        y.exp_m1()
+                    }
+                })
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(100))]
+        /// Any shape, scale and weights: within 2e-6 (relative above 1) of
+        /// the f64 reference, a few f32 ulp.
+        #[test]
+        fn rms_norm_elu_matches_naive(
+            b in 1usize..=3, c in 1usize..=5, h in 1usize..=7, w in 1usize..=7,
+            scale in proptest::prelude::prop::sample::select(vec![1e-4f32, 1.0, 300.0]),
+            seed: u64,
+        ) {
+            let d = Dims::new(b, c, h, w);
+            let mut s = seed | 1;
+            let mut next = || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            };
+            let x: Vec<f32> = (0..d.len()).map(|_| next() * scale).collect();
+            let weight: Vec<f32> = (0..c).map(|_| next() * 2.0).collect();
+            let want = naive_rms_norm_elu(&x, d, &weight);
+            let mut got = x.clone();
+            RmsNormElu::new(weight).forward(&mut got, d);
+            for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                proptest::prop_assert!((*a as f64 - e).abs() <= 2e-6 * e.abs().max(1.0), "at {i}: {a} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn rms_norm_divides_by_the_root_mean_square_of_each_plane() {
+        // Plane 0: [3, -4] has mean square 12.5; plane 1 is all zeros, which
+        // eps keeps finite (0 / sqrt(1e-6) = 0).
+        let mut x = vec![3.0, -4.0, 0.0, 0.0];
+        RmsNormElu::new(vec![2.0, 5.0]).forward(&mut x, Dims::new(1, 2, 1, 2));
+        let r = (12.5f64 + 1e-6).sqrt();
+        assert!((x[0] as f64 - 6.0 / r).abs() < 1e-6, "{}", x[0]);
+        assert!((x[1] as f64 - (-8.0 / r).exp_m1()).abs() < 1e-6, "{}", x[1]);
+        assert_eq!(&x[2..], &[0.0, 0.0]);
     }
 
     #[test]
