@@ -246,3 +246,13 @@ fn a_recurrent_law_called_without_its_memory_is_told_how_to_call_it() {
         assert!(err.contains("memory values"), "{kind}: {err}");
     }
 }
+
+#[test]
+fn the_sparse_engine_refuses_a_recurrent_law_with_the_way_out() {
+    let backend = load(atheria::BackendKind::Candle, CASE);
+    let err = atheria::SparseEngine::new(backend, atheria::SparseOptions::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("--engine dense"), "{err}");
+}
