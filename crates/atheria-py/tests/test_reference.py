@@ -37,6 +37,29 @@ def test_dense_run_equals_pytorch(case):
         np.testing.assert_allclose(part(got), part(want), rtol=1e-5, atol=1e-5)
 
 
+def test_an_atheria_experiment_runs_from_its_folder(tmp_path):
+    """Atheria's experiment folder as its trainer leaves it: the law of the checkpoint its loader picks,
+    with the config's gamma, matches PyTorch's 10 steps (python/ATHERIA_EXPERIMENTS.md)."""
+    out = GOLDEN.parent / "atheria_output"
+    expected = out / "expected" / "convlstm_d2_h2_g16"
+    want, _ = read_psi(expected / "expected.safetensors")
+    sim = an.Simulation(experiment=out / "experiments" / "convlstm_d2_h2_g16",
+                        init=str(expected / "initial.safetensors"), threads=2)
+    assert sim.gamma == pytest.approx(0.02)
+    sim.step(5)
+    # Saved mid-run with its memory: a simulation loaded from it continues the same run.
+    sim.save(tmp_path / "mid.safetensors")
+    sim.step(5)
+    np.testing.assert_allclose(sim.psi, want, rtol=0, atol=1e-5)
+    resumed = an.Simulation(experiment=out / "experiments" / "convlstm_d2_h2_g16",
+                            init=str(expected / "initial.safetensors"), threads=2)
+    resumed.load(tmp_path / "mid.safetensors")
+    resumed.step(5)
+    np.testing.assert_array_equal(resumed.psi, sim.psi)
+    with pytest.raises(an.InvalidInput, match="not both"):
+        an.Simulation(experiment=out / "experiments" / "convlstm_d2_h2_g16", model=GOLDEN / "unet_d2_h8")
+
+
 @pytest.mark.parametrize("case", ["conv3x3_d4", "unet_d2_h8"])
 def test_psi_setter_then_steps_equal_pytorch(case, tmp_path):
     """The same run, the initial state given as an array instead of a file."""
@@ -104,6 +127,11 @@ def test_sparse_run_equals_pytorch(case):
     d = GOLDEN / case
     spec = json.loads((d / "case.json").read_text())
     initial, _ = read_psi(d / "initial.safetensors")
+    if json.loads((d / "model.json").read_text()).get("memory"):
+        # A recurrent law's memory is not kept by the sparse engine: refused, with the way out.
+        with pytest.raises(an.InvalidInput, match="--engine dense"):
+            an.Simulation(model=d, engine="sparse", init=str(d / "initial.safetensors"), threads=2)
+        return
     sim = an.Simulation(model=d, engine="sparse", init=str(d / "initial.safetensors"), gamma=spec["gamma"], threads=2)
     assert sim.occupied_count == initial.shape[0] * initial.shape[1]
     sim.step(spec["steps"])
