@@ -77,7 +77,7 @@ enum ModelSource {
     /// A model package directory, loaded on the chosen backend.
     Dir(PathBuf),
     /// A model package already read.
-    Package(ModelPackage),
+    Package(Box<ModelPackage>),
     /// A backend already loaded, perhaps shared with other simulations.
     Loaded(Arc<dyn ComputeBackend>),
     /// An Atheria experiment folder, its checkpoint read at model load.
@@ -203,7 +203,7 @@ impl SimulationBuilder {
 
     /// The law of a package already read with [`ModelPackage::load`].
     pub fn model_package(mut self, package: ModelPackage) -> Self {
-        self.model = ModelSource::Package(package);
+        self.model = ModelSource::Package(Box::new(package));
         self
     }
 
