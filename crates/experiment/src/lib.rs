@@ -118,15 +118,11 @@ impl ExperimentConfig {
             match v {
                 None if params.is_none() => Ok(default),
                 None => Err(bad(format!("config.json: MODEL_PARAMS has no `{key}`"))),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|&n| n > 0)
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "config.json: `{key}` is {v}, not a positive whole number"
-                        ))
-                    }),
+                Some(v) => positive(v).ok_or_else(|| {
+                    bad(format!(
+                        "config.json: `{key}` is {v}, not a positive whole number"
+                    ))
+                }),
             }
         };
         let d_state = count("d_state", "D_STATE", 8)?;
@@ -145,15 +141,11 @@ impl ExperimentConfig {
         };
         let grid_size = match object.get("GRID_SIZE_INFERENCE") {
             None | Some(Value::Null) => ATHERIA_DEFAULT_GRID,
-            Some(v) => v
-                .as_u64()
-                .filter(|&n| n > 0)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| {
-                    bad(format!(
-                        "config.json: GRID_SIZE_INFERENCE is {v}, not a positive whole number"
-                    ))
-                })?,
+            Some(v) => positive(v).ok_or_else(|| {
+                bad(format!(
+                    "config.json: GRID_SIZE_INFERENCE is {v}, not a positive whole number"
+                ))
+            })?,
         };
         let initial_mode = match object.get("INITIAL_STATE_MODE_INFERENCE") {
             None | Some(Value::Null) => ATHERIA_DEFAULT_INITIAL.to_string(),
@@ -188,6 +180,13 @@ impl ExperimentConfig {
             initial_kind,
         })
     }
+}
+
+/// A JSON number that is a whole number of at least 1.
+fn positive(v: &Value) -> Option<usize> {
+    v.as_u64()
+        .filter(|&n| n > 0)
+        .and_then(|n| usize::try_from(n).ok())
 }
 
 /// An experiment folder: its config and the checkpoint to run.
