@@ -16,6 +16,10 @@ export ATHERIA_REQUIRE_BACKENDS=all
 # (tens of GB over weeks): drop those not rebuilt for 3 days; cargo relinks
 # any it still needs.
 find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -perm -u+x ! -name '*.*' -mtime +3 -delete 2>/dev/null || true
+# Incremental compilation caches grow by gigabytes per change in the shared
+# target directory and do not speed up a one-shot test build: off here.
+export CARGO_INCREMENTAL=0
+rm -rf "$CARGO_TARGET_DIR/debug/incremental"
 echo "== python tools"
 .venv/bin/python python/test_python_tools.py
 echo "== cargo test (features candle, tch, onnx)"
