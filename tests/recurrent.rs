@@ -505,4 +505,14 @@ fn a_tile_that_does_not_line_up_with_the_memory_grid_is_refused() {
     );
     assert!(!err.contains('\n'), "one line: {err}");
     assert!(SparseEngine::new(backend, SparseOptions::default().with_tile(32)).is_ok());
+
+    // Memory has its place only on the global window.
+    let inner = load(BackendKind::Candle, CASE);
+    let mut spec = inner.spec().clone();
+    spec.receptive_radius = Some(1);
+    let err = SparseEngine::new(Arc::new(Strided { inner, spec }), SparseOptions::default())
+        .err()
+        .expect("a local law with memory refused")
+        .to_string();
+    assert!(err.contains("only for global laws"), "{err}");
 }

@@ -43,6 +43,16 @@ impl SparseEngine {
     pub fn new(backend: Arc<dyn ComputeBackend>, options: SparseOptions) -> Result<Self> {
         options.validate()?;
         let spec = backend.spec();
+        // The memory is kept over the global window; a recurrent law with a
+        // receptive radius would step tile by tile, where it has no place.
+        if spec.is_recurrent() && !spec.is_global() {
+            return Err(Error::InvalidArgument(format!(
+                "model `{}` keeps memory but has receptive radius {:?}: the sparse engine keeps \
+                 memory only for global laws (receptive_radius null); use --engine dense",
+                spec.name,
+                spec.receptive_radius.unwrap_or_default()
+            )));
+        }
         // A recurrent law's memory grid must line up with every window, whose
         // origins are multiples of the tile (crate::recurrent).
         if let Some(t) = spec
@@ -215,7 +225,8 @@ impl SparseEngine {
     /// of the lattice as it is; returns the cells written. Fails, changing
     /// nothing, when the state reaches past the i32 lattice, has another
     /// d_state, holds a non-finite value in an occupied cell, or would
-    /// exceed `max_cells`.
+    /// exceed `max_cells`. A recurrent law's memory stays as it is: the
+    /// state's memory, if any, is not read ([`SparseEngine::import`] reads it).
     pub fn insert_dense(&mut self, state: &DenseState) -> Result<usize> {
         let area = self.check_dense(state)?;
         let (mut written, mut new) = (0usize, 0usize);
