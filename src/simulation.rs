@@ -758,7 +758,9 @@ impl Simulation {
 
     /// The state: the dense grid, or the sparse lattice over [`extent`]
     /// (one vacuum cell at the origin when the lattice is empty), with its
-    /// occupancy mask, origin and step counter.
+    /// occupancy mask, origin and step counter, and a recurrent law's memory
+    /// (the sparse engine's with [`DenseState::memory_origin`], the window
+    /// it lies over), so that [`Simulation::set_state`] of it resumes the run.
     ///
     /// [`extent`]: Simulation::extent
     pub fn state(&self) -> Result<DenseState> {
@@ -783,7 +785,8 @@ impl Simulation {
     /// Replaces the whole state between steps, step counter included. The
     /// dense engine takes `state` as its grid (same d_state; the grid may
     /// change size); the sparse engine's lattice becomes `state`'s occupied
-    /// cells at its origin. Fails, changing nothing, on a state that does
+    /// cells at its origin. A recurrent law takes the state's memory where
+    /// it lies ([`DenseState::memory_origin`]; zeros when it has none). Fails, changing nothing, on a state that does
     /// not fit the law or the cell limit.
     pub fn set_state(&mut self, state: DenseState) -> Result<()> {
         if state.cells() > self.max_cells {

@@ -114,13 +114,6 @@ fn a_step_inside_a_rayon_worker_is_refused_on_every_backend_by_both_engines() {
         {
             failures.push(format!("{what}: a refused step changed the engine"));
         }
-        if backend.spec().is_recurrent() {
-            // The sparse engine refuses recurrent laws (tests/recurrent.rs).
-            if let Err(e) = dense.step() {
-                failures.push(format!("{what}: an ordinary step failed: {e}"));
-            }
-            continue;
-        }
 
         let what = format!("{kind} {case} sparse");
         let mut sparse =
@@ -128,7 +121,10 @@ fn a_step_inside_a_rayon_worker_is_refused_on_every_backend_by_both_engines() {
         sparse.import(&initial).expect("import");
         let before = (snapshot(&sparse), sparse.tile_count(), sparse.step_count());
         refused_in_workers(&what, &mut failures, || sparse.step());
-        if (snapshot(&sparse), sparse.tile_count(), sparse.step_count()) != before {
+        // A recurrent law's memory is laid out by the first step, not before.
+        if (snapshot(&sparse), sparse.tile_count(), sparse.step_count()) != before
+            || sparse.memory().is_some()
+        {
             failures.push(format!("{what}: a refused step changed the lattice"));
         }
         // From an ordinary thread both step.
@@ -167,10 +163,6 @@ fn an_engine_with_its_own_pool_steps_bitwise_equal_on_every_backend() {
             )
         };
         let sparse = |own: Option<Arc<ThreadPool>>| {
-            // The sparse engine refuses recurrent laws (tests/recurrent.rs).
-            if backend.spec().is_recurrent() {
-                return None;
-            }
             let options = SparseOptions::default().with_gamma(gamma);
             let mut e = SparseEngine::new(backend.clone(), options).unwrap();
             e.import(&initial).unwrap();
@@ -184,7 +176,9 @@ fn an_engine_with_its_own_pool_steps_bitwise_equal_on_every_backend() {
             let delta = e
                 .bounding_box()
                 .map(|area| bits(&e.field(area, Field::DeltaMagnitude).unwrap()));
-            Some((snapshot(&e), delta))
+            // A recurrent law's memory must not depend on the pool either.
+            let memory = e.memory().map(|(m, w)| (bits(m.data()), w));
+            Some((snapshot(&e), delta, memory))
         };
         let (dense_base, sparse_base) = (dense(None), sparse(None));
         for threads in [1, 3] {

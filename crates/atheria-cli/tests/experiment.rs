@@ -145,11 +145,24 @@ fn broken_experiments_are_one_line_errors() {
 }
 
 #[test]
-fn a_recurrent_law_on_the_sparse_engine_is_refused_with_the_way_out() {
+fn a_recurrent_law_runs_on_the_sparse_engine_and_saves_its_memory_with_its_window() {
+    let dir = temp_dir("experiment-sparse-recurrent");
+    let save = dir.join("sparse.safetensors");
     let out = atheria()
-        .args(["run", "--engine", "sparse", "--steps", "1", "--model"])
+        .args(["run", "--engine", "sparse", "--steps", "2", "--model"])
         .arg(golden("unet_convlstm_d2_h8"))
+        .arg("--init")
+        .arg(golden("unet_convlstm_d2_h8").join("initial.safetensors"))
+        .arg("--save")
+        .arg(&save)
         .output()
         .unwrap();
-    assert_clean_failure(&out, "--engine dense");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let saved = state_file::read_state(&save, usize::MAX).unwrap();
+    assert_eq!(saved.step, 2);
+    // The memory lies over the last step's window, which starts on a tile.
+    let (x, y) = saved.memory_origin.expect("the memory's origin is saved");
+    assert!(x % 16 == 0 && y % 16 == 0, "({x}, {y})");
+    assert!(saved.memory.get("h_state").is_some() && saved.memory.get("c_state").is_some());
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -414,11 +414,13 @@ impl PySimulation {
                 )));
             }
             // Psi is replaced; a recurrent law's memory stays, as in
-            // Atheria, where writing psi leaves h and c alone.
-            let memory = s
-                .dense()
-                .map(|e| e.state().memory.clone())
-                .unwrap_or_default();
+            // Atheria, where writing psi leaves h and c alone (the sparse
+            // engine's with the window it lies over).
+            let (memory, memory_origin) = match (s.dense(), s.sparse().and_then(|e| e.memory())) {
+                (Some(e), _) => (e.state().memory.clone(), None),
+                (None, Some((m, w))) => (m.clone(), Some((w.min_x, w.min_y))),
+                (None, None) => Default::default(),
+            };
             let origin = match s.dense() {
                 Some(e) => {
                     let cur = e.state();
@@ -444,6 +446,7 @@ impl PySimulation {
             state.origin = origin;
             state.step = s.step_count();
             state.memory = memory;
+            state.memory_origin = memory_origin;
             s.set_state(state)
         })
     }

@@ -75,7 +75,9 @@ impl DenseEngine {
     /// size that is a multiple of the model's `spatial_multiple`. A
     /// recurrent law adopts the state's memory ([`crate::Memory::adopt`]):
     /// zeros when it has none, the same tensors when they fit the model,
-    /// an error naming the tensor otherwise.
+    /// an error naming the tensor otherwise. Memory laid out from elsewhere
+    /// ([`DenseState::memory_origin`], a sparse run's) is laid out over
+    /// this grid by [`crate::Memory::adopt_at`].
     pub fn new(
         backend: Arc<dyn ComputeBackend>,
         mut state: DenseState,
@@ -101,8 +103,16 @@ impl DenseEngine {
             )));
         }
         options.validate()?;
-        state.memory =
-            std::mem::take(&mut state.memory).adopt(spec, state.height(), state.width())?;
+        // A sparse run's memory lies over its last window: laid out again
+        // over this grid by the overlap rule (crate::recurrent).
+        let from = state.memory_origin.take().unwrap_or(state.origin);
+        state.memory = std::mem::take(&mut state.memory).adopt_at(
+            spec,
+            from,
+            state.origin,
+            state.height(),
+            state.width(),
+        )?;
         let params = UpdateParams {
             d_state: spec.d_state,
             rule: spec.update,

@@ -28,6 +28,12 @@ pub struct DenseState {
     /// memory, and until an engine adopts the state (it then holds the
     /// model's tensors, zeros for a new run).
     pub memory: Memory,
+    /// The lattice cell of the memory's reduced cell (0, 0), when the
+    /// memory is not laid out from [`DenseState::origin`]: a sparse run's
+    /// memory lies over the window of its last step, not over the box of
+    /// its matter ([`crate::recurrent`]). `None` (a dense grid's memory)
+    /// means the state's origin.
+    pub memory_origin: Option<(i32, i32)>,
 }
 
 /// Checks sizes a user chose before anything is allocated; returns H*W.
@@ -133,6 +139,7 @@ impl DenseState {
             origin: (0, 0),
             step: 0,
             memory: Memory::none(),
+            memory_origin: None,
         })
     }
 
@@ -162,6 +169,7 @@ impl DenseState {
             origin: (0, 0),
             step: 0,
             memory: Memory::none(),
+            memory_origin: None,
         })
     }
 

@@ -9,6 +9,12 @@
 //! batch of one is dropped). Every other tensor in the file is read as
 //! memory; a file without any starts the law's memory from zeros, as
 //! Atheria's engine does.
+//!
+//! Metadata `memory_origin_x`, `memory_origin_y` give the lattice cell of
+//! the memory's reduced cell (0, 0) when it is not the state's origin
+//! ([`DenseState::memory_origin`]): the sparse engine writes its memory as
+//! laid out over the window of its last step. Absent, the memory lies from
+//! the state's origin, as every dense file's does.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -93,6 +99,15 @@ pub fn parse_state(bytes: &[u8], max_cells: usize) -> std::result::Result<DenseS
             .map_err(|_| format!("metadata `{key}` is outside the lattice (i32)"))
     };
     let origin = (coord("origin_x")?, coord("origin_y")?);
+    let memory_origin =
+        match (meta.get("memory_origin_x"), meta.get("memory_origin_y")) {
+            (None, None) => None,
+            (Some(_), Some(_)) => Some((coord("memory_origin_x")?, coord("memory_origin_y")?)),
+            _ => return Err(
+                "metadata gives one of memory_origin_x and memory_origin_y: give both or neither"
+                    .into(),
+            ),
+        };
 
     let re = tensor(&tensors, "psi_real")?;
     let im = tensor(&tensors, "psi_imag")?;
@@ -151,6 +166,7 @@ pub fn parse_state(bytes: &[u8], max_cells: usize) -> std::result::Result<DenseS
     }
     state.zero_vacuum();
     state.memory = read_memory(&tensors)?;
+    state.memory_origin = memory_origin;
     Ok(state)
 }
 
@@ -250,12 +266,16 @@ pub fn state_bytes(state: &DenseState) -> Result<Vec<u8>> {
             TensorView::new(Dtype::F32, e.dims.to_vec(), bytes).map_err(bad)?,
         ));
     }
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), STATE_FORMAT.to_string()),
         ("step".to_string(), state.step.to_string()),
         ("origin_x".to_string(), state.origin.0.to_string()),
         ("origin_y".to_string(), state.origin.1.to_string()),
     ]);
+    if let Some((x, y)) = state.memory_origin {
+        meta.insert("memory_origin_x".to_string(), x.to_string());
+        meta.insert("memory_origin_y".to_string(), y.to_string());
+    }
     safetensors::serialize(views, Some(meta)).map_err(bad)
 }
 
@@ -306,6 +326,21 @@ mod tests {
             back.memory.get("c_state").unwrap(),
             s.memory.get("c_state").unwrap()
         );
+        assert_eq!(back.memory_origin, None);
+        // A sparse run's memory says where it lies.
+        s.memory_origin = Some((-16, 32));
+        let back = parse_state(&state_bytes(&s).unwrap(), usize::MAX).unwrap();
+        assert_eq!(back.memory_origin, Some((-16, 32)));
+        assert_eq!(back.memory.get("c_state"), s.memory.get("c_state"));
+        // One coordinate alone is refused.
+        let mut bytes = state_bytes(&s).unwrap();
+        let at = bytes
+            .windows(15)
+            .position(|w| w == b"memory_origin_y")
+            .unwrap();
+        bytes[at..at + 15].copy_from_slice(b"memory_origin_z");
+        let err = parse_state(&bytes, usize::MAX).unwrap_err();
+        assert!(err.contains("give both or neither"), "{err}");
         // Without memory, none is read back.
         let plain = parse_state(&state_bytes(&sample(2, 2, 1)).unwrap(), usize::MAX).unwrap();
         assert!(plain.memory.is_empty());

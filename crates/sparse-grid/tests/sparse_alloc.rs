@@ -33,8 +33,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The tests take turns: each counts every thread's allocations.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_warm_step_allocates_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for vacuum in [Vacuum::Zero, Vacuum::Harmonic { strength: 0.3 }] {
         // Zero weights keep the pattern in place while its halo tiles come
         // and go every step.
@@ -68,4 +72,70 @@ fn a_warm_step_allocates_nothing() {
             "{during} allocations in 20 warm steps ({vacuum:?})"
         );
     }
+}
+
+/// A global law with memory whose delta is zero (the pattern stays, so the
+/// window does too) and whose memory counts the steps.
+struct Counter(engine_api::ModelSpec);
+
+impl ComputeBackend for Counter {
+    fn name(&self) -> &'static str {
+        "counter"
+    }
+    fn spec(&self) -> &engine_api::ModelSpec {
+        &self.0
+    }
+    fn device(&self) -> engine_api::Device {
+        engine_api::Device::Cpu
+    }
+    fn run(&self, _: &[f32], _: engine_api::BatchShape, _: &mut [f32]) -> engine_api::Result<()> {
+        unreachable!("a recurrent law runs with its memory")
+    }
+    fn run_with_memory(
+        &self,
+        _: &[f32],
+        _: engine_api::BatchShape,
+        memory: &[f32],
+        output: &mut [f32],
+        next_memory: &mut [f32],
+    ) -> engine_api::Result<()> {
+        output.fill(0.0);
+        for (n, m) in next_memory.iter_mut().zip(memory) {
+            *n = m + 1.0;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_warm_step_of_a_recurrent_law_allocates_nothing_and_keeps_its_memory() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = engine_api::ModelSpec::from_json(
+        r#"{"format": "atheria-model/1", "name": "counter", "architecture": "unet_convlstm",
+            "d_state": 2, "hidden_channels": 1, "update": "additive",
+            "receptive_radius": null, "spatial_multiple": 4, "files": {},
+            "memory": [{"name": "h_state", "channels": 4, "stride": 4},
+                       {"name": "c_state", "channels": 4, "stride": 4}]}"#,
+        std::path::Path::new("model.json"),
+    )
+    .unwrap();
+    let mut e = SparseEngine::new(Arc::new(Counter(spec)), SparseOptions::default()).unwrap();
+    for i in 0..40 {
+        e.insert(i % 20 - 3, i / 2 - 5, &[(0.6, 0.0), (0.0, 0.8)])
+            .unwrap();
+    }
+    for _ in 0..5 {
+        e.step().unwrap();
+    }
+    let window = e.memory().unwrap().1;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        e.step().unwrap();
+    }
+    let during = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert!(during < 10, "{during} allocations in 20 warm steps");
+    // The window stayed put, so every reduced cell counted every step.
+    let (m, w) = e.memory().unwrap();
+    assert_eq!(w, window);
+    assert!(m.data().iter().all(|&v| v == 25.0), "{:?}", &m.data()[..4]);
 }

@@ -10,6 +10,7 @@ use super::tiles::TileStore;
 use super::window::WindowBatch;
 use super::{Field, SparseOptions};
 use crate::pool::LoopPool;
+use crate::recurrent::Memory;
 use crate::state::check_size;
 use crate::summary::{summarize, ENERGY, PLANES};
 use crate::update::UpdateParams;
@@ -42,14 +43,27 @@ impl SparseEngine {
     pub fn new(backend: Arc<dyn ComputeBackend>, options: SparseOptions) -> Result<Self> {
         options.validate()?;
         let spec = backend.spec();
-        if spec.is_recurrent() {
-            // Its memory lives on the window's quarter-resolution grid,
-            // which moves and grows with the matter; keeping it exact
-            // across a changing window is not built yet (ARCHITECTURE.md).
+        // The memory is kept over the global window; a recurrent law with a
+        // receptive radius would step tile by tile, where it has no place.
+        if spec.is_recurrent() && !spec.is_global() {
             return Err(Error::InvalidArgument(format!(
-                "model `{}` ({}) carries memory from step to step, which the sparse engine does not keep: \
-                 run it on the dense engine (--engine dense)",
-                spec.name, spec.architecture
+                "model `{}` keeps memory but has receptive radius {:?}: the sparse engine keeps \
+                 memory only for global laws (receptive_radius null); use --engine dense",
+                spec.name,
+                spec.receptive_radius.unwrap_or_default()
+            )));
+        }
+        // A recurrent law's memory grid must line up with every window, whose
+        // origins are multiples of the tile (crate::recurrent).
+        if let Some(t) = spec
+            .memory
+            .iter()
+            .find(|t| !options.tile.is_multiple_of(t.stride.max(1)))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "tile {} is not a multiple of the stride {} of model `{}`'s memory `{}`: \
+                 use a tile of at least {} (--tile)",
+                options.tile, t.stride, spec.name, t.name, t.stride
             )));
         }
         let params = UpdateParams {
@@ -128,6 +142,19 @@ impl SparseEngine {
         matches!(self.mode, Mode::Global(_))
     }
 
+    /// A recurrent law's memory and the window it is laid out for (the
+    /// window's first cell holds the memory's reduced cell (0, 0)): the
+    /// memory of the last successful step, or the one imported. `None`
+    /// for a law without memory, or before the first step or import (the
+    /// first step then starts from zeros). How the memory follows a window
+    /// that moves or grows: [`crate::recurrent`].
+    pub fn memory(&self) -> Option<(&Memory, CellBox)> {
+        match &self.mode {
+            Mode::Global(g) => g.memory_window.map(|w| (&g.memory, w)),
+            Mode::Local(_) => None,
+        }
+    }
+
     /// Steps taken (or set by [`SparseEngine::import`]).
     pub fn step_count(&self) -> u64 {
         self.step
@@ -198,7 +225,8 @@ impl SparseEngine {
     /// of the lattice as it is; returns the cells written. Fails, changing
     /// nothing, when the state reaches past the i32 lattice, has another
     /// d_state, holds a non-finite value in an occupied cell, or would
-    /// exceed `max_cells`.
+    /// exceed `max_cells`. A recurrent law's memory stays as it is: the
+    /// state's memory, if any, is not read ([`SparseEngine::import`] reads it).
     pub fn insert_dense(&mut self, state: &DenseState) -> Result<usize> {
         let area = self.check_dense(state)?;
         let (mut written, mut new) = (0usize, 0usize);
@@ -214,8 +242,16 @@ impl SparseEngine {
     /// Replaces the lattice inside `state`'s box with `state`: its occupied
     /// cells become matter, its other cells vacuum; the step counter becomes
     /// `state.step`. Fails, changing nothing, as [`SparseEngine::insert_dense`].
+    ///
+    /// A recurrent law takes the state's memory, if it has one, as laid
+    /// out from [`DenseState::memory_origin`] (the state's origin when
+    /// `None`, as in a dense file) over the cells its tensors cover; the
+    /// next step lays it out for its own window by the overlap rule
+    /// ([`crate::recurrent`]). A state without memory leaves the engine's
+    /// memory as it is.
     pub fn import(&mut self, state: &DenseState) -> Result<()> {
         let area = self.check_dense(state)?;
+        let memory = self.imported_memory(state)?;
         let inside = self.cells_in(area).count();
         let incoming = state.occupied().iter().filter(|&&o| o != 0).count();
         let after = self.tiles.occupied - inside + incoming;
@@ -224,12 +260,56 @@ impl SparseEngine {
         }
         self.write_dense(state, area, true);
         self.step = state.step;
+        if let (Some((m, window)), Mode::Global(g)) = (memory, &mut self.mode) {
+            g.memory = m;
+            g.memory_window = Some(window);
+        }
         Ok(())
+    }
+
+    /// The memory `state` brings for this engine's law, with the window it
+    /// is laid out for; `None` when it brings none. Checks everything
+    /// import needs, so that import changes nothing on error.
+    fn imported_memory(&self, state: &DenseState) -> Result<Option<(Memory, CellBox)>> {
+        if state.memory.is_empty() {
+            return Ok(None);
+        }
+        let spec = self.backend.spec();
+        let memory = state.memory.clone().adopt_grid(spec)?;
+        let (x, y) = state.memory_origin.unwrap_or(state.origin);
+        // Windows start on multiples of the tile, so the memory must start
+        // on a multiple of each stride to line up with them.
+        if let Some(t) = spec.memory.iter().find(|t| {
+            let s = t.stride.max(1) as i64;
+            (x as i64).rem_euclid(s) != 0 || (y as i64).rem_euclid(s) != 0
+        }) {
+            return Err(Error::InvalidArgument(format!(
+                "memory `{}` lies from ({x}, {y}), off the sparse engine's grid of {}-cell steps: \
+                 give the state an origin that is a multiple of {}",
+                t.name, t.stride, t.stride
+            )));
+        }
+        let (h, w) = memory.extent(spec);
+        let window = CellBox::from_origin(x, y, w.max(1), h.max(1))?;
+        Ok(Some((memory, window)))
     }
 
     /// The cells of `area` as a [`DenseState`]: planes, occupancy mask,
     /// origin (the box's first cell) and the step counter; vacuum is zero.
+    /// A recurrent law's memory comes with it whole ([`SparseEngine::memory`]),
+    /// with [`DenseState::memory_origin`] saying where it lies, so that
+    /// [`SparseEngine::import`] of the export resumes the run exactly.
     pub fn export(&self, area: CellBox) -> Result<DenseState> {
+        let mut out = self.export_cells(area)?;
+        if let Some((memory, window)) = self.memory() {
+            out.memory = memory.clone();
+            out.memory_origin = Some((window.min_x, window.min_y));
+        }
+        Ok(out)
+    }
+
+    /// [`SparseEngine::export`] without the memory.
+    fn export_cells(&self, area: CellBox) -> Result<DenseState> {
         area.check("export")?;
         let (w, d) = (area.width(), self.d_state());
         let mut out = DenseState::zeros(area.height(), w, d)?;
@@ -425,7 +505,7 @@ impl SparseEngine {
                     return Ok(false);
                 };
                 // The window's summary, from its delta and the state now.
-                let psi = self.export(win)?;
+                let psi = self.export_cells(win)?;
                 let wn = psi.cells();
                 let mut sum = vec![0.0f32; PLANES * wn];
                 summarize(psi.planes(), &g.delta, wn, self.d_state(), &mut sum);

@@ -27,6 +27,17 @@
 //! vacuum surrounds the matter): that is the model's nature, not an engine
 //! error, and [`SparseEngine::next_window`] says which window a step will use.
 //!
+//! # Recurrent laws
+//! A recurrent law (global, with memory: `unet_convlstm`) keeps its memory
+//! laid out over the window of its last step ([`SparseEngine::memory`]).
+//! While the window stays put the memory is carried whole, and the run
+//! equals a dense run over that window. When the window grows or moves, the
+//! reduced cells both windows cover keep their memory, the new window's
+//! other cells start at zero, and those it leaves are dropped
+//! ([`crate::recurrent::remap_into`]); the tile must be a multiple of every
+//! memory stride so the windows' reduced grids line up. The next memory is
+//! committed with the step, and exported and imported with its window.
+//!
 //! # Cost
 //! A local step runs the model on every active tile plus a halo of r cells,
 //! so the model does (T + 2r)^2 / T^2 of the useful work (1.27 at T = 16,

@@ -1,6 +1,14 @@
 //! The step of a global model (no receptive radius): one dense window over
 //! the tiles holding matter plus one ring of tiles, padded with vacuum to the
 //! model's `spatial_multiple`, run in one forward and written back.
+//!
+//! A recurrent law's memory lies over the window of the last successful
+//! step. When the next window is that one the memory goes to the forward
+//! as it is; otherwise it is laid out for the new window in a reused
+//! buffer first ([`crate::recurrent::remap_into`]: the reduced cells both
+//! windows share keep their values, new ones start at zero, the rest are
+//! dropped). The forward's next memory is committed with the step, never
+//! before: a failed step leaves the memory and its window as they were.
 
 use std::time::Instant;
 
@@ -10,6 +18,7 @@ use rayon::prelude::*;
 use super::local::{non_finite, too_much_matter, StepContext};
 use super::query::CellBox;
 use super::tiles::{TileStore, NOT_ACTIVE};
+use crate::recurrent::{remap_into, Memory};
 use crate::state::check_size;
 use crate::update::{first_non_finite, update_rows, PlaneRun};
 use crate::StepStats;
@@ -30,6 +39,16 @@ pub(crate) struct WindowBatch {
     tile_counts: Vec<u32>,
     tile_slots: Vec<u32>,
     slot_batch: Vec<u32>,
+    /// A recurrent law's memory, laid out over `memory_window` (empty for
+    /// other laws, and until the first step or import).
+    pub memory: Memory,
+    /// The window `memory` is laid out for: its first cell is the lattice
+    /// cell of the memory's reduced cell (0, 0).
+    pub memory_window: Option<CellBox>,
+    /// The memory laid out for a window that is not `memory_window`.
+    memory_in: Vec<f32>,
+    /// The forward's next memory, committed with the step.
+    memory_next: Vec<f32>,
 }
 
 impl WindowBatch {
@@ -47,6 +66,10 @@ impl WindowBatch {
             tile_counts: Vec::new(),
             tile_slots: Vec::new(),
             slot_batch: Vec::new(),
+            memory: Memory::none(),
+            memory_window: None,
+            memory_in: Vec::new(),
+            memory_next: Vec::new(),
         }
     }
 
@@ -171,11 +194,46 @@ impl WindowBatch {
         };
         let gather = t0.elapsed();
 
+        // A recurrent law's memory, laid out for this window: as it is when
+        // the window has not changed, else in `memory_in` (module docs).
+        let spec = cx.backend.spec();
+        let recurrent = spec.is_recurrent();
+        let memory: &[f32] = if !recurrent {
+            &[]
+        } else if self.memory_window == Some(win) {
+            self.memory.data()
+        } else {
+            let from = self
+                .memory_window
+                .map(|m| (&self.memory, (m.min_x, m.min_y)));
+            remap_into(
+                spec,
+                from,
+                (win.min_x, win.min_y),
+                h,
+                w,
+                &mut self.memory_in,
+            )
+            .map_err(|e| cx.fail(e))?;
+            &self.memory_in
+        };
+        self.memory_next.resize(memory.len(), 0.0);
+
         // The forward runs here, on the stepping thread, never in a pool.
         let tf = Instant::now();
-        cx.backend
-            .forward(input, BatchShape::new(1, 2 * d, h, w), &mut self.delta)
-            .map_err(|e| cx.fail(e))?;
+        let shape = BatchShape::new(1, 2 * d, h, w);
+        if recurrent {
+            cx.backend.forward_with_memory(
+                input,
+                shape,
+                memory,
+                &mut self.delta,
+                &mut self.memory_next,
+            )
+        } else {
+            cx.backend.forward(input, shape, &mut self.delta)
+        }
+        .map_err(|e| cx.fail(e))?;
         let forward = tf.elapsed();
 
         let ts = Instant::now();
@@ -245,6 +303,11 @@ impl WindowBatch {
         });
         store.occupied = total;
         self.window = Some(win);
+        if recurrent {
+            // The step commits: its next memory, over its window, with it.
+            self.memory.relayout(spec, h, w, &mut self.memory_next);
+            self.memory_window = Some(win);
+        }
         Ok(StepStats {
             step: cx.step + 1,
             occupied_cells: total,
