@@ -277,8 +277,14 @@ fn verify(session: &mut Session, spec: &ModelSpec, path: &Path) -> Result<()> {
         return Err(Error::model(
             path,
             format!(
-                "the graph has {inputs} inputs and {outputs} outputs; an Atheria model has one input \
-                 [batch, 2 x d_state, height, width] and one output of the same shape"
+                "the graph has {inputs} inputs ({}) and {outputs} outputs; an Atheria model has one input \
+                 [batch, 2 x d_state, height, width] and one output of the same shape{}",
+                outlet_names(session.inputs()),
+                if inputs > 1 {
+                    " (a recurrent law lists its memory in model.json's \"memory\")"
+                } else {
+                    ""
+                }
             ),
         ));
     }
@@ -395,12 +401,7 @@ enum RunFailure {
 /// finite values of the right shapes. Returns the names the forwards use.
 fn verify_recurrent(session: &mut Session, spec: &ModelSpec, path: &Path) -> Result<MemoryIo> {
     let bad = |what: String| Error::model(path, what);
-    let names = |list: &[ort::value::Outlet]| {
-        list.iter()
-            .map(|o| o.name().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = outlet_names;
     let wanted = || {
         let memory: Vec<&str> = spec.memory.iter().map(|t| t.name.as_str()).collect();
         let next: Vec<String> = memory.iter().map(|n| format!("{n}_next")).collect();
@@ -522,6 +523,14 @@ fn verify_recurrent(session: &mut Session, spec: &ModelSpec, path: &Path) -> Res
         )));
     }
     Ok(io)
+}
+
+/// The names of a graph's inputs or outputs, for errors: `x, h_state`.
+fn outlet_names(list: &[ort::value::Outlet]) -> String {
+    list.iter()
+        .map(|o| o.name().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Checks a memory input or output as far as its declared type allows: f32,

@@ -214,3 +214,23 @@ fn a_memory_input_with_other_channels_is_refused_naming_it() {
     let err = load_err(&package("channels", &onnx));
     assert!(err.contains("input `h_state` has 5 channels"), "{err}");
 }
+
+#[test]
+fn a_recurrent_graph_in_a_package_without_memory_says_where_memory_is_listed() {
+    let onnx = small_graph(
+        &[
+            ("x", field()),
+            ("h_state", h_state()),
+            ("c_state", c_state()),
+        ],
+        &[
+            ("delta", field()),
+            ("h_state_next", h_state()),
+            ("c_state_next", c_state()),
+        ],
+    );
+    let package = common::write_package_with_multiple("no-memory", 2, 2, &onnx);
+    let err = load_err(&package);
+    assert!(err.contains("3 inputs (x, h_state, c_state)"), "{err}");
+    assert!(err.contains("model.json's \"memory\""), "{err}");
+}
