@@ -24,11 +24,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use engine_api::plugin::{
-    error_from_parts, AbiFn, CheckFn, DescribeFn, ForwardFn, FreeErrorFn, FreeFn, FreeStringFn,
-    LoadFn, NameFn, PluginError, SetLoggerFn, ABI, ABI_SYMBOL, CHECK_SYMBOL, DESCRIBE_SYMBOL,
-    DEVICE_CPU, DEVICE_CUDA, FORWARD_SYMBOL, FREE_ERROR_SYMBOL, FREE_STRING_SYMBOL, FREE_SYMBOL,
-    LOAD_SYMBOL, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_OFF, LOG_TRACE, LOG_WARN, NAME_SYMBOL,
-    SET_LOGGER_SYMBOL,
+    error_from_parts, AbiFn, CheckFn, DescribeFn, ForwardFn, ForwardMemoryFn, FreeErrorFn, FreeFn,
+    FreeStringFn, LoadFn, NameFn, PluginError, SetLoggerFn, ABI, ABI_SYMBOL, CHECK_SYMBOL,
+    DESCRIBE_SYMBOL, DEVICE_CPU, DEVICE_CUDA, FORWARD_MEMORY_SYMBOL, FORWARD_SYMBOL,
+    FREE_ERROR_SYMBOL, FREE_STRING_SYMBOL, FREE_SYMBOL, LOAD_SYMBOL, LOG_DEBUG, LOG_ERROR,
+    LOG_INFO, LOG_OFF, LOG_TRACE, LOG_WARN, NAME_SYMBOL, SET_LOGGER_SYMBOL,
 };
 use engine_api::{
     BatchShape, ComputeBackend, Device, Error, LoadRequest, ModelFile, ModelSpec, Result, Runtime,
@@ -102,6 +102,7 @@ pub(crate) struct Api {
     check: CheckFn,
     load: LoadFn,
     forward: ForwardFn,
+    forward_memory: ForwardMemoryFn,
     describe: DescribeFn,
     free: FreeFn,
     free_string: FreeStringFn,
@@ -242,6 +243,7 @@ fn entry_points(
             check: get(library, CHECK_SYMBOL)?,
             load: get(library, LOAD_SYMBOL)?,
             forward: get(library, FORWARD_SYMBOL)?,
+            forward_memory: get(library, FORWARD_MEMORY_SYMBOL)?,
             describe: get(library, DESCRIBE_SYMBOL)?,
             free: get(library, FREE_SYMBOL)?,
             free_string: get(library, FREE_STRING_SYMBOL)?,
@@ -503,6 +505,41 @@ impl ComputeBackend for PluginBackend {
         }
     }
 
+    fn run_with_memory(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        memory: &[f32],
+        output: &mut [f32],
+        next_memory: &mut [f32],
+    ) -> Result<()> {
+        // SAFETY: a live handle; the four buffers are valid and distinct
+        // (two shared borrows, two exclusive ones) for the lengths passed,
+        // for the duration of the call.
+        let error = unsafe {
+            (self.api.forward_memory)(
+                self.handle.as_ptr(),
+                input.as_ptr(),
+                input.len(),
+                shape.batch,
+                shape.channels,
+                shape.height,
+                shape.width,
+                memory.as_ptr(),
+                memory.len(),
+                output.as_mut_ptr(),
+                output.len(),
+                next_memory.as_mut_ptr(),
+                next_memory.len(),
+            )
+        };
+        // SAFETY: what the library returned, freed once.
+        match unsafe { self.api.take_error(error) } {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
     fn describe(&self) -> String {
         // SAFETY: a live handle; the string returned is the library's.
         unsafe {
@@ -516,5 +553,129 @@ impl Drop for PluginBackend {
     fn drop(&mut self) {
         // SAFETY: a live handle, freed once, by the library that made it.
         unsafe { (self.api.free)(self.handle.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The memory forward across the C boundary: the golden recurrent law
+    //! through `libatheria_tch.so` against PyTorch.
+
+    use std::path::Path;
+
+    use std::ffi::{c_void, CString};
+    use std::ptr::null_mut;
+
+    use engine_api::plugin::DEVICE_CPU;
+    use engine_api::{BackendOptions, BatchShape, ModelPackage, Runtime};
+
+    use super::TCH_RUNTIME;
+
+    /// A tensor of `forward.safetensors` in `dir`: its shape and values.
+    fn tensor(dir: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let bytes = std::fs::read(dir.join("forward.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor(name).unwrap();
+        let values = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        (t.shape().to_vec(), values)
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn a_recurrent_law_runs_through_the_library_and_matches_pytorch() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/unet_convlstm_d2_h8");
+        let package = ModelPackage::load(&dir).unwrap();
+        let options = BackendOptions::default().with_threads(2);
+        let backend = TCH_RUNTIME.load(&package, &options).unwrap();
+        let (dims, x) = tensor(&dir, "x");
+        let shape = BatchShape::new(dims[0], dims[1], dims[2], dims[3]);
+        let (_, h) = tensor(&dir, "h_state");
+        let (_, c) = tensor(&dir, "c_state");
+        let memory: Vec<f32> = h.iter().chain(&c).copied().collect();
+        let mut out = vec![f32::NAN; shape.len()];
+        let mut next = vec![f32::NAN; memory.len()];
+        backend
+            .forward_with_memory(&x, shape, &memory, &mut out, &mut next)
+            .unwrap();
+        let (dy, dh, dc) = (
+            max_diff(&out, &tensor(&dir, "y").1),
+            max_diff(&next[..h.len()], &tensor(&dir, "h_state_next").1),
+            max_diff(&next[h.len()..], &tensor(&dir, "c_state_next").1),
+        );
+        println!("tch library: max |diff| delta {dy:e}, h_state_next {dh:e}, c_state_next {dc:e}");
+        assert!(dy <= 1e-4 && dh <= 1e-4 && dc <= 1e-4, "{dy} {dh} {dc}");
+
+        // The library checks the lengths again, whatever the host checked:
+        // called directly, a short memory and a null one are errors, not
+        // reads past the buffer.
+        let api = super::load(&super::TCH).unwrap();
+        let spec_json = CString::new(serde_json::to_string(package.spec()).unwrap()).unwrap();
+        let origin = CString::new("model.pt").unwrap();
+        let bytes = std::fs::read(dir.join("model.pt")).unwrap();
+        let mut handle = null_mut::<c_void>();
+        // SAFETY: the C signatures engine_api::plugin documents; every
+        // buffer is valid for the length passed (the short one included:
+        // it is shorter, not longer, than the memory).
+        unsafe {
+            let error = (api.load)(
+                spec_json.as_ptr(),
+                origin.as_ptr(),
+                bytes.as_ptr(),
+                bytes.len(),
+                DEVICE_CPU,
+                0,
+                1,
+                &mut handle,
+            );
+            assert!(api.take_error(error).is_none());
+            let forward =
+                |memory: *const f32, memory_len: usize, out: &mut [f32], next: &mut [f32]| {
+                    let error = (api.forward_memory)(
+                        handle,
+                        x.as_ptr(),
+                        x.len(),
+                        shape.batch,
+                        shape.channels,
+                        shape.height,
+                        shape.width,
+                        memory,
+                        memory_len,
+                        out.as_mut_ptr(),
+                        out.len(),
+                        next.as_mut_ptr(),
+                        next.len(),
+                    );
+                    api.take_error(error).map(|e| e.to_string())
+                };
+            let short = forward(memory.as_ptr(), memory.len() - 1, &mut out, &mut next);
+            let short = short.expect("a short memory is refused");
+            let needs = format!("needs {} memory values", memory.len());
+            assert!(
+                short.contains("h_state, c_state") && short.contains(&needs),
+                "{short}"
+            );
+            let null = forward(std::ptr::null(), memory.len(), &mut out, &mut next);
+            assert!(null
+                .expect("a null memory is refused")
+                .contains("null pointer"));
+            assert_eq!(
+                forward(memory.as_ptr(), memory.len(), &mut out, &mut next),
+                None
+            );
+            (api.free)(handle);
+        }
+        assert!(max_diff(&next[..h.len()], &tensor(&dir, "h_state_next").1) <= 1e-4);
     }
 }

@@ -1,5 +1,6 @@
 //! [`OnnxBackend`]: a model package's ONNX graph behind [`ComputeBackend`].
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use engine_api::{
     ModelPackage, ModelSpec, Result, Runtime,
 };
 use ort::session::builder::{BuilderResult, SessionBuilder};
-use ort::session::Session;
+use ort::session::{Session, SessionInputValue};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::provider;
@@ -28,6 +29,23 @@ pub struct OnnxBackend {
     threads: Option<usize>,
     version: &'static str,
     pool: Pool<Session>,
+    /// The graph's names for a recurrent law's field, delta and memory
+    /// (found at load); `None` for a law without memory.
+    memory_io: Option<MemoryIo>,
+}
+
+/// A recurrent law's graph: which input is the field and which output the
+/// delta (the ones not named after a memory tensor), and the memory outputs
+/// `<name>_next` in model.json order (the memory inputs are named as
+/// model.json names them).
+#[derive(Debug, Clone)]
+struct MemoryIo {
+    /// The field input (`x` in graphs Atheria's exporter writes).
+    field: String,
+    /// The delta output (`delta`).
+    delta: String,
+    /// `<name>_next` for each memory tensor, in model.json order.
+    next: Vec<String>,
 }
 
 /// Session settings, kept so the pool can build more sessions like the first.
@@ -81,6 +99,11 @@ impl OnnxBackend {
     /// Loads `package`'s `onnx` file and checks it against `model.json` with
     /// one small forward: [`OnnxRuntime`]'s load, returning the concrete
     /// backend.
+    ///
+    /// For a recurrent law (model.json lists `memory`) the graph must take
+    /// the field and one input per memory tensor, named as model.json names
+    /// it, and return the delta and `<name>_next` per memory tensor; the
+    /// check forward passes zero memory and checks every output's shape.
     pub fn load(package: &ModelPackage, options: &BackendOptions) -> Result<Self> {
         Self::prepare(LoadRequest::new(&OnnxRuntime, package, options)?)
     }
@@ -95,7 +118,16 @@ impl OnnxBackend {
             threads: request.threads().map(|n| n.get()),
         };
         let (mut first, provider) = build_session(rt, &recipe)?;
-        verify(&mut first, request.spec(), &recipe.origin)?;
+        let memory_io = if request.spec().is_recurrent() {
+            Some(verify_recurrent(
+                &mut first,
+                request.spec(),
+                &recipe.origin,
+            )?)
+        } else {
+            verify(&mut first, request.spec(), &recipe.origin)?;
+            None
+        };
         let factory_recipe = recipe.clone();
         let factory: Factory<Session> = Box::new(move || {
             // The runtime is initialised by now; `runtime()` only reads it.
@@ -108,6 +140,7 @@ impl OnnxBackend {
             threads: recipe.threads,
             version: &rt.version,
             pool: Pool::new(first, factory, Pool::<Session>::default_max()),
+            memory_io,
         })
     }
 
@@ -140,6 +173,55 @@ impl ComputeBackend for OnnxBackend {
                 "onnx",
                 format!("the model returned {got:?} for input {shape}; it must return the input's shape"),
             ),
+            // Only `run_memory_into` reports memory outputs.
+            RunFailure::MemoryShape { output, .. } => Error::backend(
+                "onnx",
+                format!("the model returned memory `{output}` to a forward without memory"),
+            ),
+        })
+    }
+
+    fn run_with_memory(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        memory: &[f32],
+        output: &mut [f32],
+        next_memory: &mut [f32],
+    ) -> Result<()> {
+        let Some(io) = &self.memory_io else {
+            // Only a spec with memory calls this, and such a spec's load
+            // resolved the names.
+            return Err(Error::backend(
+                "onnx",
+                "the graph's memory names were not resolved at load",
+            ));
+        };
+        let mut session = self.pool.checkout()?;
+        let buffers = Buffers {
+            input,
+            memory,
+            output,
+            next_memory,
+        };
+        run_memory_into(&mut session, io, &self.spec, shape, buffers).map_err(|failure| {
+            match failure {
+                RunFailure::Ort(message) => {
+                    Error::backend("onnx", format!("forward on {shape} failed: {message}"))
+                }
+                RunFailure::Shape(got) => Error::backend(
+                    "onnx",
+                    format!(
+                        "the model returned delta {got:?} for input {shape}; it must return the input's shape"
+                    ),
+                ),
+                RunFailure::MemoryShape { output, got, want } => Error::backend(
+                    "onnx",
+                    format!(
+                        "for input {shape} the model returned `{output}` of shape {got:?}; it must be {want:?}, the memory's shape"
+                    ),
+                ),
+            }
         })
     }
 
@@ -195,8 +277,14 @@ fn verify(session: &mut Session, spec: &ModelSpec, path: &Path) -> Result<()> {
         return Err(Error::model(
             path,
             format!(
-                "the graph has {inputs} inputs and {outputs} outputs; an Atheria model has one input \
-                 [batch, 2 x d_state, height, width] and one output of the same shape"
+                "the graph has {inputs} inputs ({}) and {outputs} outputs; an Atheria model has one input \
+                 [batch, 2 x d_state, height, width] and one output of the same shape{}",
+                outlet_names(session.inputs()),
+                if inputs > 1 {
+                    " (a recurrent law lists its memory in model.json's \"memory\")"
+                } else {
+                    ""
+                }
             ),
         ));
     }
@@ -221,6 +309,12 @@ fn verify(session: &mut Session, spec: &ModelSpec, path: &Path) -> Result<()> {
                     "the check forward on {shape} (2 x d_state {} channels from model.json) failed: {message}",
                     spec.d_state
                 ),
+            ))
+        }
+        Err(RunFailure::MemoryShape { output, .. }) => {
+            return Err(Error::model(
+                path,
+                format!("the check forward returned memory `{output}`, but model.json lists no memory"),
             ))
         }
         Err(RunFailure::Shape(got)) => {
@@ -285,12 +379,276 @@ fn check_signature(role: &str, dtype: &ValueType, spec: &ModelSpec, path: &Path)
     Ok(())
 }
 
-/// Why [`run_into`] failed.
+/// Why [`run_into`] or [`run_memory_into`] failed.
 enum RunFailure {
     /// ONNX Runtime's own error.
     Ort(String),
     /// The output's shape differs from the input's.
     Shape(Vec<i64>),
+    /// A memory output's shape differs from its memory tensor's.
+    MemoryShape {
+        /// The output's name, `<name>_next`.
+        output: String,
+        got: Vec<i64>,
+        want: [i64; 4],
+    },
+}
+
+/// The graph-level checks of a recurrent law and its check forward: the
+/// memory inputs and `<name>_next` outputs exist, exactly one other input
+/// (the field) and output (the delta) remain, all are f32 NCHW, and a
+/// forward of a varied `[1, 2D, m, m]` field with zero memory returns
+/// finite values of the right shapes. Returns the names the forwards use.
+fn verify_recurrent(session: &mut Session, spec: &ModelSpec, path: &Path) -> Result<MemoryIo> {
+    let bad = |what: String| Error::model(path, what);
+    let names = outlet_names;
+    let wanted = || {
+        let memory: Vec<&str> = spec.memory.iter().map(|t| t.name.as_str()).collect();
+        let next: Vec<String> = memory.iter().map(|n| format!("{n}_next")).collect();
+        format!(
+            "model.json lists memory, so the graph must take inputs x, {} and return delta, {}",
+            memory.join(", "),
+            next.join(", ")
+        )
+    };
+    let inputs = session.inputs();
+    let outputs = session.outputs();
+    for tensor in &spec.memory {
+        let name = &tensor.name;
+        let Some(input) = inputs.iter().find(|i| i.name() == name) else {
+            return Err(bad(format!(
+                "the graph has no input `{name}` (its inputs: {}); {}",
+                names(inputs),
+                wanted()
+            )));
+        };
+        check_memory_signature(
+            &format!("input `{name}`"),
+            input.dtype(),
+            tensor.channels,
+            path,
+        )?;
+        let next = format!("{name}_next");
+        let Some(output) = outputs.iter().find(|o| o.name() == next) else {
+            return Err(bad(format!(
+                "the graph has no output `{next}` (its outputs: {}); {}",
+                names(outputs),
+                wanted()
+            )));
+        };
+        check_memory_signature(
+            &format!("output `{next}`"),
+            output.dtype(),
+            tensor.channels,
+            path,
+        )?;
+    }
+    let is_memory = |n: &str| spec.memory.iter().any(|t| t.name == n);
+    let is_next = |n: &str| {
+        spec.memory
+            .iter()
+            .any(|t| n.strip_suffix("_next") == Some(t.name.as_str()))
+    };
+    let field: Vec<_> = inputs.iter().filter(|i| !is_memory(i.name())).collect();
+    let delta: Vec<_> = outputs.iter().filter(|o| !is_next(o.name())).collect();
+    let ([field], [delta]) = (&field[..], &delta[..]) else {
+        return Err(bad(format!(
+            "the graph has inputs {} and outputs {}: besides the memory it must take one field \
+             input and return one delta output; {}",
+            names(inputs),
+            names(outputs),
+            wanted()
+        )));
+    };
+    check_signature(
+        &format!("input `{}`", field.name()),
+        field.dtype(),
+        spec,
+        path,
+    )?;
+    check_signature(
+        &format!("output `{}`", delta.name()),
+        delta.dtype(),
+        spec,
+        path,
+    )?;
+    let io = MemoryIo {
+        field: field.name().to_string(),
+        delta: delta.name().to_string(),
+        next: spec
+            .memory
+            .iter()
+            .map(|t| format!("{}_next", t.name))
+            .collect(),
+    };
+
+    let m = spec.spatial_multiple.max(1);
+    let shape = BatchShape::new(1, spec.channels(), m, m);
+    // A varied field, as `verify`'s, and zero memory, as a simulation starts.
+    let input: Vec<f32> = (0..shape.len())
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 12.0)
+        .collect();
+    let memory = vec![0.0f32; spec.memory_len(shape)];
+    let mut output = vec![0.0f32; shape.len()];
+    let mut next_memory = vec![0.0f32; memory.len()];
+    let buffers = Buffers {
+        input: &input,
+        memory: &memory,
+        output: &mut output,
+        next_memory: &mut next_memory,
+    };
+    let d = spec.d_state;
+    match run_memory_into(session, &io, spec, shape, buffers) {
+        Ok(()) => {}
+        Err(RunFailure::Ort(message)) => {
+            return Err(bad(format!(
+                "the check forward on {shape} (2 x d_state {d} channels from model.json) with zero memory failed: {message}"
+            )))
+        }
+        Err(RunFailure::Shape(got)) => {
+            return Err(bad(format!(
+                "the check forward on {shape} returned delta {got:?}; model.json (d_state {d}) needs {:?}",
+                shape.dims_i64()
+            )))
+        }
+        Err(RunFailure::MemoryShape { output, got, want }) => {
+            return Err(bad(format!(
+                "the check forward on {shape} returned `{output}` of shape {got:?}; model.json's memory needs {want:?}"
+            )))
+        }
+    }
+    if output.iter().chain(&next_memory).any(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "the check forward on {shape} with zero memory produced NaN or infinite values"
+        )));
+    }
+    Ok(io)
+}
+
+/// The names of a graph's inputs or outputs, for errors: `x, h_state`.
+fn outlet_names(list: &[ort::value::Outlet]) -> String {
+    list.iter()
+        .map(|o| o.name().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks a memory input or output as far as its declared type allows: f32,
+/// rank 4, and `channels` when fixed.
+fn check_memory_signature(
+    role: &str,
+    dtype: &ValueType,
+    channels: usize,
+    path: &Path,
+) -> Result<()> {
+    let bad = |what: String| Err(Error::model(path, format!("the graph's {role} {what}")));
+    let ValueType::Tensor { ty, shape, .. } = dtype else {
+        return bad(format!("is {dtype:?}, not a tensor"));
+    };
+    if *ty != TensorElementType::Float32 {
+        return bad(format!("has element type {ty:?}; memory is f32"));
+    }
+    if shape.len() != 4 {
+        return bad(format!(
+            "has rank {} ({shape}); memory is NCHW [batch, channels, height / stride, width / stride]",
+            shape.len()
+        ));
+    }
+    if shape[1] >= 0 && shape[1] != channels as i64 {
+        return bad(format!(
+            "has {} channels but model.json's memory says {channels}",
+            shape[1]
+        ));
+    }
+    Ok(())
+}
+
+/// The caller's buffers for one forward of a recurrent law.
+struct Buffers<'a> {
+    input: &'a [f32],
+    memory: &'a [f32],
+    output: &'a mut [f32],
+    next_memory: &'a mut [f32],
+}
+
+/// Runs the field and the memory through `session` by name, and copies the
+/// delta into `output` and each `<name>_next` into its place in
+/// `next_memory`.
+///
+/// The input tensors borrow the caller's slices (no copy: ONNX Runtime does
+/// not write to its inputs); the outputs live in ONNX Runtime's memory and
+/// are copied once each.
+fn run_memory_into(
+    session: &mut Session,
+    io: &MemoryIo,
+    spec: &ModelSpec,
+    shape: BatchShape,
+    buffers: Buffers<'_>,
+) -> std::result::Result<(), RunFailure> {
+    let ort = |e: ort::Error| RunFailure::Ort(e.to_string());
+    let too_short = |what: &str| {
+        RunFailure::Ort(format!(
+            "{what} is too short for the memory of a batch {shape}"
+        ))
+    };
+    let Buffers {
+        input,
+        memory,
+        output,
+        next_memory,
+    } = buffers;
+    let dims = shape.dims_i64();
+    let mut feeds: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+        Vec::with_capacity(1 + spec.memory.len());
+    feeds.push((
+        Cow::Borrowed(io.field.as_str()),
+        TensorRef::from_array_view((dims, input))
+            .map_err(ort)?
+            .into(),
+    ));
+    let mut offset = 0;
+    for tensor in &spec.memory {
+        let len = tensor.len(shape);
+        let part = memory
+            .get(offset..offset + len)
+            .ok_or_else(|| too_short("memory"))?;
+        offset += len;
+        let mdims = tensor.dims(shape).map(|d| d as i64);
+        feeds.push((
+            Cow::Borrowed(tensor.name.as_str()),
+            TensorRef::from_array_view((mdims, part))
+                .map_err(ort)?
+                .into(),
+        ));
+    }
+    let outputs = session.run(feeds).map_err(ort)?;
+    let missing = |name: &str| RunFailure::Ort(format!("the model returned no output `{name}`"));
+    let value = outputs.get(&io.delta).ok_or_else(|| missing(&io.delta))?;
+    let (out_shape, data) = value.try_extract_tensor::<f32>().map_err(ort)?;
+    if out_shape[..] != dims[..] || data.len() != output.len() {
+        return Err(RunFailure::Shape(out_shape.to_vec()));
+    }
+    output.copy_from_slice(data);
+    let mut offset = 0;
+    for (tensor, name) in spec.memory.iter().zip(&io.next) {
+        let want = tensor.dims(shape).map(|d| d as i64);
+        let value = outputs.get(name).ok_or_else(|| missing(name))?;
+        let (got, data) = value.try_extract_tensor::<f32>().map_err(ort)?;
+        let len = tensor.len(shape);
+        if got[..] != want[..] || data.len() != len {
+            return Err(RunFailure::MemoryShape {
+                output: name.clone(),
+                got: got.to_vec(),
+                want,
+            });
+        }
+        next_memory
+            .get_mut(offset..offset + len)
+            .ok_or_else(|| too_short("next_memory"))?
+            .copy_from_slice(data);
+        offset += len;
+    }
+    Ok(())
 }
 
 /// Runs `input` through `session` and copies the single output into `output`.

@@ -35,6 +35,20 @@
 //! thread, sequential execution, and no spin-waiting (see `backend`), so
 //! that between forwards the cores belong to the engine's rayon workers.
 
+//!
+//! # Recurrent laws
+//! A package whose model.json lists `memory` runs through
+//! [`ComputeBackend::forward_with_memory`]: the graph takes the field (`x`)
+//! and one input per memory tensor, named as model.json names it, and
+//! returns the delta (`delta`) and `<name>_next` per memory tensor. Inputs
+//! and outputs are bound by name, so their order in the graph does not
+//! matter. The load checks that every name is there (an error names the
+//! missing one), then runs a check forward with zero memory and checks
+//! every output's shape. The field and memory are passed as views of the
+//! caller's buffers (ONNX Runtime does not write to its inputs).
+//!
+//! [`ComputeBackend::forward_with_memory`]: engine_api::ComputeBackend::forward_with_memory
+
 mod backend;
 mod provider;
 mod runtime;

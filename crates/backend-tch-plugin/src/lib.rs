@@ -173,17 +173,69 @@ pub unsafe extern "C" fn atheria_backend_forward(
             .ok_or_else(|| null_argument("backend"))?;
         // SAFETY: the buffers' lengths and exclusivity, by the caller's contract.
         let input = unsafe { slice_or_empty(input, input_len) }?;
-        let output: &mut [f32] = if output_len == 0 {
-            &mut []
-        } else if output.is_null() {
-            return Err(null_argument("output"));
-        } else {
-            // SAFETY: as above.
-            unsafe { std::slice::from_raw_parts_mut(output, output_len) }
-        };
+        // SAFETY: as above.
+        let output = unsafe { slice_mut_or_empty(output, output_len, "output") }?;
         // `forward` checks the lengths against the shape before anything
         // reads the buffers.
         backend.forward(input, BatchShape::new(n, c, h, w), output)
+    })
+}
+
+/// One forward of a recurrent law on an NCHW batch of shape `[n, c, h, w]`:
+/// reads `memory` (the model's memory tensors one after another, in
+/// model.json order) and writes the delta into `output` and the next memory
+/// into `next_memory`. For a law without memory both memory lengths are 0
+/// and this is [`atheria_backend_forward`].
+///
+/// # Safety
+/// `backend` must be a live handle from [`atheria_backend_load`]; `input`
+/// and `memory` must point to `input_len` and `memory_len` readable f32,
+/// `output` and `next_memory` to `output_len` and `next_memory_len`
+/// writable f32, the four overlapping nothing else during the call (any may
+/// be anything when its length is 0). Several threads may call this at
+/// once on one handle.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn atheria_backend_forward_memory(
+    backend: *const c_void,
+    input: *const f32,
+    input_len: usize,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    memory: *const f32,
+    memory_len: usize,
+    output: *mut f32,
+    output_len: usize,
+    next_memory: *mut f32,
+    next_memory_len: usize,
+) -> *mut PluginError {
+    guarded("forward_memory", || {
+        // SAFETY: a live handle (a `Box<TchBackend>`), by the caller's contract.
+        let backend = unsafe { backend.cast::<TchBackend>().as_ref() }
+            .ok_or_else(|| null_argument("backend"))?;
+        // SAFETY: the buffers' lengths and exclusivity, by the caller's contract.
+        let (input, memory) = unsafe {
+            (
+                slice_or_empty(input, input_len)?,
+                slice_or_empty(memory, memory_len)?,
+            )
+        };
+        // SAFETY: as above.
+        let output = unsafe { slice_mut_or_empty(output, output_len, "output") }?;
+        // SAFETY: as above.
+        let next_memory =
+            unsafe { slice_mut_or_empty(next_memory, next_memory_len, "next_memory") }?;
+        // `forward_with_memory` checks every length against the shape and
+        // the model's memory before anything reads the buffers.
+        backend.forward_with_memory(
+            input,
+            BatchShape::new(n, c, h, w),
+            memory,
+            output,
+            next_memory,
+        )
     })
 }
 
@@ -307,6 +359,23 @@ unsafe fn slice_or_empty<'a, T>(ptr: *const T, len: usize) -> Result<&'a [T]> {
     } else {
         // SAFETY: by the function's contract.
         Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+}
+
+/// A mutable slice over a C buffer; empty for length 0 whatever the
+/// pointer. `what` names the buffer in the error for a null pointer.
+///
+/// # Safety
+/// For a length above 0, `ptr` must point to `len` writable values that
+/// nothing else reads or writes for `'a`.
+unsafe fn slice_mut_or_empty<'a, T>(ptr: *mut T, len: usize, what: &str) -> Result<&'a mut [T]> {
+    if len == 0 {
+        Ok(&mut [])
+    } else if ptr.is_null() {
+        Err(null_argument(what))
+    } else {
+        // SAFETY: by the function's contract.
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
     }
 }
 

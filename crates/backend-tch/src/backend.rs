@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use engine_api::pool::Pool;
 use engine_api::{
-    BackendOptions, BatchShape, ComputeBackend, Device, Error, LoadRequest, ModelFile,
-    ModelPackage, ModelSpec, Result, Runtime,
+    BackendOptions, BatchShape, ComputeBackend, Device, Error, LoadRequest, MemoryTensor,
+    ModelFile, ModelPackage, ModelSpec, Result, Runtime,
 };
 use tch::{CModule, IValue, Kind, Tensor};
 
 use crate::error::{run_error, torch_message, NAME};
-use crate::pool::{load_module, module_pool, Slot};
+use crate::pool::{load_module, module_pool, Slot, Staged};
 use crate::runtime::{apply_threads, intra_op_threads, torch_device, LIBTORCH_VERSION};
 
 /// A TorchScript model run by libtorch.
@@ -67,6 +67,9 @@ enum OutputKind {
     Tensor,
     /// A tuple whose first element is the tensor.
     TupleFirst,
+    /// A recurrent law's tuple `(delta, <memory>_next...)`, called with the
+    /// memory tensors after the field (model.json lists memory).
+    Memory,
 }
 
 impl TchBackend {
@@ -74,6 +77,11 @@ impl TchBackend {
     /// with one forward on zeros, that the model maps `2 * d_state` channels
     /// to `2 * d_state` channels and keeps height and width: [`TchRuntime`]'s
     /// load, returning the concrete backend.
+    ///
+    /// For a recurrent law (model.json lists `memory`) the check forward
+    /// passes zero memory too, as `forward(x, <memory>...)`, and checks that
+    /// the module returns the tuple `(delta, <memory>_next...)` with every
+    /// memory output shaped as its input.
     ///
     /// Also applies `options.threads` to libtorch (process-wide; see the crate
     /// docs).
@@ -94,7 +102,12 @@ impl TchBackend {
         let torch_device = torch_device(request.device())?;
         apply_threads(threads);
         let module = load_module(request.bytes(), torch_device, path)?;
-        let output = probe(&module, request.spec(), torch_device, path)?;
+        let output = if request.spec().is_recurrent() {
+            probe_recurrent(&module, request.spec(), torch_device, path)?;
+            OutputKind::Memory
+        } else {
+            probe(&module, request.spec(), torch_device, path)?
+        };
         Ok(Self {
             spec: request.spec().clone(),
             device: request.device(),
@@ -146,6 +159,67 @@ impl ComputeBackend for TchBackend {
         let result = run_module(&slot.module, staged, self.output)?;
         check_output(&result, dims)?;
         copy_out(&result, output, dims)
+    }
+
+    fn run_with_memory(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        memory: &[f32],
+        output: &mut [f32],
+        next_memory: &mut [f32],
+    ) -> Result<()> {
+        apply_threads(self.threads);
+        let spec = &self.spec;
+        let dims = shape.dims_i64();
+        let mut slot = self.pool.checkout()?;
+        let slot = &mut *slot;
+        let _no_grad = tch::no_grad_guard();
+        // One handle per argument: tch takes the arguments as a slice of
+        // IValues, each a new reference to a staged tensor (no data copied).
+        let mut args = Vec::with_capacity(1 + spec.memory.len());
+        let staged = stage_input(&mut slot.input, input, dims, self.torch_device)?;
+        args.push(IValue::Tensor(staged.shallow_clone()));
+        slot.memory.resize_with(spec.memory.len(), || None);
+        let mut offset = 0;
+        for (tensor, staged) in spec.memory.iter().zip(slot.memory.iter_mut()) {
+            let part = memory_part(memory, &mut offset, tensor, shape)?;
+            // Staged (copied) rather than viewed for the reason the field
+            // is: a forward may update its memory arguments in place, and
+            // `memory` must stay as it was (a failed step keeps it).
+            let staged = stage_input(staged, part, memory_dims(tensor, shape), self.torch_device)?;
+            args.push(IValue::Tensor(staged.shallow_clone()));
+        }
+        let out = slot
+            .module
+            .forward_is(&args)
+            .map_err(|e| run_error("forward failed", &e))?;
+        drop(args);
+        // The load checked this tuple; a module whose forward changes what
+        // it returns is reported the same way, as a backend error.
+        let results = memory_outputs(out, spec).map_err(|what| Error::backend(NAME, what))?;
+        let (delta, next) = results
+            .split_first()
+            .ok_or_else(|| Error::backend(NAME, "forward returned an empty tuple"))?;
+        check_output(delta, dims)?;
+        copy_out(delta, output, dims)?;
+        let mut offset = 0;
+        for (tensor, result) in spec.memory.iter().zip(next) {
+            let mdims = memory_dims(tensor, shape);
+            check_memory_output(result, tensor, mdims)
+                .map_err(|what| Error::backend(NAME, format!("for a batch {shape}, {what}")))?;
+            let len = tensor.len(shape);
+            let held = next_memory.len();
+            let part = next_memory.get_mut(offset..offset + len).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "next_memory holds {held} values, too few for memory `{}` of a batch {shape}",
+                    tensor.name
+                ))
+            })?;
+            offset += len;
+            copy_out(result, part, mdims)?;
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -217,6 +291,189 @@ fn probe(
     Ok(kind)
 }
 
+/// The load-time check of a recurrent law: one forward of a zero field and
+/// zero memory, `forward(x, <memory>...)`, which must return the tuple
+/// `(delta, <memory>_next...)` with delta shaped as the field and every
+/// memory output shaped as its input.
+fn probe_recurrent(
+    module: &CModule,
+    spec: &ModelSpec,
+    device: tch::Device,
+    path: &Path,
+) -> Result<()> {
+    let _no_grad = tch::no_grad_guard();
+    let (d, c) = (spec.d_state, spec.channels() as i64);
+    let m = probe_side(spec.spatial_multiple);
+    let shape = BatchShape::new(1, spec.channels(), m, m);
+    let zeros = |dims: [i64; 4]| {
+        Tensor::f_zeros(dims, (Kind::Float, device))
+            .map_err(|e| run_error("cannot allocate the probe input", &e))
+    };
+    let mut args = vec![IValue::Tensor(zeros(shape.dims_i64())?)];
+    for tensor in &spec.memory {
+        args.push(IValue::Tensor(zeros(memory_dims(tensor, shape))?));
+    }
+    let memory_shapes = spec
+        .memory
+        .iter()
+        .map(|t| format!("{} {:?}", t.name, memory_dims(t, shape)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let call = signature(spec);
+    let m = m as i64;
+    let out = module.forward_is(&args).map_err(|e| {
+        Error::model(
+            path,
+            format!(
+                "model.json says d_state {d} and memory {memory_shapes}, but {call} fails on a \
+                 [1, {c}, {m}, {m}] field with zero memory: {}; export the model with that forward",
+                torch_message(&e)
+            ),
+        )
+    })?;
+    let results = memory_outputs(out, spec).map_err(|what| Error::model(path, what))?;
+    let Some((delta, next)) = results.split_first() else {
+        return Err(Error::model(path, "forward returns an empty tuple"));
+    };
+    let size = delta.size();
+    if size[..] != [1, c, m, m] {
+        return Err(Error::model(
+            path,
+            format!(
+                "for a [1, {c}, {m}, {m}] field the model returns delta of shape {size:?}; \
+                 it must be the field's (d_state {d} in model.json)"
+            ),
+        ));
+    }
+    for (tensor, result) in spec.memory.iter().zip(next) {
+        check_memory_output(result, tensor, memory_dims(tensor, shape)).map_err(|what| {
+            Error::model(path, format!("for a [1, {c}, {m}, {m}] field, {what}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// `forward(x, h_state, c_state) -> (delta, h_state_next, c_state_next)`:
+/// the signature model.json's memory asks of the module, for errors.
+fn signature(spec: &ModelSpec) -> String {
+    let names: Vec<&str> = spec.memory.iter().map(|t| t.name.as_str()).collect();
+    let outputs: Vec<String> = names.iter().map(|n| format!("{n}_next")).collect();
+    format!(
+        "forward(x, {}) -> (delta, {})",
+        names.join(", "),
+        outputs.join(", ")
+    )
+}
+
+/// A memory tensor's NCHW shape for a batch of `shape`, as libtorch takes it.
+fn memory_dims(tensor: &MemoryTensor, shape: BatchShape) -> [i64; 4] {
+    tensor.dims(shape).map(|d| d as i64)
+}
+
+/// The slice of the flat memory buffer holding `tensor`, starting at
+/// `*offset`, which moves past it.
+fn memory_part<'a>(
+    memory: &'a [f32],
+    offset: &mut usize,
+    tensor: &MemoryTensor,
+    shape: BatchShape,
+) -> Result<&'a [f32]> {
+    let len = tensor.len(shape);
+    let part = memory.get(*offset..*offset + len).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "memory holds {} values, too few for memory `{}` of a batch {shape}",
+            memory.len(),
+            tensor.name
+        ))
+    })?;
+    *offset += len;
+    Ok(part)
+}
+
+/// The tensors of a recurrent law's result: `(delta, <memory>_next...)`, one
+/// tuple element per output, or what is wrong with it.
+fn memory_outputs(out: IValue, spec: &ModelSpec) -> std::result::Result<Vec<Tensor>, String> {
+    let expected = 1 + spec.memory.len();
+    let wanted = || {
+        format!(
+            "model.json lists memory, so the module must be {}",
+            signature(spec)
+        )
+    };
+    let items = match out {
+        IValue::Tuple(items) => items,
+        IValue::Tensor(_) => {
+            return Err(format!(
+                "forward returns only a tensor (the delta) and no memory outputs; {}",
+                wanted()
+            ))
+        }
+        other => {
+            let what = first_tensor(other).err().unwrap_or("an unsupported value");
+            return Err(format!("forward returns {what}; {}", wanted()));
+        }
+    };
+    if items.len() != expected {
+        let missing: Vec<String> = spec
+            .memory
+            .iter()
+            .skip(items.len().saturating_sub(1))
+            .map(|t| format!("{}_next", t.name))
+            .collect();
+        let detail = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(" (missing {})", missing.join(", "))
+        };
+        return Err(format!(
+            "forward returns a tuple of {} values, not {expected}{detail}; {}",
+            items.len(),
+            wanted()
+        ));
+    }
+    let names = std::iter::once("delta".to_string())
+        .chain(spec.memory.iter().map(|t| format!("{}_next", t.name)));
+    items
+        .into_iter()
+        .zip(names)
+        .map(|(item, name)| match item {
+            IValue::Tensor(t) => Ok(t),
+            other => {
+                let what = first_tensor(other).err().unwrap_or("a tuple");
+                Err(format!("forward's output `{name}` is {what}, not a tensor"))
+            }
+        })
+        .collect()
+}
+
+/// Checks a memory output's shape and type against its memory tensor; the
+/// error names the output.
+fn check_memory_output(
+    result: &Tensor,
+    tensor: &MemoryTensor,
+    dims: [i64; 4],
+) -> std::result::Result<(), String> {
+    let size = result.size();
+    let name = &tensor.name;
+    if size[..] != dims[..] {
+        return Err(format!(
+            "the model's output `{name}_next` has shape {size:?}, but memory `{name}` \
+             ({} channels, stride {}) is {dims:?}; it must keep the memory's shape",
+            tensor.channels, tensor.stride
+        ));
+    }
+    match result.f_kind() {
+        Ok(Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) => Ok(()),
+        Ok(kind) => Err(format!(
+            "the model's output `{name}_next` is a {kind:?} tensor; it must be floating point"
+        )),
+        Err(e) => Err(format!(
+            "cannot read the type of output `{name}_next`: {}",
+            torch_message(&e)
+        )),
+    }
+}
+
 /// Side of the probe field: a small multiple of `spatial_multiple`, at least
 /// 4 so that 3x3 convolutions see interior cells.
 fn probe_side(spatial_multiple: usize) -> usize {
@@ -273,7 +530,7 @@ fn strides(dims: [i64; 4]) -> [i64; 4] {
 /// TorchScript forward may write to its input in place, and `input` is a
 /// shared borrow.
 fn stage_input<'a>(
-    staged: &'a mut Option<([i64; 4], Tensor)>,
+    staged: &'a mut Staged,
     input: &[f32],
     dims: [i64; 4],
     device: tch::Device,
@@ -323,6 +580,11 @@ fn run_module(module: &CModule, input: &Tensor, kind: OutputKind) -> Result<Tens
                 )
             })
         }
+        // `ComputeBackend::forward` refuses recurrent laws before `run`;
+        // this is for a direct call of `run`.
+        OutputKind::Memory => Err(Error::InvalidArgument(
+            "the model is recurrent: call forward_with_memory with its memory".into(),
+        )),
     }
 }
 

@@ -102,6 +102,22 @@
 //! the output's shape. Gradients are off (`no_grad`, set per call because
 //! grad mode is thread-local; tch 0.26 has no inference-mode guard).
 
+//!
+//! # Recurrent laws
+//! A package whose model.json lists `memory` (`unet_convlstm`, or any custom
+//! law) runs through [`ComputeBackend::forward_with_memory`]: the module is
+//! called as `forward(x, <memory>...)`, one 4-D tensor per memory tensor in
+//! model.json order, and must return the tuple `(delta, <memory>_next...)`.
+//! The load's check forward passes zero memory and checks the tuple's arity
+//! and every output's shape, so a module that returns only the delta, or
+//! too few memory outputs, is an error at load naming what is missing. The
+//! memory tensors are staged like the field (copied into tensors each pooled
+//! module reuses, since a forward may update them in place and the caller's
+//! memory must stay as it was), and each output is copied once, straight
+//! into the caller's `output` and `next_memory`.
+//!
+//! [`ComputeBackend::forward_with_memory`]: engine_api::ComputeBackend::forward_with_memory
+
 mod backend;
 mod error;
 mod pool;

@@ -5,9 +5,10 @@
 //! one `Vec::pop`), runs its forward with no lock held, and puts it back (one
 //! `Vec::push`). When every module is busy and the pool is below its cap, it
 //! loads one more from the bytes it kept; at the cap, the caller waits for a
-//! module to come back. Each module also keeps the input tensor it last used,
-//! so a steady stream of same-shaped batches reuses it instead of asking
-//! libtorch for a new one.
+//! module to come back. Each module also keeps the input tensors it last used
+//! (the field's, and one per memory tensor of a recurrent law), so a steady
+//! stream of same-shaped batches reuses them instead of asking libtorch for
+//! new ones.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,13 +19,31 @@ use tch::{CModule, Device, Tensor};
 
 use crate::error::{load_error, torch_message};
 
-/// One pooled module and its reusable input tensor.
+/// A reusable input tensor and the shape it was made for.
+pub(crate) type Staged = Option<([i64; 4], Tensor)>;
+
+/// One pooled module and its reusable input tensors.
 pub(crate) struct Slot {
     /// The loaded module, in eval mode, on the backend's device.
     pub module: CModule,
     /// The input tensor of the last forward on this module, reused while the
     /// batch shape stays the same.
-    pub input: Option<([i64; 4], Tensor)>,
+    pub input: Staged,
+    /// The memory tensors of the last forward of a recurrent law, in
+    /// model.json order (empty until the first such forward), reused the
+    /// same way.
+    pub memory: Vec<Staged>,
+}
+
+impl Slot {
+    /// A slot for a freshly loaded module.
+    fn new(module: CModule) -> Self {
+        Self {
+            module,
+            input: None,
+            memory: Vec::new(),
+        }
+    }
 }
 
 /// A pool holding `first` (already loaded and probed) that loads more from
@@ -36,20 +55,9 @@ pub(crate) fn module_pool(
     origin: PathBuf,
     max: usize,
 ) -> Pool<Slot> {
-    let factory: Factory<Slot> = Box::new(move || {
-        Ok(Slot {
-            module: load_module(&bytes, device, &origin)?,
-            input: None,
-        })
-    });
-    Pool::new(
-        Slot {
-            module: first,
-            input: None,
-        },
-        factory,
-        max,
-    )
+    let factory: Factory<Slot> =
+        Box::new(move || Ok(Slot::new(load_module(&bytes, device, &origin)?)));
+    Pool::new(Slot::new(first), factory, max)
 }
 
 /// Loads a module from TorchScript bytes onto `device`, in eval mode.

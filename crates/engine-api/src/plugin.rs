@@ -45,6 +45,12 @@
 //!                                        const float *input, size_t input_len,
 //!                                        size_t n, size_t c, size_t h, size_t w,
 //!                                        float *output, size_t output_len);
+//! atheria_error *atheria_backend_forward_memory(const void *backend,
+//!                                        const float *input, size_t input_len,
+//!                                        size_t n, size_t c, size_t h, size_t w,
+//!                                        const float *memory, size_t memory_len,
+//!                                        float *output, size_t output_len,
+//!                                        float *next_memory, size_t next_memory_len);
 //! char          *atheria_backend_describe(const void *backend);
 //! void           atheria_backend_free(void *backend);
 //! void           atheria_backend_free_string(char *string);
@@ -57,8 +63,18 @@
 //! errors call the file), the device ([`DEVICE_CPU`] or [`DEVICE_CUDA`] with
 //! its index) and the intra-op threads (0: one per core). `forward` takes the
 //! NCHW shape as four numbers; the library checks the lengths against it
-//! again, since it cannot trust its caller. The handle may be used from
-//! several threads at once (the backend is `Send + Sync`) until it is freed.
+//! again, since it cannot trust its caller. `forward_memory` is the forward
+//! of a recurrent law ([`ComputeBackend::forward_with_memory`]): `memory`
+//! holds the model's memory tensors one after another, in the order of the
+//! `memory` list in the `spec_json` given to `load`, each NCHW
+//! `[n, channels, h / stride, w / stride]`; the library reads it without
+//! changing it and writes the next memory, laid out the same way, into
+//! `next_memory`. The library checks these lengths again too; for a law
+//! without memory both are 0 and the call is `forward`. The handle may be
+//! used from several threads at once (the backend is `Send + Sync`) until
+//! it is freed.
+//!
+//! [`ComputeBackend::forward_with_memory`]: crate::ComputeBackend::forward_with_memory
 //!
 //! The host reads [`ABI_SYMBOL`] first and uses nothing else unless the
 //! string equals its own [`ABI`]. The host never unloads a library.
@@ -80,6 +96,8 @@ pub const CHECK_SYMBOL: &[u8] = b"atheria_backend_check\0";
 pub const LOAD_SYMBOL: &[u8] = b"atheria_backend_load\0";
 /// `atheria_backend_forward`: [`ForwardFn`].
 pub const FORWARD_SYMBOL: &[u8] = b"atheria_backend_forward\0";
+/// `atheria_backend_forward_memory`: [`ForwardMemoryFn`].
+pub const FORWARD_MEMORY_SYMBOL: &[u8] = b"atheria_backend_forward_memory\0";
 /// `atheria_backend_describe`: [`DescribeFn`].
 pub const DESCRIBE_SYMBOL: &[u8] = b"atheria_backend_describe\0";
 /// `atheria_backend_free`: [`FreeFn`].
@@ -175,6 +193,23 @@ pub type ForwardFn = unsafe extern "C" fn(
     w: usize,
     output: *mut f32,
     output_len: usize,
+) -> *mut PluginError;
+/// `atheria_backend_forward_memory`: one forward of an NCHW batch of a
+/// recurrent law, reading `memory` and writing `output` and `next_memory`.
+pub type ForwardMemoryFn = unsafe extern "C" fn(
+    backend: *const c_void,
+    input: *const f32,
+    input_len: usize,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    memory: *const f32,
+    memory_len: usize,
+    output: *mut f32,
+    output_len: usize,
+    next_memory: *mut f32,
+    next_memory_len: usize,
 ) -> *mut PluginError;
 /// `atheria_backend_describe`: a one-line description, to free with
 /// `atheria_backend_free_string`.

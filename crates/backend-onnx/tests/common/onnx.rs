@@ -128,3 +128,44 @@ pub fn nchw(channels: usize) -> [Dim; 4] {
         Dim::Dynamic("width"),
     ]
 }
+
+/// One node of [`graph_model`]: `(op_type, inputs, output)`.
+pub type Node<'a> = (&'a str, &'a [&'a str], &'a str);
+
+/// An ONNX model of element-wise `nodes` (each one output), with scalar-like
+/// f32 initializers `(name, dims, values)` and the declared graph inputs and
+/// outputs, in order. Enough for recurrent test graphs (several named inputs
+/// and outputs) without Python.
+pub fn graph_model(
+    nodes: &[Node<'_>],
+    initializers: &[(&str, &[i64], &[f32])],
+    inputs: &[(&str, [Dim; 4])],
+    outputs: &[(&str, [Dim; 4])],
+) -> Vec<u8> {
+    let mut graph = Msg::default();
+    for (i, (op, ins, out)) in nodes.iter().enumerate() {
+        let mut node = Msg::default();
+        for name in *ins {
+            node = node.str(1, name);
+        }
+        node = node.str(2, out).str(3, &format!("n{i}")).str(4, op);
+        graph = graph.msg(1, node);
+    }
+    graph = graph.str(2, "test_graph");
+    for (name, dims, values) in initializers {
+        graph = graph.msg(5, tensor(name, dims, values));
+    }
+    for (name, dims) in inputs {
+        graph = graph.msg(11, value_info(name, *dims));
+    }
+    for (name, dims) in outputs {
+        graph = graph.msg(12, value_info(name, *dims));
+    }
+    let opset = Msg::default().str(1, "").int(2, 17);
+    Msg::default()
+        .int(1, 8) // ir_version
+        .str(2, "atheria-tests")
+        .msg(7, graph)
+        .msg(8, opset)
+        .0
+}

@@ -115,3 +115,39 @@ pub fn package_with(dir: &Path, d_state: usize, torchscript: &[u8]) -> ModelPack
     std::fs::write(dir.join("model.pt"), torchscript).unwrap();
     ModelPackage::load(dir).unwrap()
 }
+
+/// A tensor of `case`'s `forward.safetensors` by name: its shape and values.
+pub fn tensor(case: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let path = golden(case).join("forward.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("{name} in {}: {e}", path.display()));
+    assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+    let values = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (t.shape().to_vec(), values)
+}
+
+/// Writes a custom package listing `memory` (model.json's JSON list) with
+/// the given TorchScript bytes and `spatial_multiple`.
+pub fn package_with_memory(
+    dir: &Path,
+    d_state: usize,
+    spatial_multiple: usize,
+    memory: &str,
+    torchscript: &[u8],
+) -> ModelPackage {
+    let json = format!(
+        r#"{{"format":"atheria-model/1","name":"t","architecture":"custom","d_state":{d_state},
+           "update":"additive","receptive_radius":null,"spatial_multiple":{spatial_multiple},
+           "memory":{memory},"files":{{"torchscript":"model.pt"}}}}"#
+    );
+    std::fs::write(dir.join("model.json"), json).unwrap();
+    std::fs::write(dir.join("model.pt"), torchscript).unwrap();
+    ModelPackage::load(dir).unwrap()
+}
