@@ -279,3 +279,78 @@ fn without_onnx_runtime_onnx_fails_in_one_line_naming_the_fix() {
         "the error should name the fix `{fix}`: {line}"
     );
 }
+
+/// An Atheria experiment (tests/fixtures/atheria_output) runs on candle
+/// with no Python anywhere: no interpreter, no exporter, no libtorch, no
+/// ONNX Runtime, and a cache of conversions that is empty. It matches
+/// PyTorch's run of the checkpoint Atheria's loader picks. The tch and onnx
+/// backends, which need the checkpoint converted by PyTorch, say so in one
+/// line.
+#[test]
+fn an_atheria_experiment_runs_on_candle_without_python() {
+    if !BackendKind::Candle.compiled_in() {
+        return eprintln!("SKIPPED: candle is not compiled in");
+    }
+    let dir = temp_dir("experiment-no-python");
+    let output = fixtures().join("atheria_output");
+    let expected = output.join("expected/convlstm_d2_h2_g16");
+    let save = dir.join("final.safetensors");
+    let without = |cmd: &mut Command| {
+        cmd.env("PATH", "/usr/bin:/bin")
+            .env("ATHERIA_PYTHON", "/nonexistent/python")
+            .env("ATHERIA_EXPORTER", "/nonexistent/export.py")
+            .env("ATHERIA_CACHE", dir.join("cache"))
+            .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+            .env("ATHERIA_TCH_PLUGIN", "/nonexistent/libatheria_tch.so")
+            .env_remove("LD_LIBRARY_PATH")
+            .env_remove("VIRTUAL_ENV")
+            .env_remove("PYTHONPATH");
+    };
+    let mut cmd = atheria();
+    without(&mut cmd);
+    cmd.args(["run", "--quiet", "--experiment"])
+        .arg(output.join("experiments/convlstm_d2_h2_g16"))
+        .arg("--init")
+        .arg(expected.join("initial.safetensors"))
+        .args(["--steps", "10", "--save"])
+        .arg(&save);
+    let out = timed(&mut cmd);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let got = atheria::state_file::read_state(&save, usize::MAX).unwrap();
+    let want = atheria::state_file::read_state(&expected.join("expected.safetensors"), usize::MAX)
+        .unwrap();
+    assert_close("psi without Python", got.planes(), want.planes(), 1e-4, 0.0);
+    assert_close(
+        "h_state without Python",
+        got.memory.get("h_state").unwrap(),
+        want.memory.get("h_state").unwrap(),
+        1e-4,
+        0.0,
+    );
+
+    for kind in [BackendKind::Onnx, BackendKind::Tch] {
+        if !kind.compiled_in() {
+            continue;
+        }
+        let mut cmd = atheria();
+        without(&mut cmd);
+        cmd.args([
+            "run",
+            "--steps",
+            "1",
+            "--backend",
+            kind.name(),
+            "--experiment",
+        ])
+        .arg(output.join("experiments/convlstm_d2_h2_g16"));
+        let line = one_error_line(
+            &format!("{kind} --experiment without Python"),
+            &timed(&mut cmd),
+        );
+        assert!(
+            line.contains("converted by PyTorch") && line.contains("candle"),
+            "{kind}: {line}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
