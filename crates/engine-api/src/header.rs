@@ -42,6 +42,13 @@ impl SafetensorsHeader {
 pub fn safetensors_header(path: &Path) -> Result<SafetensorsHeader, String> {
     let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    read_header(&mut file, file_len)
+}
+
+/// Reads the header of a safetensors file from `file`, positioned at its
+/// start, whose length is `file_len` (8 + n bytes are read, never the
+/// data): for a caller that keeps the file open to read the rest.
+pub fn read_header(file: &mut impl Read, file_len: u64) -> Result<SafetensorsHeader, String> {
     if file_len == 0 {
         return Err("the file is empty".into());
     }

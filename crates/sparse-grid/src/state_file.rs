@@ -36,10 +36,14 @@ pub const STATE_FORMAT: &str = "atheria-state/1";
 /// safetensors file at all) is refused by its first bytes, before its data
 /// is read or any of it allocated.
 pub fn read_state(path: &Path, max_cells: usize) -> Result<DenseState> {
-    // A missing or unreadable file is an I/O error, as before; what the
-    // header says is about the state file.
-    std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let header = engine_api::header::safetensors_header(path).map_err(|m| Error::state(path, m))?;
+    use std::io::{Read, Seek, SeekFrom};
+    // One open: a missing or unreadable file is an I/O error; what its
+    // header says is about the state file; then the rest is read.
+    let io = |e| Error::io(path, e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let header =
+        engine_api::header::read_header(&mut file, len).map_err(|m| Error::state(path, m))?;
     if let Some(shape) = header.shape("psi_real") {
         if let [h, w, d] = shape[..] {
             let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
@@ -47,7 +51,9 @@ pub fn read_state(path: &Path, max_cells: usize) -> Result<DenseState> {
                 .map_err(|e| Error::state(path, e.to_string()))?;
         }
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.read_to_end(&mut bytes).map_err(io)?;
     parse_state(&bytes, max_cells).map_err(|m| Error::state(path, m))
 }
 

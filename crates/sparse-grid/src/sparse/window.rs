@@ -221,19 +221,17 @@ impl WindowBatch {
 
         // The forward runs here, on the stepping thread, never in a pool.
         let tf = Instant::now();
-        let shape = BatchShape::new(1, 2 * d, h, w);
-        if recurrent {
-            cx.backend.forward_with_memory(
+        // One call for every law: without memory, `memory` and
+        // `memory_next` are empty and this is the plain forward.
+        cx.backend
+            .forward_with_memory(
                 input,
-                shape,
+                BatchShape::new(1, 2 * d, h, w),
                 memory,
                 &mut self.delta,
                 &mut self.memory_next,
             )
-        } else {
-            cx.backend.forward(input, shape, &mut self.delta)
-        }
-        .map_err(|e| cx.fail(e))?;
+            .map_err(|e| cx.fail(e))?;
         let forward = tf.elapsed();
 
         let ts = Instant::now();
