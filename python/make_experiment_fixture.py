@@ -34,6 +34,7 @@ See python/ATHERIA_EXPERIMENTS.md for the layout and the rules.
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import json
 import shutil
@@ -145,10 +146,27 @@ def train_between_saves(model, optimizer, gen: torch.Generator, episode: int) ->
     return loss_value, metrics
 
 
+def write_plain_state_dict(out: Path) -> Path:
+    """The picked checkpoint's weights saved the other way Atheria's loader accepts: the file *is* the
+    state dict (``torch.save(model.state_dict())``, no ``model_state_dict`` key, no prefix)."""
+    ckpt = torch.load(out / "training_checkpoints" / NAME / "checkpoint_ep119.pth", map_location="cpu",
+                      weights_only=True)
+    plain = collections.OrderedDict((k.replace("_orig_mod.", "", 1), v) for k, v in ckpt["model_state_dict"].items())
+    path = out / "plain_state_dict" / "model_only.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(plain, path)
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "atheria_output")
+    p.add_argument("--plain-only", action="store_true",
+                   help="only (re)write plain_state_dict/model_only.pth from the existing checkpoints")
     args = p.parse_args(argv)
+    if args.plain_only:
+        print(f"[experiment] wrote {write_plain_state_dict(args.out)}", file=sys.stderr)
+        return 0
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
     out = args.out
@@ -245,6 +263,7 @@ def main(argv=None) -> int:
         "max_abs_diff_if_gamma_0.01": round(float((wrong_gamma.psi - engine.psi).abs().max()), 4),
     }
     (expected_dir / "case.json").write_text(json.dumps(case, indent=2) + "\n")
+    write_plain_state_dict(out)
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"[experiment] {out}: {', '.join(files)}; picked {picked} (last saved {last}); "
           f"wrong checkpoint off by {others}, wrong gamma by {case['max_abs_diff_if_gamma_0.01']}; "

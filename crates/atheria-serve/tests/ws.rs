@@ -13,6 +13,7 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_answers_with_a_status_and_frames_decode() {
+    let _serial = one_at_a_time().await;
     let server = server(EngineKind::Dense, 24, |_| {});
     let mut ws = connect(server.local_addr(), None).await;
     let hello = next_json(&mut ws, "hello").await;
@@ -134,6 +135,7 @@ async fn next_frame_after(ws: &mut Ws, cmd: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_commands_get_errors_and_change_nothing() {
+    let _serial = one_at_a_time().await;
     let server = server(EngineKind::Dense, 16, |o| o.max_commands_per_s = 50);
     let mut ws = connect(server.local_addr(), None).await;
     let start = next_json(&mut ws, "status").await["step"].as_u64();
@@ -188,6 +190,7 @@ async fn bad_commands_get_errors_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_required_on_every_route_and_origin_is_checked() {
+    let _serial = one_at_a_time().await;
     let server = server(EngineKind::Dense, 16, |o| {
         o.token = Some("s3cret-token".into())
     });
@@ -230,6 +233,7 @@ async fn a_token_is_required_on_every_route_and_origin_is_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_viewers_and_a_stalled_one_do_not_stop_the_simulation() {
+    let _serial = one_at_a_time().await;
     let server = server(EngineKind::Dense, 64, |o| {
         o.send_timeout = Duration::from_secs(3)
     });
@@ -294,6 +298,7 @@ async fn fifty_viewers_and_a_stalled_one_do_not_stop_the_simulation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_that_leaves_mid_frame_harms_no_one() {
+    let _serial = one_at_a_time().await;
     let server = server(EngineKind::Dense, 64, |_| {});
     let addr = server.local_addr();
     let mut lead = connect(addr, None).await;
@@ -338,6 +343,7 @@ async fn a_viewer_that_leaves_mid_frame_harms_no_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sparse_engine_sends_the_region_in_view() {
+    let _serial = one_at_a_time().await;
     let server = server(EngineKind::Sparse, 32, |_| {});
     let mut ws = connect(server.local_addr(), None).await;
     let hello = next_json(&mut ws, "hello").await;

@@ -297,8 +297,9 @@ impl Experiment {
     /// TorchScript and ONNX, each verified against PyTorch) with this
     /// project's exporter (`python/export.py`) run by `python`, for the tch
     /// and ONNX Runtime backends. The package goes to a folder under
-    /// `cache` named after the experiment and the checkpoint's path, size
-    /// and modification time, and is reused while those stay the same.
+    /// `cache` named after the experiment, the checkpoint's path, size and
+    /// modification time and the law config.json describes, and is reused
+    /// while those stay the same.
     /// Returns the package's folder.
     pub fn export_package(&self, python: &Path, exporter: &Path, cache: &Path) -> Result<PathBuf> {
         let meta =
@@ -308,8 +309,20 @@ impl Experiment {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        let key =
-            fnv1a(format!("{}|{}|{modified}", self.checkpoint.display(), meta.len()).as_bytes());
+        // What the package depends on: the checkpoint (path, size, time)
+        // and the law config.json describes.
+        let law = &self.config;
+        let key = fnv1a(
+            format!(
+                "{}|{}|{modified}|{}|{}|{}",
+                self.checkpoint.display(),
+                meta.len(),
+                law.architecture,
+                law.d_state,
+                law.hidden_channels
+            )
+            .as_bytes(),
+        );
         let out = cache.join(format!("{}-{key:016x}", self.name));
         if out.join("model.json").is_file() && out.join("model.onnx").is_file() {
             tracing::info!(package = %out.display(), "converted checkpoint reused");

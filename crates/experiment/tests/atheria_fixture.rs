@@ -109,3 +109,14 @@ fn missing_truncated_and_foreign_checkpoints_are_one_line_errors() {
     assert!(err.contains("no config.json"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_file_that_is_the_state_dict_itself_reads_the_same_weights() {
+    // Atheria's loader takes `model_state_dict`, else `state_dict`, else
+    // the whole file; this one is `torch.save(model.state_dict())`.
+    let plain = read_state_dict(&output().join("plain_state_dict/model_only.pth")).unwrap();
+    let e = Experiment::open(experiment_dir()).unwrap();
+    let training = read_state_dict(&e.checkpoint).unwrap();
+    assert_eq!(plain.len(), training.len());
+    assert_eq!(plain, training, "the two files hold the same weights");
+}

@@ -20,6 +20,17 @@ pub type Ws =
 pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The default law on a `size` x `size` grid, served on 127.0.0.1, any port.
+/// Held for the whole of each test of a binary, so that its tests run one
+/// at a time: each runs a server whose simulation steps flat out and up to
+/// fifty clients, and several of them at once on a 2-core machine starved
+/// one of every message for 20 s in CI.
+/// (An async lock: it is held across awaits, and each test has its own
+/// runtime; a test that panics releases it as it unwinds.)
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 pub fn server(engine: EngineKind, size: usize, tweak: impl FnOnce(&mut ServeOptions)) -> Server {
     let sim = Simulation::builder()
         .engine(engine)
