@@ -557,8 +557,19 @@ class EngineTest(unittest.TestCase):
             ReferenceEngine(model, psi0, memory={"h_state": np.zeros((16, 3, 3), np.float32)})
         with self.assertRaisesRegex(ValueError, "law without memory"):
             ReferenceEngine(build_model("unet", 2, 4), psi0, memory={"h_state": np.zeros((16, 2, 3))})
-        with self.assertRaisesRegex(ValueError, "recurrent"):
-            SparseWindowEngine(model, psi0[0].numpy(), multiple=4)
+        with self.assertRaisesRegex(ValueError, "multiple of 4"):
+            SparseWindowEngine(model, psi0[0].numpy(), multiple=4, tile=2)
+        # Over a window that moves, the memory keeps the reduced cells (4 x 4 lattice cells) both
+        # windows cover and starts the others at zero.
+        sparse = SparseWindowEngine(model, psi0[0].numpy(), multiple=4)
+        c = model.memory_channels
+        sparse.memory, sparse.memory_origin = [torch.full((1, c, 2, 2), 5.0), torch.full((1, c, 2, 2), 7.0)], (0, 0)
+        h_new, c_new = sparse._memory_for(4, -4, 16, 12)  # reduced origin (1, -1), 4 x 3
+        self.assertEqual(tuple(h_new.shape), (1, c, 3, 4))
+        self.assertTrue(bool((h_new[..., 1:3, 0:1] == 5.0).all()) and bool((c_new[..., 1:3, 0:1] == 7.0).all()))
+        self.assertEqual(float(h_new.abs().sum()), 5.0 * c * 2)
+        sparse.run(2)
+        self.assertEqual(sparse.memory_origin, sparse.windows[-1][:2])
 
     def test_bench_prints_one_json_line(self):
         pkg = FIXTURES / "golden" / "mlp_d2_h8"

@@ -186,10 +186,12 @@ class SparseWindowEngine:
             torch.set_num_threads(threads)
         if tile < 1 or multiple < 1:
             raise ValueError(f"tile ({tile}) and multiple ({multiple}) must be at least 1")
-        if is_recurrent(model):
-            # The window moves and resizes between steps; the memory, a
-            # bottleneck-sized grid, has no defined place in a new window.
-            raise ValueError("the sparse window engine does not run recurrent laws (memory): use the dense engine")
+        #: A recurrent law's memory (a list of [1, C, h/s, w/s] tensors, s = 4 for UNetConvLSTM) and the
+        #: lattice cell of its reduced cell (0, 0): the window of the last step; None before the first.
+        self.memory: list[torch.Tensor] | None = None
+        self.memory_origin: tuple[int, int] | None = None
+        if is_recurrent(model) and tile % 4:
+            raise ValueError(f"a recurrent law's memory grid (stride 4) needs a tile that is a multiple of 4, got {tile}")
         self.model = model.eval()
         psi = torch.as_tensor(psi)
         psi = psi.to(torch.complex128 if psi.dtype == torch.complex128 else torch.complex64)
@@ -249,12 +251,37 @@ class SparseWindowEngine:
         oy, ox = self.origin_y - y, self.origin_x - x
         bh, bw = self.occupied.shape
         field[0, oy:oy + bh, ox:ox + bw] = self.psi
-        new = advance(self.model, field, self.gamma, self.unitary)
+        if is_recurrent(self.model):
+            memory = self._memory_for(x, y, w, h)
+            new, memory = advance(self.model, field, self.gamma, self.unitary, memory)
+            self.memory, self.memory_origin = [m.detach() for m in memory], (x, y)
+        else:
+            new = advance(self.model, field, self.gamma, self.unitary)
         norm = cell_norm(new)
         alive = norm >= self.threshold
         new = torch.where(alive, new / (norm + NORM_EPS), torch.zeros((), dtype=new.dtype))
         self.psi, self.occupied = new[0], alive[0, :, :, 0]
         self.origin_x, self.origin_y = x, y
+
+    def _memory_for(self, x: int, y: int, w: int, h: int) -> list[torch.Tensor]:
+        """The memory for the window at (x, y) of w x h cells: zeros, with the values of the last
+        window's memory copied where the two windows' reduced grids (cells of 4 x 4 lattice cells,
+        aligned at multiples of 4 since windows start on tiles) overlap."""
+        out = [torch.zeros(s) for s in self.model.memory_shapes(1, h, w)]
+        if self.memory is None:
+            return out
+        s = 4
+        (px, py), (nx, ny) = self.memory_origin, (x, y)
+        for new, old in zip(out, self.memory):
+            oh, ow = old.shape[-2:]
+            nh, nw = new.shape[-2:]
+            # Overlap in absolute reduced coordinates.
+            x0, x1 = max(px // s, nx // s), min(px // s + ow, nx // s + nw)
+            y0, y1 = max(py // s, ny // s), min(py // s + oh, ny // s + nh)
+            if x0 < x1 and y0 < y1:
+                new[..., y0 - ny // s:y1 - ny // s, x0 - nx // s:x1 - nx // s] = \
+                    old[..., y0 - py // s:y1 - py // s, x0 - px // s:x1 - px // s]
+        return out
 
     def matter_box(self):
         """The smallest box holding every cell of matter, as (psi [h, w, D], occupied u8 [h, w],
