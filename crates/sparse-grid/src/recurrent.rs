@@ -162,46 +162,26 @@ impl Memory {
     /// that does not fit. Memory given to a law without memory is an error
     /// too: it belongs to another law.
     pub fn adopt(self, spec: &ModelSpec, height: usize, width: usize) -> Result<Self> {
-        let want = Self::zeros(spec, height, width)?;
         if self.is_empty() {
-            return Ok(want);
+            return Self::zeros(spec, height, width);
         }
-        if !spec.is_recurrent() {
-            return Err(self.stateless(spec));
-        }
-        for e in &self.entries {
-            if !spec.memory.iter().any(|t| t.name == e.name) {
-                return Err(Error::InvalidArgument(format!(
-                    "the state holds memory `{}` but model `{}` keeps {}",
-                    e.name,
-                    spec.name,
-                    list(&spec.memory)
-                )));
-            }
-        }
-        let mut out = want;
-        for target in &out.entries {
-            let Some(source) = self.entries.iter().find(|e| e.name == target.name) else {
-                return Err(Error::InvalidArgument(format!(
-                    "the state holds memory {} but not `{}`, which model `{}` keeps: \
-                     a memory is restored whole or not at all",
-                    self.names(),
-                    target.name,
-                    spec.name
-                )));
-            };
-            if source.dims != target.dims {
+        // The names and channels as for any grid, then this block's rows
+        // and columns.
+        let grid = self.adopt_grid(spec)?;
+        let shape = engine_api::BatchShape::new(1, spec.channels(), height, width);
+        for (e, t) in grid.entries.iter().zip(&spec.memory) {
+            let [_, c, h, w] = t.dims(shape);
+            if e.dims != [c, h, w] {
                 return Err(Error::InvalidArgument(format!(
                     "memory `{}` is {:?} but model `{}` on a {height} x {width} grid keeps it as {:?}",
-                    target.name, source.dims, spec.name, target.dims
+                    t.name,
+                    e.dims,
+                    spec.name,
+                    [c, h, w]
                 )));
             }
         }
-        for target in &out.entries {
-            let source = self.get(&target.name).expect("checked above");
-            out.data[target.offset..target.offset + target.len()].copy_from_slice(source);
-        }
-        Ok(out)
+        Ok(grid)
     }
 
     /// This memory, laid out from lattice cell `from`, for `spec`'s law on
@@ -241,6 +221,18 @@ impl Memory {
         if !spec.is_recurrent() {
             return Err(self.stateless(spec));
         }
+        if let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| !spec.memory.iter().any(|t| t.name == e.name))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the state holds memory `{}` but model `{}` keeps {}",
+                e.name,
+                spec.name,
+                list(&spec.memory)
+            )));
+        }
         let mut tensors = Vec::with_capacity(spec.memory.len());
         for t in &spec.memory {
             let Some(e) = self.entries.iter().find(|e| e.name == t.name) else {
@@ -263,18 +255,6 @@ impl Memory {
                 e.dims,
                 self.data[e.offset..e.offset + e.len()].to_vec(),
             ));
-        }
-        if let Some(e) = self
-            .entries
-            .iter()
-            .find(|e| !spec.memory.iter().any(|t| t.name == e.name))
-        {
-            return Err(Error::InvalidArgument(format!(
-                "the state holds memory `{}` but model `{}` keeps {}",
-                e.name,
-                spec.name,
-                list(&spec.memory)
-            )));
         }
         Self::from_tensors(tensors)
     }
