@@ -774,11 +774,12 @@ impl Simulation {
     }
 
     /// The cells of `area` as a state (origin at the box's first cell);
-    /// cells without matter, or outside a dense grid, are vacuum.
+    /// cells without matter, or outside a dense grid, are vacuum. A
+    /// recurrent law's memory is not in it ([`Simulation::state`] has it).
     pub fn state_in(&self, area: CellBox) -> Result<DenseState> {
         match &self.engine {
             Engine::Dense(e) => dense_cut(e.state(), area, self.max_cells),
-            Engine::Sparse(e) => e.export(area),
+            Engine::Sparse(e) => e.export_cells(area),
         }
     }
 

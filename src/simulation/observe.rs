@@ -64,7 +64,7 @@ impl Simulation {
                 let Some(area) = tool.footprint(&lattice, d)? else {
                     return Ok(());
                 };
-                let mut part = e.export(area)?;
+                let mut part = e.export_cells(area)?;
                 tool.apply(&mut FrameMut::new(&mut part), &lattice)?;
                 e.import(&part)?;
             }
@@ -134,7 +134,7 @@ impl Simulation {
             ),
             Engine::Sparse(e) => {
                 let area = e.bounding_box().unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
-                exported = e.export(area)?;
+                exported = e.export_cells(area)?;
                 let summary = self.summary_in(area, &exported)?;
                 let energy = energy_of(&FrameRef::new(&exported, summary.as_deref())?);
                 (&exported, energy, Some(e.options().threshold))
@@ -206,7 +206,7 @@ impl Simulation {
                 if !click.fires(step) {
                     return Ok(());
                 }
-                let mut part = e.export(region).map_err(fail)?;
+                let mut part = e.export_cells(region).map_err(fail)?;
                 click
                     .apply(&mut FrameMut::new(&mut part), region, step)
                     .map_err(fail)?;

@@ -308,8 +308,10 @@ impl SparseEngine {
         Ok(out)
     }
 
-    /// [`SparseEngine::export`] without the memory.
-    fn export_cells(&self, area: CellBox) -> Result<DenseState> {
+    /// The cells of `area` as [`SparseEngine::export`] gives them, without
+    /// a recurrent law's memory: what pictures, readouts and tools read,
+    /// so that they do not copy the memory each time.
+    pub fn export_cells(&self, area: CellBox) -> Result<DenseState> {
         area.check("export")?;
         let (w, d) = (area.width(), self.d_state());
         let mut out = DenseState::zeros(area.height(), w, d)?;
