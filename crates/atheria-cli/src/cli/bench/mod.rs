@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// one stalled (128 x 128, D = 64, identity conv3x3 on candle).
     #[arg(long)]
     pub serve: bool,
+    /// Tile side of the sparse configurations (a power of two), to compare
+    /// tile sizes: each sparse row reports its time per active-tile cell.
+    #[arg(long, default_value_t = atheria::sparse::DEFAULT_TILE)]
+    pub tile: usize,
     /// Write every figure and the machine description to this JSON file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -136,6 +140,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         scale::memory_child(kinds[0], &options)?;
         return Ok(ExitCode::SUCCESS);
     }
+    atheria::SparseOptions::default()
+        .with_tile(args.tile)
+        .validate()
+        .context("--tile")?;
     if args.d_states.contains(&0) {
         bail!("--d-states: every d_state must be at least 1");
     }
@@ -316,7 +324,7 @@ fn bench_one(
     label: &str,
     reference: Option<&mut (Simulation, f64)>,
 ) -> anyhow::Result<(Value, Simulation)> {
-    let (mut engine, first, stages) = startup::start(kind, cfg, package, options)?;
+    let (mut engine, first, stages) = startup::start(kind, cfg, package, options, args.tile)?;
     let first_time = first.gather + first.forward + first.scatter;
     let mut dense = reference.map(|(dense, secs)| (move || Ok(dense.step()?), *secs));
     let mut companion = dense.as_mut().map(|(step, secs)| Companion {
@@ -358,7 +366,7 @@ fn bench_one(
     // The conv3x3's arithmetic rate: the FLOPs of the cells the model ran
     // on (a sparse step runs it on each active tile with its halo) per
     // second of forward, window by window against the sgemm that followed.
-    let tile = atheria::sparse::DEFAULT_TILE;
+    let tile = args.tile;
     let model_cells = match cfg.engine {
         Engine::Dense => cfg.grid * cfg.grid,
         Engine::Sparse(_) => t.last.active_tiles * (tile + 2).pow(2),
