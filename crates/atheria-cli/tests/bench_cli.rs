@@ -5,12 +5,28 @@ mod common;
 
 use common::*;
 
+/// Runs `bench` with `--json PATH`; asserts it succeeded and returns its
+/// stdout and the JSON it wrote.
+fn bench_json(
+    cmd: &mut std::process::Command,
+    json: &std::path::Path,
+) -> (String, serde_json::Value) {
+    let out = cmd.arg("--json").arg(json).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), doc)
+}
+
 #[test]
 fn a_short_bench_finishes_with_a_table_and_json_for_every_backend() {
     let dir = temp_dir("bench");
     let json = dir.join("bench.json");
-    let out = atheria()
-        .args([
+    let (text, doc) = bench_json(
+        atheria().args([
             "bench",
             "--configs",
             "dense-32",
@@ -20,19 +36,9 @@ fn a_short_bench_finishes_with_a_table_and_json_for_every_backend() {
             "0.05",
             "--threads",
             "2",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        &json,
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(
         doc["machine"]["cores"].as_u64().is_some_and(|c| c >= 1),
         "machine missing: {doc}"
@@ -76,22 +82,13 @@ fn a_short_bench_finishes_with_a_table_and_json_for_every_backend() {
 fn the_large_scale_case_steps_checkpoints_and_resumes() {
     let dir = temp_dir("bench-large");
     let (json, checkpoints) = (dir.join("large.json"), dir.join("checkpoints"));
-    let out = atheria()
-        .args(["bench", "--scale", "--cells", "3e3", "--d-states", "4"])
-        .args(["--backends", "candle", "--threads", "2", "--checkpoint-dir"])
-        .arg(&checkpoints)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (text, doc) = bench_json(
+        atheria()
+            .args(["bench", "--scale", "--cells", "3e3", "--d-states", "4"])
+            .args(["--backends", "candle", "--threads", "2", "--checkpoint-dir"])
+            .arg(&checkpoints),
+        &json,
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let row = &doc["large"][0];
     assert_eq!(row["backend"], "candle", "{doc}");
     assert_eq!(row["d_state"], 4, "{doc}");

@@ -26,7 +26,7 @@ use sparse_grid::rng;
 use tracing::info;
 
 use super::config::{Config, Engine};
-use super::{matter, models, python};
+use super::{matter, models, python, scale};
 use crate::cli::out;
 
 /// Timed steps before the checkpoint (after one warm-up step).
@@ -63,18 +63,15 @@ fn config(d: usize) -> Config {
 }
 
 fn status_mib(key: &str) -> f64 {
-    let read = || -> Option<f64> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with(key))?;
-        Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-    };
-    read().unwrap_or(f64::NAN)
+    scale::proc_status_mib(key).unwrap_or(f64::NAN)
 }
 
-/// Resets the kernel's peak-RSS mark (VmHWM) to the current RSS.
+/// Resets the peak-RSS mark, or says why the peaks cannot be measured.
 fn reset_peak() -> anyhow::Result<()> {
-    std::fs::write("/proc/self/clear_refs", "5")
-        .context("cannot reset the peak-memory mark (/proc/self/clear_refs)")
+    if !scale::reset_peak() {
+        bail!("cannot reset the peak-memory mark (/proc/self/clear_refs)");
+    }
+    Ok(())
 }
 
 /// An order-free fingerprint of the lattice: the number of cells and the
