@@ -23,13 +23,22 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // clap's first line says what is wrong; the rest is a usage hint.
+            // clap says what is wrong in its first paragraph (a missing
+            // argument's name is on the indented lines under it); the
+            // usage hint after it is left to --help.
             let text = e.render().to_string();
-            let first = text
+            let what: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            eprintln!("{} (see --help)", first.trim_end());
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let what = match what.split_first() {
+                None => "error: invalid arguments".to_string(),
+                Some((first, [])) => first.to_string(),
+                Some((first, rest)) => format!("{} {}", first, rest.join(", ")),
+            };
+            eprintln!("{what} (see --help)");
             return ExitCode::from(2);
         }
     };
