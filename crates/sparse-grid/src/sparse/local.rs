@@ -114,21 +114,34 @@ impl LocalBatch {
         }
     }
 
-    /// One step. On error the tiles are as before the call.
-    pub fn step(&mut self, store: &mut TileStore, cx: &StepContext) -> Result<StepStats> {
+    /// One step. On error the tiles are as before the call. With `shared`,
+    /// only the tiles it owns are stepped (the others are read-only halo)
+    /// and it is asked to agree after staging, before anything is written.
+    pub fn step(
+        &mut self,
+        store: &mut TileStore,
+        cx: &StepContext,
+        shared: Option<&mut SharedStep<'_>>,
+    ) -> Result<StepStats> {
         let t0 = Instant::now();
-        self.find_active(store, cx)?;
         self.slots.clear();
         self.created.clear();
-        for &key in &self.wanted {
-            let (s, new) = store.get_or_create(key);
-            self.slots.push(s as u32);
-            if new {
-                self.created.push(s as u32);
+        let owns = shared.as_ref().map(|s| s.owns);
+        let staged = self
+            .find_active(store, cx, owns)
+            .and_then(|()| self.stage(store, cx, t0));
+        // Every process takes part in the agreement, whatever it found.
+        let staged = match (staged, shared) {
+            (Ok(st), Some(s)) => (s.agree)(None).map(|()| st),
+            (Err(e), Some(s)) => {
+                let _ = (s.agree)(Some(&e));
+                Err(e)
             }
-        }
-        match self.run(store, cx, t0) {
-            Ok(stats) => {
+            (staged, None) => staged,
+        };
+        match staged {
+            Ok(staged) => {
+                let stats = self.commit(store, cx, staged);
                 store.release_empty(&self.slots);
                 // A copy, not a swap: each vector keeps the capacity it needs.
                 self.keys.clear();
@@ -145,7 +158,13 @@ impl LocalBatch {
 
     /// Fills `wanted` with every occupied tile plus every tile an occupied
     /// cell reaches within r, sorted by (y, x).
-    fn find_active(&mut self, store: &TileStore, cx: &StepContext) -> Result<()> {
+    /// With `owns`, only the tiles it owns are kept.
+    fn find_active(
+        &mut self,
+        store: &TileStore,
+        cx: &StepContext,
+        owns: Option<&(dyn Fn(i32, i32) -> bool + Sync)>,
+    ) -> Result<()> {
         let (t, r) = (store.t as i64, self.r as i64);
         self.reach_lo.clear();
         self.reach_hi.clear();
@@ -194,12 +213,22 @@ impl LocalBatch {
         }
         self.wanted.sort_unstable_by_key(|&(x, y)| (y, x));
         self.wanted.dedup();
+        if let Some(owns) = owns {
+            self.wanted.retain(|&(x, y)| owns(x, y));
+        }
         Ok(())
     }
 
-    /// Gather, forward and stage chunk by chunk, then commit, once the
-    /// active tiles exist.
-    fn run(&mut self, store: &mut TileStore, cx: &StepContext, t0: Instant) -> Result<StepStats> {
+    /// Creates the active tiles that do not exist yet, then gathers,
+    /// forwards and stages chunk by chunk; writes no tile.
+    fn stage(&mut self, store: &mut TileStore, cx: &StepContext, t0: Instant) -> Result<Staged> {
+        for &key in &self.wanted {
+            let (s, new) = store.get_or_create(key);
+            self.slots.push(s as u32);
+            if new {
+                self.created.push(s as u32);
+            }
+        }
         let (t, r, side, d) = (store.t, self.r, self.side, store.d);
         let (area, tl) = (store.area(), store.tile_len());
         let b = self.slots.len();
@@ -287,11 +316,28 @@ impl LocalBatch {
             }
         }
 
-        let ts = Instant::now();
         let total: usize = self.checks.iter().map(|k| k.count as usize).sum();
         if total > cx.max_cells {
             return Err(cx.fail(too_much_matter(total, cx.max_cells)));
         }
+        Ok(Staged {
+            gather,
+            forward,
+            scatter,
+            total,
+        })
+    }
+
+    /// Writes the staged tiles: the step's only change to the store.
+    fn commit(&mut self, store: &mut TileStore, cx: &StepContext, staged: Staged) -> StepStats {
+        let ts = Instant::now();
+        let (area, tl, b) = (store.area(), store.tile_len(), self.slots.len());
+        // Tiles outside the step (another process's halo) keep their count.
+        let before: usize = self
+            .slots
+            .iter()
+            .map(|&s| store.count[s as usize] as usize)
+            .sum();
         let (stage, stage_occ, checks) = (&self.stage, &self.stage_occ, &self.checks);
         let (slots, slot_batch) = (&self.slots, &mut self.slot_batch);
         cx.pool.run(|| {
@@ -301,17 +347,40 @@ impl LocalBatch {
                 *count = checks[j].count;
             })
         });
-        store.occupied = total;
-        Ok(StepStats {
+        store.occupied = store.occupied - before + staged.total;
+        StepStats {
             step: cx.step + 1,
-            occupied_cells: total,
+            occupied_cells: staged.total,
             active_tiles: b,
             window: None,
-            gather,
-            forward,
-            scatter: scatter + ts.elapsed(),
-        })
+            gather: staged.gather,
+            forward: staged.forward,
+            scatter: staged.scatter + ts.elapsed(),
+        }
     }
+}
+
+/// What staging measured and found, for the commit.
+struct Staged {
+    gather: Duration,
+    forward: Duration,
+    scatter: Duration,
+    /// Cells of matter in the stepped tiles after the step.
+    total: usize,
+}
+
+/// A step shared with other processes (the crate `atheria-distributed`
+/// runs one lattice across MPI ranks): which tiles this process steps, and
+/// the agreement that makes the step all or nothing across all of them.
+pub struct SharedStep<'a> {
+    /// True for the tiles (by tile coordinates: cell / T) this process
+    /// steps. Other tiles in the store are read as halo and left unchanged.
+    pub owns: &'a (dyn Fn(i32, i32) -> bool + Sync),
+    /// Called once per step on every process, after staging and before
+    /// any tile is written, with this process's error if it has one.
+    /// `Ok` commits the step; an error (the failing process's) leaves
+    /// every tile as it was. It must fail when given an error.
+    pub agree: &'a mut dyn FnMut(Option<&Error>) -> Result<()>,
 }
 
 /// Copies the `side` x `side` field of the tile `key` (its cells plus a halo
