@@ -1,6 +1,8 @@
 //! Command-line interface: one module per subcommand.
 
 mod bench;
+#[cfg(feature = "mpi")]
+mod distributed;
 mod doctor;
 mod progress;
 mod run;

@@ -68,6 +68,17 @@ pub struct BenchArgs {
     /// one stalled (128 x 128, D = 64, identity conv3x3 on candle).
     #[arg(long)]
     pub serve: bool,
+    /// Under `mpirun -n P`: the sparse lattice across the ranks (feature `mpi`): steps/s and
+    /// halo bytes per step of a disc of --distributed-grid cells a side (strong scaling) and of
+    /// one sqrt(P) times wider (weak scaling), on the embedded default law.
+    #[arg(long)]
+    pub distributed: bool,
+    /// Side of the strong-scaling lattice of --distributed.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub distributed_grid: usize,
+    /// Timed steps of --distributed (after two warm-up steps).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub distributed_steps: u64,
     /// Write every figure and the machine description to this JSON file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -86,6 +97,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(n) = args.threads {
         atheria::check_threads(n).context("--threads")?;
+    }
+    if args.distributed {
+        return distributed(&args);
     }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -490,4 +504,22 @@ mod tests {
         assert!(check_compiled_in(Some(&[BackendKind::Candle]), without_tch).is_ok());
         assert!(check_compiled_in(None, without_tch).is_ok());
     }
+}
+
+/// `--distributed`, when this program has MPI.
+#[cfg(feature = "mpi")]
+fn distributed(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.distributed_grid < 2 || args.distributed_steps == 0 {
+        bail!("--distributed-grid must be at least 2 and --distributed-steps at least 1");
+    }
+    super::distributed::bench(args.distributed_grid, args.distributed_steps, args.threads)
+}
+
+/// `--distributed`, when this program has no MPI: one line saying how to get it.
+#[cfg(not(feature = "mpi"))]
+fn distributed(_: &BenchArgs) -> anyhow::Result<ExitCode> {
+    bail!(
+        "--distributed needs MPI, and this atheria was built without it: install Open MPI \
+         (scripts/setup-mpi.sh) and build with `cargo build --release --features mpi`"
+    )
 }
