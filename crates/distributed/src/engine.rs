@@ -111,6 +111,8 @@ impl<C: Communicator> DistributedSparse<C> {
         };
         this.census();
         this.balance()?;
+        // The scatter is not a rebalance of the run.
+        this.reset_stats();
         Ok(this)
     }
 

@@ -63,7 +63,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if let Some(w) = &watchdog {
             w.enter(&format!("step {}", sim.step_count() + 1));
         }
-        let stats = sim.step()?;
+        let stats = match sim.step() {
+            Ok(stats) => stats,
+            Err(e) => {
+                // Every rank failed this step together and every rank's
+                // tiles are as before it: keep the run so far where --save
+                // asked for it, as a single-process run does.
+                if let (Some(state), Some(path)) = (sim.gather()?, &args.save) {
+                    match state_file::write_state(&state, path) {
+                        Ok(()) => warn!(
+                            "saved the state after step {} (before the failed step) to {}",
+                            state.step,
+                            path.display()
+                        ),
+                        Err(s) => warn!("could not save after the failed step: {s}"),
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         if let Some(w) = &watchdog {
             w.idle();
         }
