@@ -232,14 +232,7 @@ impl<C: Communicator> DistributedSparse<C> {
         self.codes
             .extend(self.engine.tile_keys().map(|(x, y)| morton(x, y)));
         let counts: Vec<i32> = self.stats.loads.iter().map(|&n| n as i32).collect();
-        let displs: Vec<i32> = counts
-            .iter()
-            .scan(0, |acc, &n| {
-                let d = *acc;
-                *acc += n;
-                Some(d)
-            })
-            .collect();
+        let displs = displacements(&counts);
         self.all_codes.clear();
         self.all_codes
             .resize(counts.iter().map(|&n| n as usize).sum(), 0);
@@ -303,14 +296,7 @@ impl<C: Communicator> DistributedSparse<C> {
         }
         let mut counts = vec![0i32; self.comm.size() as usize];
         root.gather_into_root(&n, &mut counts[..]);
-        let displs: Vec<i32> = counts
-            .iter()
-            .scan(0, |acc, &n| {
-                let d = *acc;
-                *acc += n;
-                Some(d)
-            })
-            .collect();
+        let displs = displacements(&counts);
         let mut cells = vec![0f32; counts.iter().map(|&n| n as usize).sum()];
         {
             let mut part = PartitionMut::new(&mut cells[..], &counts[..], &displs[..]);
@@ -387,6 +373,18 @@ impl<C: Communicator> DistributedSparse<C> {
             }
         }
     }
+}
+
+/// Where each rank's part starts in a gathered buffer of parts `counts` long.
+fn displacements(counts: &[i32]) -> Vec<i32> {
+    counts
+        .iter()
+        .scan(0, |acc, &n| {
+            let d = *acc;
+            *acc += n;
+            Some(d)
+        })
+        .collect()
 }
 
 /// The cells of tile (tx, ty) of side t.

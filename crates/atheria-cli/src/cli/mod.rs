@@ -50,6 +50,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The error of `--distributed` in a program built without MPI: one line
+/// saying how to get it.
+#[cfg(not(feature = "mpi"))]
+pub fn no_mpi() -> anyhow::Error {
+    anyhow::anyhow!(
+        "--distributed needs MPI, and this atheria was built without it: install Open MPI \
+         (scripts/setup-mpi.sh) and build with `cargo build --release --features mpi`"
+    )
+}
+
 /// Writes one line to stdout. A closed stdout (`atheria doctor | head -1`)
 /// is not an error of the program's work: the line is dropped, the work
 /// (a run, its `--save`) goes on, and nothing panics as `println!` would.

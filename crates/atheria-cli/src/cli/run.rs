@@ -633,10 +633,7 @@ fn distributed(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `--distributed`, when this program has no MPI: one line saying how to get it.
 #[cfg(not(feature = "mpi"))]
 fn distributed(_: RunArgs) -> anyhow::Result<ExitCode> {
-    bail!(
-        "--distributed needs MPI, and this atheria was built without it: install Open MPI \
-         (scripts/setup-mpi.sh) and build with `cargo build --release --features mpi`"
-    )
+    Err(super::no_mpi())
 }
 
 /// Writes one picture per chosen visualization over the simulation's extent

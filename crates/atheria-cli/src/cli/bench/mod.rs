@@ -518,8 +518,5 @@ fn distributed(args: &BenchArgs) -> anyhow::Result<ExitCode> {
 /// `--distributed`, when this program has no MPI: one line saying how to get it.
 #[cfg(not(feature = "mpi"))]
 fn distributed(_: &BenchArgs) -> anyhow::Result<ExitCode> {
-    bail!(
-        "--distributed needs MPI, and this atheria was built without it: install Open MPI \
-         (scripts/setup-mpi.sh) and build with `cargo build --release --features mpi`"
-    )
+    Err(crate::cli::no_mpi())
 }
