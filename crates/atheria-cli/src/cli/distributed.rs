@@ -61,7 +61,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut forward = Duration::ZERO;
     for done in 1..=args.steps {
         if let Some(w) = &watchdog {
-            w.enter(&format!("step {}", sim.step_count() + 1));
+            w.enter(format!("step {}", sim.step_count() + 1));
         }
         let stats = match sim.step() {
             Ok(stats) => stats,

@@ -485,6 +485,21 @@ fn check_compiled_in(
     Ok(())
 }
 
+/// `--distributed`, when this program has MPI.
+#[cfg(feature = "mpi")]
+fn distributed(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.distributed_grid < 2 || args.distributed_steps == 0 {
+        bail!("--distributed-grid must be at least 2 and --distributed-steps at least 1");
+    }
+    super::distributed::bench(args.distributed_grid, args.distributed_steps, args.threads)
+}
+
+/// `--distributed`, when this program has no MPI: one line saying how to get it.
+#[cfg(not(feature = "mpi"))]
+fn distributed(_: &BenchArgs) -> anyhow::Result<ExitCode> {
+    Err(crate::cli::no_mpi())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,19 +519,4 @@ mod tests {
         assert!(check_compiled_in(Some(&[BackendKind::Candle]), without_tch).is_ok());
         assert!(check_compiled_in(None, without_tch).is_ok());
     }
-}
-
-/// `--distributed`, when this program has MPI.
-#[cfg(feature = "mpi")]
-fn distributed(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.distributed_grid < 2 || args.distributed_steps == 0 {
-        bail!("--distributed-grid must be at least 2 and --distributed-steps at least 1");
-    }
-    super::distributed::bench(args.distributed_grid, args.distributed_steps, args.threads)
-}
-
-/// `--distributed`, when this program has no MPI: one line saying how to get it.
-#[cfg(not(feature = "mpi"))]
-fn distributed(_: &BenchArgs) -> anyhow::Result<ExitCode> {
-    Err(crate::cli::no_mpi())
 }
