@@ -31,11 +31,17 @@ impl Exchange {
         self.send.iter_mut().for_each(Vec::clear);
     }
 
-    /// Sends every send buffer to its rank and fills the receive buffers;
-    /// returns the bytes this rank sent. Every rank of `comm` must call it
-    /// (the counts go by one collective). Buffers larger than i32::MAX
-    /// values are refused before anything moves.
-    pub fn run<C: Communicator>(&mut self, comm: &C) -> engine_api::Result<u64> {
+    /// Sends every send buffer to its rank and fills the receive buffers,
+    /// running `meanwhile` after the messages are posted and before they
+    /// are waited for (work that needs none of them); returns the bytes
+    /// this rank sent. Every rank of `comm` must call it (the counts go by
+    /// one collective). Buffers larger than i32::MAX values are refused
+    /// before anything moves.
+    pub fn run<C: Communicator>(
+        &mut self,
+        comm: &C,
+        meanwhile: impl FnOnce(),
+    ) -> engine_api::Result<u64> {
         for (n, buf) in self.counts_out.iter_mut().zip(&self.send) {
             *n = i32::try_from(buf.len()).map_err(|_| {
                 engine_api::Error::InvalidArgument(format!(
@@ -66,6 +72,7 @@ impl Exchange {
                     sends.push(p.immediate_send(scope, &buf[..]));
                 }
             }
+            meanwhile();
             for req in pending {
                 req.wait();
             }

@@ -1,9 +1,10 @@
-//! `SparseEngine::step_shared`, the hooks the MPI engine (crate
-//! `atheria-distributed`) steps with, without MPI: two engines in one
-//! process, owning the tiles of a checkerboard (every tile on a boundary),
-//! exchanging their cells as encoded halo each step, equal one engine
-//! holding everything, bit for bit, on candle; an agreement that fails
-//! leaves an engine exactly as it was.
+//! `SparseEngine::stage_early` and `step_shared`, the hooks the MPI engine
+//! (crate `atheria-distributed`) steps with, without MPI: two engines in
+//! one process, owning the tiles of a checkerboard (every tile on a
+//! boundary) or two halves (most tiles interior, staged before the halo
+//! arrives), exchanging their cells as encoded halo each step, equal one
+//! engine holding everything, bit for bit, on candle; an agreement that
+//! fails leaves an engine exactly as it was.
 
 mod common;
 
@@ -21,9 +22,16 @@ const ALL: CellBox = CellBox {
     max_y: i32::MAX,
 };
 
-/// Which of the two engines owns tile (tx, ty).
-fn owner(tx: i32, ty: i32) -> usize {
+/// Which of the two engines owns tile (tx, ty): a checkerboard, where
+/// every tile borders the other engine's.
+fn checkerboard(tx: i32, ty: i32) -> usize {
     (tx + ty).rem_euclid(2) as usize
+}
+
+/// Halves: tiles left of x = 0 and the rest, where most tiles are
+/// interior and are staged early, before the halo arrives.
+fn halves(tx: i32, _: i32) -> usize {
+    (tx >= 0) as usize
 }
 
 fn engine(backend: &Arc<dyn ComputeBackend>) -> SparseEngine {
@@ -47,6 +55,15 @@ fn cells(e: &SparseEngine) -> Vec<(i32, i32, Vec<u32>)> {
 
 #[test]
 fn two_engines_on_a_checkerboard_equal_one_engine_bit_for_bit() {
+    split_equals_whole(checkerboard);
+}
+
+#[test]
+fn two_halves_staging_their_interior_early_equal_one_engine_bit_for_bit() {
+    split_equals_whole(halves);
+}
+
+fn split_equals_whole(owner: fn(i32, i32) -> usize) {
     let d = 2;
     // deep_qca: a 3x3 conv then 1x1 layers, receptive radius 1.
     let reference = Reference::deep_qca(d, 6, UpdateRule::Additive, 0.6, 3);
@@ -64,6 +81,13 @@ fn two_engines_on_a_checkerboard_equal_one_engine_bit_for_bit() {
     let mut halo = [Vec::new(), Vec::new()];
     for step in 1..=10 {
         whole.step().unwrap();
+        for (k, part) in parts.iter_mut().enumerate() {
+            // As the MPI engine does while the halo is in flight.
+            let interior = |tx: i32, ty: i32| {
+                (-1..=1).all(|dy| (-1..=1).all(|dx| owner(tx + dx, ty + dy) == k))
+            };
+            part.stage_early(&interior);
+        }
         for (k, h) in halo.iter_mut().enumerate() {
             h.clear();
             // All of the other engine's cells: more than a halo, which the
@@ -140,4 +164,46 @@ fn a_failed_agreement_leaves_the_engine_as_it_was() {
     .unwrap();
     fresh.step().unwrap();
     assert_eq!(cells(&e), cells(&fresh));
+}
+
+#[test]
+fn a_nan_staged_early_fails_the_shared_step_through_the_agreement() {
+    let mut reference = Reference::conv3x3(2, UpdateRule::Additive, 0.3, 6);
+    // Channel 0 holding 0.5 makes the model's output there NaN.
+    reference.poison = Some(0.5);
+    let calls = Arc::new(reference);
+    let backend: Arc<dyn ComputeBackend> = Arc::clone(&calls) as _;
+    let mut e = engine(&backend);
+    for i in 0..12 {
+        e.insert(i, 3, &[(0.25, 0.1), (-0.5, 1.0)]).unwrap();
+    }
+    e.insert(20, 4, &[(0.5, 0.0), (0.0, 0.0)]).unwrap();
+    let (before, tiles) = (cells(&e), e.tile_count());
+    let all = |_: i32, _: i32| true;
+    let forwards = calls.calls.load(std::sync::atomic::Ordering::SeqCst);
+    e.stage_early(&all);
+    assert!(
+        calls.calls.load(std::sync::atomic::Ordering::SeqCst) > forwards,
+        "nothing was staged early"
+    );
+    let mut told = None;
+    let mut agree = |local: Option<&Error>| {
+        told = local.map(|e| e.to_string());
+        local.map_or(Ok(()), |e| Err(Error::InvalidArgument(e.to_string())))
+    };
+    let err = e
+        .step_shared(&mut SharedStep {
+            owns: &all,
+            agree: &mut agree,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("x = 20, y = 4"), "{err}");
+    assert!(
+        told.is_some_and(|t| t.contains("non-finite")),
+        "the agreement was not told"
+    );
+    assert_eq!(
+        (cells(&e), e.tile_count(), e.step_count()),
+        (before, tiles, 0)
+    );
 }

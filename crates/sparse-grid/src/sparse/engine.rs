@@ -16,6 +16,23 @@ use crate::summary::{summarize, ENERGY, PLANES};
 use crate::update::UpdateParams;
 use crate::{DenseState, StepStats, DEFAULT_MAX_CELLS};
 
+/// What a step needs besides the tiles and the batch, borrowing only the
+/// engine's fields it names (the tiles and the batch are borrowed apart).
+macro_rules! context {
+    ($e:ident) => {
+        StepContext {
+            backend: $e.backend.as_ref(),
+            pool: &$e.pool,
+            params: $e.params,
+            vacuum: $e.options.vacuum,
+            seed: $e.options.seed,
+            step: $e.step,
+            max_cells: $e.options.max_cells,
+            forward_bytes: $e.options.forward_bytes,
+        }
+    };
+}
+
 /// How a step runs, decided by the model's receptive radius.
 enum Mode {
     /// A local model: tiles with halos, batched.
@@ -530,18 +547,27 @@ impl SparseEngine {
         self.step_inner(Some(shared))
     }
 
+    /// Starts a shared step early: stages (gather, forward, update, into
+    /// staging; nothing is written) the active tiles for which `early(tile
+    /// x, tile y)` is true, which must be tiles whose whole 3 x 3
+    /// neighbourhood this process owns, so they need no halo. The next
+    /// [`SparseEngine::step_shared`] stages the rest, agrees and commits
+    /// the whole; an error here is that step's error. The MPI engine calls
+    /// it while the halo is in flight. Does nothing for a global law.
+    pub fn stage_early(&mut self, early: &(dyn Fn(i32, i32) -> bool + Sync)) {
+        let caller = self.pool.check_caller();
+        let cx = context!(self);
+        if let Mode::Local(batch) = &mut self.mode {
+            match caller {
+                Ok(()) => batch.stage_early(&mut self.tiles, &cx, early),
+                Err(e) => batch.fail_early(e),
+            }
+        }
+    }
+
     fn step_inner(&mut self, shared: Option<&mut SharedStep<'_>>) -> Result<StepStats> {
         self.pool.check_caller()?;
-        let cx = StepContext {
-            backend: self.backend.as_ref(),
-            pool: &self.pool,
-            params: self.params,
-            vacuum: self.options.vacuum,
-            seed: self.options.seed,
-            step: self.step,
-            max_cells: self.options.max_cells,
-            forward_bytes: self.options.forward_bytes,
-        };
+        let cx = context!(self);
         let stats = match &mut self.mode {
             Mode::Local(batch) => batch.step(&mut self.tiles, &cx, shared)?,
             Mode::Global(batch) => batch.step(&mut self.tiles, &cx)?,

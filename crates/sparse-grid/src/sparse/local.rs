@@ -56,6 +56,10 @@ pub(crate) struct LocalBatch {
     /// `[B][summary::PLANES][T][T]`.
     pub summary: Vec<f32>,
     wanted: Vec<TileKey>,
+    /// What [`Self::stage_early`] staged, until the step that completes it.
+    early: Option<Result<Staged>>,
+    /// The tiles it staged, sorted by (y, x).
+    early_keys: Vec<TileKey>,
     slots: Vec<u32>,
     created: Vec<u32>,
     mark: Vec<bool>,
@@ -98,6 +102,8 @@ impl LocalBatch {
             summary: Vec::new(),
             delta: Vec::new(),
             wanted: Vec::new(),
+            early: None,
+            early_keys: Vec::new(),
             slots: Vec::new(),
             created: Vec::new(),
             mark: Vec::new(),
@@ -114,9 +120,40 @@ impl LocalBatch {
         }
     }
 
+    /// Stages, before the rest of a shared step, the active tiles that
+    /// `early` says need nothing from other processes (a tile whose whole
+    /// 3 x 3 neighbourhood is this process's), so that their forward runs
+    /// while the halo is on its way. The step that follows ([`Self::step`])
+    /// stages the rest and agrees; an error here is reported there.
+    pub fn stage_early(
+        &mut self,
+        store: &mut TileStore,
+        cx: &StepContext,
+        early: &(dyn Fn(i32, i32) -> bool + Sync),
+    ) {
+        if self.early.take().is_some() {
+            store.release_empty(&self.created);
+        }
+        let t0 = Instant::now();
+        self.slots.clear();
+        self.created.clear();
+        let staged = self
+            .find_active(store, cx, Some(early))
+            .and_then(|()| self.stage(store, cx, t0, 0));
+        self.early_keys.clear();
+        self.early_keys.extend_from_slice(&self.wanted);
+        self.early = Some(staged);
+    }
+
+    /// Makes the next step fail with `error` (found before staging early).
+    pub fn fail_early(&mut self, error: Error) {
+        self.early = Some(Err(error));
+    }
+
     /// One step. On error the tiles are as before the call. With `shared`,
     /// only the tiles it owns are stepped (the others are read-only halo)
     /// and it is asked to agree after staging, before anything is written.
+    /// Tiles staged by [`Self::stage_early`] are kept, not staged again.
     pub fn step(
         &mut self,
         store: &mut TileStore,
@@ -124,12 +161,20 @@ impl LocalBatch {
         shared: Option<&mut SharedStep<'_>>,
     ) -> Result<StepStats> {
         let t0 = Instant::now();
-        self.slots.clear();
-        self.created.clear();
         let owns = shared.as_ref().map(|s| s.owns);
-        let staged = self
-            .find_active(store, cx, owns)
-            .and_then(|()| self.stage(store, cx, t0));
+        let staged = match self.early.take() {
+            None => {
+                self.slots.clear();
+                self.created.clear();
+                self.find_active(store, cx, owns)
+                    .and_then(|()| self.stage(store, cx, t0, 0))
+            }
+            Some(Err(e)) => Err(e),
+            Some(Ok(first)) => self
+                .find_rest(store, cx, owns)
+                .and_then(|from| self.stage(store, cx, t0, from))
+                .map(|rest| rest.after(first)),
+        };
         // Every process takes part in the agreement, whatever it found.
         let staged = match (staged, shared) {
             (Ok(st), Some(s)) => (s.agree)(None).map(|()| st),
@@ -154,6 +199,26 @@ impl LocalBatch {
                 Err(e)
             }
         }
+    }
+
+    /// After [`Self::stage_early`]: `wanted` becomes the early tiles, then
+    /// every other active tile `owns` keeps; returns how many were early.
+    fn find_rest(
+        &mut self,
+        store: &TileStore,
+        cx: &StepContext,
+        owns: Option<&(dyn Fn(i32, i32) -> bool + Sync)>,
+    ) -> Result<usize> {
+        self.find_active(store, cx, owns)?;
+        let early = &self.early_keys;
+        // Both sorted by (y, x).
+        self.wanted.retain(|&(x, y)| {
+            early
+                .binary_search_by_key(&(y, x), |&(x, y)| (y, x))
+                .is_err()
+        });
+        self.wanted.splice(0..0, early.iter().copied());
+        Ok(early.len())
     }
 
     /// Fills `wanted` with every occupied tile plus every tile an occupied
@@ -219,10 +284,17 @@ impl LocalBatch {
         Ok(())
     }
 
-    /// Creates the active tiles that do not exist yet, then gathers,
-    /// forwards and stages chunk by chunk; writes no tile.
-    fn stage(&mut self, store: &mut TileStore, cx: &StepContext, t0: Instant) -> Result<Staged> {
-        for &key in &self.wanted {
+    /// Creates the active tiles from `wanted[from..]` that do not exist
+    /// yet, then gathers, forwards and stages them chunk by chunk (the
+    /// entries before `from` are already staged); writes no tile.
+    fn stage(
+        &mut self,
+        store: &mut TileStore,
+        cx: &StepContext,
+        t0: Instant,
+        from: usize,
+    ) -> Result<Staged> {
+        for &key in &self.wanted[from..] {
             let (s, new) = store.get_or_create(key);
             self.slots.push(s as u32);
             if new {
@@ -243,7 +315,7 @@ impl LocalBatch {
         self.stage.resize(staged, 0.0);
         self.stage_occ.resize(b * area, 0);
         self.summary.resize(b * PLANES * area, 0.0);
-        self.checks.clear();
+        self.checks.truncate(from);
         self.checks.resize(b, TileCheck::default());
         self.input.resize(chunk * fl, 0.0);
         self.delta.resize(chunk * fl, 0.0);
@@ -253,7 +325,7 @@ impl LocalBatch {
 
         let mut gather = t0.elapsed();
         let (mut forward, mut scatter) = (Duration::ZERO, Duration::ZERO);
-        for b0 in (0..b).step_by(chunk) {
+        for b0 in (from..b).step_by(chunk) {
             let n = chunk.min(b - b0);
             let tg = Instant::now();
             let st: &TileStore = store;
@@ -367,6 +439,19 @@ struct Staged {
     scatter: Duration,
     /// Cells of matter in the stepped tiles after the step.
     total: usize,
+}
+
+impl Staged {
+    /// This staging of every tile (the total counts them all) after
+    /// `early` staged the first ones: the times add up.
+    fn after(self, early: Staged) -> Staged {
+        Staged {
+            gather: self.gather + early.gather,
+            forward: self.forward + early.forward,
+            scatter: self.scatter + early.scatter,
+            total: self.total,
+        }
+    }
 }
 
 /// A step shared with other processes (the crate `atheria-distributed`
