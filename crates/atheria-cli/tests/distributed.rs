@@ -1,6 +1,6 @@
 //! `atheria run --distributed` under `mpirun` (Open MPI, feature `mpi`): the
 //! lattice across 1 to 4 ranks equals the single-process sparse engine bit
-//! for bit; a NaN on one rank fails the step on every rank and keeps the
+//! for bit (candle; ONNX Runtime too with feature `onnx`); a NaN on one rank fails the step on every rank and keeps the
 //! state; a killed rank stops the run promptly and leaves a readable
 //! checkpoint; a checkpoint written by 3 ranks resumes on 2; the halo
 //! follows the boundary, not the lattice.
@@ -139,6 +139,15 @@ fn one_to_four_ranks_equal_the_single_process_engine_bit_for_bit() {
             ],
         ),
     ];
+    // The same package on ONNX Runtime, when it is compiled in (CI: all).
+    #[cfg(feature = "onnx")]
+    let cases = {
+        let mut cases = cases;
+        let mut onnx = cases[2].1.clone();
+        onnx.extend(["--backend".into(), "onnx".into()]);
+        cases.push(("conv3x3-onnx", onnx));
+        cases
+    };
     let mut rebalanced = false;
     for (name, args) in &cases {
         let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
