@@ -187,14 +187,28 @@ impl<C: Communicator> DistributedSparse<C> {
         };
         let engine = &mut self.engine;
         let mut early = Duration::ZERO;
-        let sent = self.exchange.run(comm, || {
+        let exchanged = self.exchange.run(comm, || {
             let t = Instant::now();
             engine.stage_early(&interior);
             early = t.elapsed();
-        })?;
-        for buf in &self.exchange.recv {
-            self.engine.insert_encoded(buf)?;
-        }
+        });
+        let received = exchanged.and_then(|sent| {
+            for buf in &self.exchange.recv {
+                self.engine.insert_encoded(buf)?;
+            }
+            Ok(sent)
+        });
+        let sent = match received {
+            Ok(sent) => sent,
+            Err(e) => {
+                // The others are in their step: fail it with them, through
+                // the same agreement, rather than leave them waiting.
+                let e = Error::step(self.engine.step_count() + 1, e);
+                let _ = agree(comm, Some(&e));
+                self.engine.retain_tiles(|x, y| own.owner(x, y) == me);
+                return Err(e);
+            }
+        };
         self.stats.halo_bytes = sent;
         self.stats.halo_bytes_total += sent;
         self.stats.exchange_time += te.elapsed() - early;

@@ -35,20 +35,20 @@ impl Exchange {
     /// running `meanwhile` after the messages are posted and before they
     /// are waited for (work that needs none of them); returns the bytes
     /// this rank sent. Every rank of `comm` must call it (the counts go by
-    /// one collective). Buffers larger than i32::MAX values are refused
-    /// before anything moves.
+    /// one collective). A buffer larger than MPI's count limit (i32::MAX
+    /// values) is not sent, and is this rank's error once the exchange is
+    /// over: every rank still takes part in it, so none waits for this one.
     pub fn run<C: Communicator>(
         &mut self,
         comm: &C,
         meanwhile: impl FnOnce(),
     ) -> engine_api::Result<u64> {
+        let mut too_large = None;
         for (n, buf) in self.counts_out.iter_mut().zip(&self.send) {
-            *n = i32::try_from(buf.len()).map_err(|_| {
-                engine_api::Error::InvalidArgument(format!(
-                    "{} values to send to one rank exceed MPI's count limit; use more ranks",
-                    buf.len()
-                ))
-            })?;
+            *n = i32::try_from(buf.len()).unwrap_or_else(|_| {
+                too_large = Some(buf.len());
+                0
+            });
         }
         comm.all_to_all_into(&self.counts_out[..], &mut self.counts_in[..]);
         for (buf, &n) in self.recv.iter_mut().zip(&self.counts_in) {
@@ -67,7 +67,7 @@ impl Exchange {
             }
             let mut sends = Vec::new();
             for (r, buf) in send.iter().enumerate() {
-                if r != me && !buf.is_empty() {
+                if r != me && !buf.is_empty() && self_count(&buf[..]) {
                     let p = comm.process_at_rank(r as i32);
                     sends.push(p.immediate_send(scope, &buf[..]));
                 }
@@ -80,6 +80,11 @@ impl Exchange {
                 req.wait();
             }
         });
+        if let Some(len) = too_large {
+            return Err(engine_api::Error::InvalidArgument(format!(
+                "{len} values to send to one rank exceed MPI's count limit; use more ranks"
+            )));
+        }
         Ok(self
             .send
             .iter()
@@ -88,4 +93,10 @@ impl Exchange {
             .map(|(_, b)| 4 * b.len() as u64)
             .sum())
     }
+}
+
+/// Whether a buffer fits one message (its count was sent as is; one that
+/// did not went as 0 and is not sent).
+fn self_count(buf: &[f32]) -> bool {
+    i32::try_from(buf.len()).is_ok()
 }

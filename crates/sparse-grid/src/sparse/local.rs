@@ -162,7 +162,18 @@ impl LocalBatch {
     ) -> Result<StepStats> {
         let t0 = Instant::now();
         let owns = shared.as_ref().map(|s| s.owns);
-        let staged = match self.early.take() {
+        // Early staging belongs to a shared step; a plain one starts afresh.
+        let early = self.early.take();
+        let early = match shared {
+            Some(_) => early,
+            None => {
+                if early.is_some() {
+                    store.release_empty(&self.created);
+                }
+                None
+            }
+        };
+        let staged = match early {
             None => {
                 self.slots.clear();
                 self.created.clear();
