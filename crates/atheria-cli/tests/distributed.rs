@@ -33,6 +33,10 @@ fn mpirun(ranks: usize) -> Command {
         .arg(env!("CARGO_BIN_EXE_atheria"))
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        // Containers often forbid the cross-process memory reads of Open
+        // MPI's single-copy shared memory; copying through a buffer works
+        // everywhere.
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
         .env("NO_COLOR", "1");
     cmd
 }
@@ -312,6 +316,7 @@ fn a_killed_rank_stops_the_run_promptly_and_the_checkpoint_loads() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
+    eprintln!("mpirun ended {took:?} after the kill, {status}");
     assert!(!status.success(), "the run survived a killed rank: {err}");
     assert!(
         took < Duration::from_secs(30),
