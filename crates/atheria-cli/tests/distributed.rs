@@ -419,3 +419,24 @@ fn halo_bytes_follow_the_boundary_not_the_lattice() {
         "halo grew {bytes:.1}x ({small} -> {large} bytes/step) while the cells grew {cells:.1}x"
     );
 }
+
+#[test]
+fn a_global_law_is_refused_on_every_rank_with_the_reason() {
+    let _one = MPI.lock().unwrap_or_else(|e| e.into_inner());
+    let out = mpirun(2)
+        .args(["run", "--engine", "sparse", "--distributed", "--steps", "2"])
+        .arg("--model")
+        .arg(golden("unet_d2_h8"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a U-Net ran across ranks: {err}");
+    let refusals = err
+        .lines()
+        .filter(|l| {
+            l.starts_with("error: model `unet_d2_h8` is global")
+                && l.contains("cannot be split across MPI ranks")
+        })
+        .count();
+    assert_eq!(refusals, 2, "{err}");
+}
