@@ -729,5 +729,36 @@ class SparseWindowTest(unittest.TestCase):
             self.assertIn("--engine sparse", r.stderr)
 
 
+class ConvErrorTest(unittest.TestCase):
+    """make_conv_error.py: its Winograd matrices are exact and its fixture is what it writes."""
+
+    def test_toom_cook_matrices_compute_the_correlation(self):
+        from fractions import Fraction
+
+        from make_conv_error import winograd_matrices
+
+        rng = np.random.default_rng(3)
+        for m, points in [(2, [0, 1, -1]), (4, [0, 1, -1, Fraction(1, 2), Fraction(-1, 2)]), (4, [0, 1, -1, 2, -2])]:
+            at, g, bt = winograd_matrices([Fraction(p) for p in points], m)
+            d, w = rng.standard_normal(m + 2), rng.standard_normal(3)
+            want = np.array([d[k : k + 3] @ w for k in range(m)])
+            np.testing.assert_allclose(at @ ((g @ w) * (bt @ d)), want, rtol=0, atol=1e-12)
+
+    def test_rerun_reproduces_the_committed_fixture(self):
+        fixture = HERE.parent / "tests/fixtures/conv_error.json"
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "conv_error.json"
+            subprocess.run([sys.executable, str(HERE / "make_conv_error.py"), "--out", str(out)], check=True, capture_output=True)
+            fresh, committed = json.loads(out.read_text()), json.loads(fixture.read_text())
+        for a, b in zip(fresh["cases"], committed["cases"], strict=True):
+            self.assertEqual(a.keys(), b.keys())
+            for key in a:
+                if isinstance(a[key], float):
+                    # Sums and errors of the same values: only threading may reorder PyTorch's sums.
+                    self.assertAlmostEqual(a[key], b[key], delta=1e-9 * max(1.0, abs(b[key])), msg=key)
+                else:
+                    self.assertEqual(a[key], b[key], key)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

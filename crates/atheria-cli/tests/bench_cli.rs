@@ -5,12 +5,28 @@ mod common;
 
 use common::*;
 
+/// Runs `bench` with `--json PATH`; asserts it succeeded and returns its
+/// stdout and the JSON it wrote.
+fn bench_json(
+    cmd: &mut std::process::Command,
+    json: &std::path::Path,
+) -> (String, serde_json::Value) {
+    let out = cmd.arg("--json").arg(json).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), doc)
+}
+
 #[test]
 fn a_short_bench_finishes_with_a_table_and_json_for_every_backend() {
     let dir = temp_dir("bench");
     let json = dir.join("bench.json");
-    let out = atheria()
-        .args([
+    let (text, doc) = bench_json(
+        atheria().args([
             "bench",
             "--configs",
             "dense-32",
@@ -20,19 +36,9 @@ fn a_short_bench_finishes_with_a_table_and_json_for_every_backend() {
             "0.05",
             "--threads",
             "2",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        &json,
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(
         doc["machine"]["cores"].as_u64().is_some_and(|c| c >= 1),
         "machine missing: {doc}"
@@ -67,4 +73,73 @@ fn a_short_bench_finishes_with_a_table_and_json_for_every_backend() {
     } else {
         eprintln!("SKIPPED: the PyTorch reference (no .venv)");
     }
+}
+
+/// The opt-in large case end to end at a small size: a disc steps,
+/// checkpoints as bands of state files, resumes equal cell for cell and
+/// steps again, in a fresh process, and the checkpoint is removed after.
+#[test]
+fn the_large_scale_case_steps_checkpoints_and_resumes() {
+    let dir = temp_dir("bench-large");
+    let (json, checkpoints) = (dir.join("large.json"), dir.join("checkpoints"));
+    let (text, doc) = bench_json(
+        atheria()
+            .args(["bench", "--scale", "--cells", "3e3", "--d-states", "4"])
+            .args(["--backends", "candle", "--threads", "2", "--checkpoint-dir"])
+            .arg(&checkpoints),
+        &json,
+    );
+    let row = &doc["large"][0];
+    assert_eq!(row["backend"], "candle", "{doc}");
+    assert_eq!(row["d_state"], 4, "{doc}");
+    assert_eq!(row["resumed_equal"], true, "{doc}");
+    // A disc of about 3000 cells (the lattice rounds its radius).
+    let cells = row["cells"].as_u64().unwrap();
+    assert!((2900..=3100).contains(&cells), "{cells} cells: {doc}");
+    for key in [
+        "step_s_mean",
+        "resumed_step_s",
+        "peak_stepping_mib",
+        "checkpoint_mib",
+    ] {
+        assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {row}");
+    }
+    assert!(
+        row["checkpoint_files"].as_u64().is_some_and(|n| n >= 1),
+        "{row}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("candle") && l.contains(" 4 ")),
+        "no table row: {text}"
+    );
+    // Each case's checkpoint directory is removed after its resume.
+    let left: Vec<_> = std::fs::read_dir(&checkpoints)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// --cells belongs to --scale (clap's "required arguments" error, which the
+/// program's one-line error form prints without naming them), and a count
+/// that is not a whole number of cells is refused with one line saying so.
+#[test]
+fn the_large_case_wants_scale_and_a_whole_cell_count() {
+    let out = atheria()
+        .args(["bench", "--cells", "1e7"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("required arguments"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = atheria()
+        .args(["bench", "--scale", "--cells", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("whole number"), "{err}");
 }

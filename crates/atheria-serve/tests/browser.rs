@@ -1,87 +1,48 @@
 //! The page in a real browser: headless Chromium from Debian's packages
 //! (`chromium`, `chromium-driver`; scripts/setup-browser.sh installs them),
-//! driven over WebDriver. Frames arrive, the vortex tool clicked onto the
+//! driven over WebDriver (fantoccini). Frames arrive, the vortex tool clicked onto the
 //! canvas changes the field there within a second, pause stops the step
 //! counter; screenshots at 1280 x 800 and 420 px wide are saved under
 //! `<target>/serve-artifacts/` (and to docs/images/serve.png with
 //! `ATHERIA_UPDATE_SCREENSHOT=1`).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::future::Future;
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use atheria::{InitKind, Simulation};
 use atheria_serve::{ServeOptions, Server};
+use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// chromedriver and one browser session on it, driven by fantoccini (a
+/// WebDriver client) from this synchronous test: every call is bounded by
+/// [`WAIT`], so a browser that stops answering fails the test, never hangs it.
 struct Driver {
+    runtime: tokio::runtime::Runtime,
+    client: Option<Client>,
     child: Child,
-    port: u16,
-    session: String,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = request(
-            self.port,
-            "DELETE",
-            &format!("/session/{}", self.session),
-            None,
-        );
+        if let Some(client) = self.client.take() {
+            let _ = self.runtime.block_on(within(client.close()));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// One WebDriver request; the `value` of its answer.
-fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    // chromedriver may keep the connection open: read what Content-Length says.
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let (at, length) = loop {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed before the headers".into());
-        }
-        out.extend_from_slice(&buf[..n]);
-        if let Some(p) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&out[..p]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or("no Content-Length")?;
-            break (p + 4, length);
-        }
-    };
-    while out.len() < at + length {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    let data = out[at..(at + length).min(out.len())].to_vec();
-    let v: Value = serde_json::from_slice(&data)
-        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&data)))?;
-    if v["value"].get("error").is_some() {
-        return Err(v["value"].to_string());
-    }
-    Ok(v["value"].clone())
+/// `future`, or `Err` after [`WAIT`] (the timer made inside the runtime).
+async fn within<T>(future: impl Future<Output = T>) -> Result<T, tokio::time::error::Elapsed> {
+    tokio::time::timeout(WAIT, future).await
 }
 
 impl Driver {
@@ -101,36 +62,66 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let until = Instant::now() + WAIT;
-        while request(port, "GET", "/status", None).map(|v| v["ready"] == true) != Ok(true) {
-            assert!(Instant::now() < until, "chromedriver did not become ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let caps = json!({"goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1280,800", "--hide-scrollbars"]
-        }}}});
-        let v = request(port, "POST", "/session", Some(&caps)).expect("a browser session");
-        let session = v["sessionId"].as_str().unwrap().to_string();
+        }});
+        let caps = caps.as_object().unwrap().clone();
+        let url = format!("http://127.0.0.1:{port}");
+        // chromedriver takes a moment to listen: retry the session until WAIT.
+        let until = Instant::now() + WAIT;
+        let client = loop {
+            let attempt = runtime.block_on(within(
+                ClientBuilder::new(HttpConnector::new())
+                    .capabilities(caps.clone())
+                    .connect(&url),
+            ));
+            match attempt {
+                Ok(Ok(client)) => break client,
+                Ok(Err(_)) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Ok(Err(e)) => panic!("no browser session from chromedriver: {e}"),
+                Err(_) => panic!("chromedriver did not answer within {WAIT:?}"),
+            }
+        };
         Driver {
+            runtime,
+            client: Some(client),
             child,
-            port,
-            session,
         }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let path = format!("/session/{}{path}", self.session);
-        request(self.port, method, &path, body.as_ref()).unwrap_or_else(|e| panic!("{path}: {e}"))
+    /// Runs one WebDriver command, failing the test when it errs or takes
+    /// longer than [`WAIT`].
+    fn run<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+        &self,
+        what: &str,
+        command: impl FnOnce(Client) -> F,
+    ) -> T {
+        let client = self.client.clone().expect("a session");
+        match self.runtime.block_on(within(command(client))) {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => panic!("{what}: {e}"),
+            Err(_) => panic!("{what}: no answer within {WAIT:?}"),
+        }
+    }
+
+    fn goto(&self, url: &str) {
+        let url = url.to_string();
+        self.run("open the page", |c| async move { c.goto(&url).await });
     }
 
     fn js(&self, script: &str) -> Value {
-        self.call(
-            "POST",
-            "/execute/sync",
-            Some(json!({"script": script, "args": []})),
-        )
+        let script = script.to_string();
+        self.run("run a script", |c| async move {
+            c.execute(&script, Vec::new()).await
+        })
     }
 
     fn wait_for(&self, what: &str, script: &str, within: Duration) -> Value {
@@ -146,59 +137,45 @@ impl Driver {
     }
 
     fn click(&self, css: &str) {
-        let e = self.call(
-            "POST",
-            "/element",
-            Some(json!({"using": "css selector", "value": css})),
-        );
-        let id = e
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .unwrap()
-            .to_string();
-        self.call("POST", &format!("/element/{id}/click"), Some(json!({})));
+        let css = css.to_string();
+        self.run(&format!("click {css}"), |c| async move {
+            c.find(Locator::Css(&css)).await?.click().await
+        });
     }
 
+    /// A left click at (x, y) pixels of the viewport.
     fn click_at(&self, x: i64, y: i64) {
-        let actions = json!({"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
-        "actions": [
-            {"type": "pointerMove", "duration": 0, "origin": "viewport", "x": x, "y": y},
-            {"type": "pointerDown", "button": 0},
-            {"type": "pointerUp", "button": 0}
-        ]}]});
-        self.call("POST", "/actions", Some(actions));
+        let mouse = MouseActions::new("mouse".to_string())
+            .then(PointerAction::MoveTo {
+                duration: Some(Duration::ZERO),
+                x: x as f64,
+                y: y as f64,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        self.run("click the canvas", |c| async move {
+            c.perform_actions(mouse).await
+        });
+    }
+
+    fn resize(&self, width: u32, height: u32) {
+        self.run("resize the window", |c| async move {
+            c.set_window_size(width, height).await
+        });
     }
 
     fn screenshot(&self, name: &str) -> PathBuf {
-        let b64 = self.call("GET", "/screenshot", None);
-        let png = base64(b64.as_str().unwrap());
+        let png = self.run("take a screenshot", |c| async move { c.screenshot().await });
         let dir = artifacts();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::write(&path, png).unwrap();
         path
     }
-}
-
-fn base64(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let clean: Vec<u8> = s.bytes().filter(|c| !b"=\r\n".contains(c)).collect();
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |a, (i, &c)| a | (val(c) as u32) << (18 - 6 * i));
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    out
 }
 
 /// `<target>/serve-artifacts`.
@@ -294,7 +271,7 @@ fn the_page_shows_live_frames_and_its_controls_work() {
     options.port = 0;
     let server = Server::start(sim, options).expect("server");
     let driver = Driver::start();
-    driver.call("POST", "/url", Some(json!({"url": server.url()})));
+    driver.goto(&server.url());
     driver.wait_for(
         "a first frame",
         "return window.atheria && window.atheria.frames > 0",
@@ -379,11 +356,7 @@ fn the_page_shows_live_frames_and_its_controls_work() {
     );
 
     // A narrow window: the layout stacks.
-    driver.call(
-        "POST",
-        "/window/rect",
-        Some(json!({"width": 420, "height": 900})),
-    );
+    driver.resize(420, 900);
     std::thread::sleep(Duration::from_millis(500));
     let narrow = driver.screenshot("serve-narrow.png");
     eprintln!("screenshots: {} {}", shot.display(), narrow.display());

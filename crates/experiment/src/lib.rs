@@ -500,6 +500,17 @@ pub fn read_state_dict(path: &Path) -> Result<Tensors> {
         return Err(Error::io(path, e));
     }
     let not_a_checkpoint = |e: candle_core::Error| {
+        if let Some(root) = misread_archive_root(path) {
+            return Error::model(
+                path,
+                format!(
+                    "a PyTorch checkpoint the zip reader under candle (zip 9.8) misreads: it was saved under a \
+                     name of 21 characters (its archive folder is `{root}`), which places a directory entry where \
+                     that reader looks for the directory's start; load and re-save it under a name of another \
+                     length (torch.save(torch.load(p, weights_only=False), \"model.pth\")) and use that file"
+                ),
+            );
+        }
         Error::model(
             path,
             format!(
@@ -550,6 +561,31 @@ pub fn read_state_dict(path: &Path) -> Result<Tensors> {
         out.push((name, shape, values));
     }
     Ok(out)
+}
+
+/// The archive folder of a PyTorch checkpoint that the `zip` crate (9.8)
+/// misreads, or None.
+///
+/// torch.save always writes ZIP64 end records (76 bytes) between the central
+/// directory and the end record, and names every entry `<stem>/...` after the
+/// file it was saved as. The `zip` crate, when the 32-bit end record does not
+/// ask for ZIP64, takes "end record minus directory size" as the directory's
+/// start if a directory entry sits there. The first entry is `<stem>/data.pkl`,
+/// 46 + len bytes long: with a 21-character stem it is exactly 76 bytes, so the
+/// second entry sits there, the reader assumes 76 bytes of prepended data and
+/// fails. Python and libtorch read such files; only the stem's length matters.
+fn misread_archive_root(path: &Path) -> Option<String> {
+    use std::io::Read;
+    // The first local header: signature, fixed fields, then the name.
+    let mut head = [0u8; 30 + 64];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    if n < 30 || head[..4] != *b"PK\x03\x04" {
+        return None;
+    }
+    let name_len = u16::from_le_bytes([head[26], head[27]]) as usize;
+    let name = std::str::from_utf8(head.get(30..30 + name_len)?).ok()?;
+    let root = name.strip_suffix("/data.pkl")?;
+    (46 + name.len() == 76).then(|| root.to_string())
 }
 
 /// The tensors as safetensors bytes.

@@ -120,3 +120,20 @@ fn a_file_that_is_the_state_dict_itself_reads_the_same_weights() {
     assert_eq!(plain.len(), training.len());
     assert_eq!(plain, training, "the two files hold the same weights");
 }
+
+#[test]
+fn a_checkpoint_the_zip_reader_misreads_says_how_to_re_save_it() {
+    // tests/fixtures/checkpoint_unet_d2_h8.pt was saved under a 21-character
+    // stem, the one length the zip crate under candle misreads (see
+    // misread_archive_root). Python reads it; we must say what to do.
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/checkpoint_unet_d2_h8.pt");
+    let err = read_state_dict(&fixture).unwrap_err().to_string();
+    assert!(
+        err.contains("checkpoint_unet_d2_h8")
+            && err.contains("21 characters")
+            && err.contains("re-save"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "{err}");
+}

@@ -421,6 +421,96 @@ mod tests {
         }
     }
 
+    /// The textbook convolution in f64 (inputs as given in f32): the
+    /// reference both PyTorch's and our f32 errors are measured against.
+    fn conv2d_f64(x: &[f32], d: Dims, weight: &[f32], bias: &[f32], co: usize) -> Vec<f64> {
+        let mut out = vec![0.0f64; co * d.plane()];
+        for o in 0..co {
+            for y in 0..d.h {
+                for xx in 0..d.w {
+                    let mut acc = bias[o] as f64;
+                    for c in 0..d.c {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (sy, sx) = ((y + ky) as isize - 1, (xx + kx) as isize - 1);
+                                if sy < 0 || sx < 0 || sy >= d.h as isize || sx >= d.w as isize {
+                                    continue;
+                                }
+                                let v = x[(c * d.h + sy as usize) * d.w + sx as usize] as f64;
+                                acc += v * weight[((o * d.c + c) * 3 + ky) * 3 + kx] as f64;
+                            }
+                        }
+                    }
+                    out[(o * d.h + y) * d.w + xx] = acc;
+                }
+            }
+        }
+        out
+    }
+
+    /// Our f32 convolution (Winograd F(2x2, 3x3) and im2col) is at most twice
+    /// PyTorch's own f32 error against f64, max and mean, on the inputs and
+    /// PyTorch figures of `tests/fixtures/conv_error.json`
+    /// (`python/make_conv_error.py`).
+    #[test]
+    fn f32_error_is_within_twice_pytorchs() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/conv_error.json"
+        );
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let cases = doc["cases"].as_array().unwrap();
+        assert!(cases.len() >= 2);
+        for case in cases {
+            let n = |k: &str| case[k].as_u64().unwrap() as usize;
+            let f = |k: &str| case[k].as_f64().unwrap();
+            let (ci, co, h, w, seed) = (n("ci"), n("co"), n("h"), n("w"), n("seed") as u64);
+            let bound = f("bound") as f32;
+            let uniform =
+                |s: u64, len: usize, b: f32| sparse_grid::rng::Rng::new(s).uniform_vec(len, -b, b);
+            let x = uniform(seed, ci * h * w, 1.0);
+            let weight = uniform(seed + 1, co * ci * 9, bound);
+            let bias = uniform(seed + 2, co, bound);
+            // The same inputs as PyTorch's (sums in f64 of the same f32 values).
+            let sum = |v: &[f32]| v.iter().map(|&a| a as f64).sum::<f64>();
+            assert!((sum(&x) - f("x_sum")).abs() <= 1e-9 * f("x_sum").abs().max(1.0));
+            assert!(
+                (sum(&weight) - f("weight_sum")).abs() <= 1e-9 * f("weight_sum").abs().max(1.0)
+            );
+            let d = Dims::new(1, ci, h, w);
+            let want = conv2d_f64(&x, d, &weight, &bias, co);
+            // Our f64 reference is PyTorch's.
+            let y64_sum: f64 = want.iter().sum();
+            assert!((y64_sum - f("y64_sum")).abs() <= 1e-9 * f("y64_sum").abs().max(1.0));
+            let (torch_max, torch_mean) = (f("torch_f32_max_abs_err"), f("torch_f32_mean_abs_err"));
+            for winograd in [true, false] {
+                let conv = Conv2d::new(co, ci, 3, weight.clone(), Some(bias.clone()))
+                    .with_winograd(winograd);
+                let mut out = vec![f32::NAN; d.with_c(co).len()];
+                pool().install(|| conv.forward(&x, d, &mut out));
+                let err: Vec<f64> = out
+                    .iter()
+                    .zip(&want)
+                    .map(|(&a, e)| (a as f64 - e).abs())
+                    .collect();
+                let max = err.iter().cloned().fold(0.0, f64::max);
+                let mean = err.iter().sum::<f64>() / err.len() as f64;
+                let name = case["name"].as_str().unwrap();
+                eprintln!(
+                    "{name} winograd={winograd}: max {max:.3e} ({:.2}x torch), mean {mean:.3e} ({:.2}x torch)",
+                    max / torch_max,
+                    mean / torch_mean
+                );
+                assert!(
+                    max <= 2.0 * torch_max,
+                    "{name} winograd={winograd}: max error {max:.3e} > 2 x torch's {torch_max:.3e}"
+                );
+                assert!(mean <= 2.0 * torch_mean, "{name} winograd={winograd}: mean error {mean:.3e} > 2 x torch's {torch_mean:.3e}");
+            }
+        }
+    }
+
     #[test]
     fn default_plan_matches_naive_on_a_wide_conv() {
         let d = Dims::new(2, 20, 33, 17);

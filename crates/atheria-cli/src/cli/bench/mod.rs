@@ -7,9 +7,11 @@
 //!   [`python`]: the exporter and the PyTorch reference engine.
 //! - [`startup`]: the four start-up stages, in process and in a fresh process.
 //! - [`timing`]: warm-up and timed windows; [`matter`]: sparse patterns.
-//! - [`scale`]: `--scale`; [`report`]: tables, targets, the machine.
+//! - [`scale`]: `--scale`; [`large`]: `--scale --cells N`, the opt-in
+//!   ten-million-cell case; [`report`]: tables, targets, the machine.
 
 mod config;
+mod large;
 mod matter;
 mod models;
 mod python;
@@ -64,6 +66,24 @@ pub struct BenchArgs {
     /// outside the forward at 1e5 cells, peak memory at 1e6 cells.
     #[arg(long)]
     pub scale: bool,
+    /// With --scale: instead of the default scale figures, step a disc of N
+    /// cells (`1e7` accepted) on the sparse engine at each of --d-states,
+    /// checkpoint and resume it, each case in a fresh process; reports time
+    /// per step and peak memory. Takes minutes per case at 1e7.
+    #[arg(long, value_name = "N", value_parser = large::parse_cells, requires = "scale")]
+    pub cells: Option<usize>,
+    /// With --cells: the d_state of each case (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "16,64",
+        requires = "cells"
+    )]
+    pub d_states: Vec<usize>,
+    /// With --cells: where the checkpoints go (a directory per case, removed
+    /// after; 1e7 cells at D = 64 need about 6.5 GB).
+    #[arg(long, value_name = "DIR", requires = "cells")]
+    pub checkpoint_dir: Option<PathBuf>,
     /// Measure steps/s under `atheria serve` with 0, 1 and 50 viewers plus
     /// one stalled (128 x 128, D = 64, identity conv3x3 on candle).
     #[arg(long)]
@@ -79,6 +99,10 @@ pub struct BenchArgs {
     /// Timed steps of --distributed (after two warm-up steps).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub distributed_steps: u64,
+    /// Tile side of the sparse configurations (a power of two), to compare
+    /// tile sizes: each sparse row reports its time per active-tile cell.
+    #[arg(long, default_value_t = atheria::sparse::DEFAULT_TILE)]
+    pub tile: usize,
     /// Write every figure and the machine description to this JSON file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -88,6 +112,10 @@ pub struct BenchArgs {
     /// Internal: measure the 1e6-cell peak memory in this fresh process.
     #[arg(long, hide = true)]
     pub memory_probe: bool,
+    /// Internal: run one large case (--cells, the first of --d-states) in
+    /// this fresh process.
+    #[arg(long, hide = true)]
+    pub large_probe: bool,
 }
 
 /// `atheria bench`.
@@ -126,6 +154,22 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         scale::memory_child(kinds[0], &options)?;
         return Ok(ExitCode::SUCCESS);
     }
+    atheria::SparseOptions::default()
+        .with_tile(args.tile)
+        .validate()
+        .context("--tile")?;
+    if args.d_states.contains(&0) {
+        bail!("--d-states: every d_state must be at least 1");
+    }
+    let checkpoint_dir = args
+        .checkpoint_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("atheria-bench-large"));
+    if args.large_probe {
+        let cells = args.cells.context("--large-probe needs --cells")?;
+        large::child(kinds[0], &options, cells, args.d_states[0], &checkpoint_dir)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let machine = report::machine(threads);
     info!(
         "machine: {} ({} cores), {threads} threads",
@@ -136,6 +180,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.serve {
         let serve = serve::run(&options, args.windows, args.window_secs)?;
         let doc = json!({"machine": machine, "command": command, "serve": serve});
+        return write_json(args.json.as_ref(), &doc);
+    }
+    if let Some(cells) = args.cells {
+        let large = large::run(&kinds, args.threads, cells, &args.d_states, &checkpoint_dir);
+        let doc = json!({"machine": machine, "command": command, "large": large});
         return write_json(args.json.as_ref(), &doc);
     }
     if args.scale {
@@ -289,7 +338,7 @@ fn bench_one(
     label: &str,
     reference: Option<&mut (Simulation, f64)>,
 ) -> anyhow::Result<(Value, Simulation)> {
-    let (mut engine, first, stages) = startup::start(kind, cfg, package, options)?;
+    let (mut engine, first, stages) = startup::start(kind, cfg, package, options, args.tile)?;
     let first_time = first.gather + first.forward + first.scatter;
     let mut dense = reference.map(|(dense, secs)| (move || Ok(dense.step()?), *secs));
     let mut companion = dense.as_mut().map(|(step, secs)| Companion {
@@ -331,7 +380,7 @@ fn bench_one(
     // The conv3x3's arithmetic rate: the FLOPs of the cells the model ran
     // on (a sparse step runs it on each active tile with its halo) per
     // second of forward, window by window against the sgemm that followed.
-    let tile = atheria::sparse::DEFAULT_TILE;
+    let tile = args.tile;
     let model_cells = match cfg.engine {
         Engine::Dense => cfg.grid * cfg.grid,
         Engine::Sparse(_) => t.last.active_tiles * (tile + 2).pow(2),

@@ -255,7 +255,11 @@ fn print_sparse(rows: &[Value]) {
     }
     out!(
         "\nsparse engine over a {SPARSE_EXTENT} x {SPARSE_EXTENT} extent (tiles of {}), against {DENSE_REFERENCE} on the same backend",
-        atheria::sparse::DEFAULT_TILE
+        sparse
+            .iter()
+            .map(|r| &r["sparse"]["tile"])
+            .find(|t| !t.is_null())
+            .unwrap_or(&Value::Null)
     );
     out!(
         "{:<17} {:<7} {:>7} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",

@@ -60,7 +60,8 @@ fn time_steps(e: &mut SparseEngine, steps: usize) -> anyhow::Result<f64> {
     Ok(t.elapsed().as_secs_f64() / steps as f64)
 }
 
-fn proc_status_mib(key: &str) -> Option<f64> {
+/// A `/proc/self/status` figure in kB (`VmRSS:`, `VmHWM:`), in MiB.
+pub(super) fn proc_status_mib(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -68,7 +69,7 @@ fn proc_status_mib(key: &str) -> Option<f64> {
 }
 
 /// Resets the kernel's peak-RSS mark (VmHWM) to the current RSS.
-fn reset_peak() -> bool {
+pub(super) fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 

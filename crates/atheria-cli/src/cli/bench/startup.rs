@@ -28,13 +28,15 @@ pub const PROBE_CONFIG: &str = "dense-128";
 /// Each start-up stage and its duration, in order.
 pub type StageTimes = Vec<(String, Duration)>;
 
-/// Runs the four start-up stages of `cfg` on `kind`; returns the engine
-/// after its first step, the first step's statistics and the stages.
+/// Runs the four start-up stages of `cfg` on `kind` (a sparse
+/// configuration with tiles of `tile`); returns the engine after its first
+/// step, the first step's statistics and the stages.
 pub fn start(
     kind: BackendKind,
     cfg: &Config,
     package: Option<&ModelPackage>,
     options: &BackendOptions,
+    tile: usize,
 ) -> anyhow::Result<(Simulation, StepStats, StageTimes)> {
     let mut stages = Stages::new(None);
     stages.run("backend init", || Ok(kind.check()?))?;
@@ -47,6 +49,7 @@ pub fn start(
                 let empty = DenseState::zeros(1, 1, cfg.d_state)?;
                 let mut sim = sim
                     .engine(EngineKind::Sparse)
+                    .tile(tile)
                     .initial_state(empty)
                     .build()?;
                 let lattice = sim.sparse_mut().expect("a sparse simulation");
@@ -75,7 +78,7 @@ pub fn probe_child(
     package: Option<&ModelPackage>,
     options: &BackendOptions,
 ) -> anyhow::Result<()> {
-    let (_, _, stages) = start(kind, cfg, package, options)?;
+    let (_, _, stages) = start(kind, cfg, package, options, atheria::sparse::DEFAULT_TILE)?;
     out!("{}", json!({ "stages_ms": stages_json(&stages) }));
     Ok(())
 }
