@@ -2,13 +2,15 @@
 # The README's test command: sets up everything the tests need (the project's
 # Python environment with torch, onnxruntime and safetensors, and this
 # checkout's atheria_native module installed in it), then runs every test with
-# all three backends compiled in, none skipped.
+# all three backends and MPI compiled in, none skipped.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup-python.sh
 # The browser test of `atheria serve` needs headless Chromium and chromedriver.
 bash scripts/setup-browser.sh
+# The `mpi` feature (the sparse lattice across MPI ranks) needs Open MPI.
+bash scripts/setup-mpi.sh
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 export ATHERIA_REQUIRE_BACKENDS=all
@@ -22,17 +24,17 @@ export CARGO_INCREMENTAL=0
 rm -rf "$CARGO_TARGET_DIR/debug/incremental"
 echo "== python tools"
 .venv/bin/python python/test_python_tools.py
-echo "== cargo test (features candle, tch, onnx)"
-cargo test --workspace --features candle,tch,onnx "$@"
+echo "== cargo test (features candle, tch, onnx, mpi)"
+cargo test --workspace --features candle,tch,onnx,mpi "$@"
 echo "== python module (atheria_native, pytest; skips fail the run)"
 # test_cli_agreement compares with the atheria program cargo test just built.
 ATHERIA_BIN="$CARGO_TARGET_DIR/debug/atheria" .venv/bin/python -m pytest -q -rs \
   -p no:cacheprovider crates/atheria-py/tests
 echo "== examples (what tests/examples.rs checked, as a user runs them)"
 for example in embed sparse_embed shared_backend; do
-  cargo run --quiet --features candle,tch,onnx --example "$example" > /dev/null
+  cargo run --quiet --features candle,tch,onnx,mpi --example "$example" > /dev/null
 done
-echo "== lint (fmt, clippy and rustdoc with every backend)"
+echo "== lint (fmt, clippy and rustdoc with every backend and MPI)"
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --features candle,tch,onnx -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --features candle,tch,onnx --quiet
+cargo clippy --workspace --all-targets --features candle,tch,onnx,mpi -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --features candle,tch,onnx,mpi --quiet

@@ -39,6 +39,8 @@
 //!   and readouts ([`Metrics`], [`Simulation::metrics`]), defined in
 //!   `docs/instruments.md`.
 //! - [`render`] (feature `render`, default): PNG pictures of fields.
+//! - `distributed` (feature `mpi`): the sparse lattice across MPI ranks,
+//!   built from a communicator (`SimulationBuilder::build_distributed`).
 //! - [`watchdog`]: turns a stage that hangs into an error naming the stage.
 //! - `plugin` (with `tch`, private): loads the tch backend's shared library
 //!   on first use, through a C interface, so a program starts where
@@ -57,6 +59,8 @@
 
 pub mod backends;
 pub mod default_law;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 #[cfg(feature = "tch")]
 mod plugin;
 #[cfg(feature = "render")]

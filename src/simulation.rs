@@ -411,7 +411,7 @@ impl SimulationBuilder {
         Ok(())
     }
 
-    fn seed(&self) -> u64 {
+    pub(crate) fn seed(&self) -> u64 {
         match self.initial {
             InitialState::Generated { seed, .. } => seed,
             _ => 0,
@@ -891,6 +891,15 @@ impl Simulation {
     pub fn sparse(&self) -> Option<&SparseEngine> {
         match &self.engine {
             Engine::Sparse(e) => Some(e),
+            Engine::Dense(_) => None,
+        }
+    }
+
+    /// The sparse engine, taken out of the simulation (to step it across
+    /// MPI ranks, say); `None` on the dense engine.
+    pub fn into_sparse(self) -> Option<SparseEngine> {
+        match self.engine {
+            Engine::Sparse(e) => Some(*e),
             Engine::Dense(_) => None,
         }
     }

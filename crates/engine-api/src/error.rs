@@ -113,6 +113,15 @@ pub enum Error {
         /// Which pool the caller was in, in words.
         pool: String,
     },
+    /// Another process of a computation shared across processes (an MPI
+    /// rank of a distributed run) failed; this is its error, as text.
+    #[error("rank {rank} failed: {message}")]
+    Rank {
+        /// The rank that failed.
+        rank: usize,
+        /// Its error message.
+        message: String,
+    },
     /// A stage did not finish within its time limit.
     #[error("stage `{stage}` did not finish within {seconds:.1} s")]
     Timeout {

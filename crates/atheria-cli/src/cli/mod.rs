@@ -1,6 +1,8 @@
 //! Command-line interface: one module per subcommand.
 
 mod bench;
+#[cfg(feature = "mpi")]
+mod distributed;
 mod doctor;
 mod progress;
 mod run;
@@ -46,6 +48,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::doctor(args),
         Command::Serve(args) => serve::serve(args),
     }
+}
+
+/// The error of `--distributed` in a program built without MPI: one line
+/// saying how to get it.
+#[cfg(not(feature = "mpi"))]
+pub fn no_mpi() -> anyhow::Error {
+    anyhow::anyhow!(
+        "--distributed needs MPI, and this atheria was built without it: install Open MPI \
+         (scripts/setup-mpi.sh) and build with `cargo build --release --features mpi`"
+    )
 }
 
 /// Writes one line to stdout. A closed stdout (`atheria doctor | head -1`)

@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// Write the state atomically to PATH every K steps, so a killed run loses at most K steps.
     #[arg(long, num_args = 2, value_names = ["K", "PATH"])]
     pub checkpoint_every: Option<Vec<String>>,
+    /// Run the sparse lattice across the ranks of `mpirun -n N atheria run --distributed ...`
+    /// (built with the `mpi` feature; local laws only). Rank 0 reads the state, saves and prints.
+    #[arg(long)]
+    pub distributed: bool,
 }
 
 pub fn parse_backend(s: &str) -> Result<BackendKind, String> {
@@ -319,6 +323,26 @@ impl SimArgs {
         Ok(Some(e))
     }
 
+    /// The simulation these flags describe on the sparse engine, not yet
+    /// built, for `--distributed` (the experiment logged by every rank
+    /// would repeat: it is opened quietly).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn distributed_builder(&self) -> anyhow::Result<SimulationBuilder> {
+        if let Some(n) = self.threads {
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global();
+        }
+        let experiment = self
+            .experiment
+            .as_deref()
+            .map(Experiment::open)
+            .transpose()?;
+        Ok(self
+            .builder(experiment.as_ref())?
+            .engine(EngineKind::Sparse))
+    }
+
     /// The simulation these flags describe, not yet built.
     fn builder(&self, experiment: Option<&Experiment>) -> anyhow::Result<SimulationBuilder> {
         let mut b = Simulation::builder();
@@ -371,7 +395,7 @@ fn convert_for(e: &Experiment, backend: BackendKind) -> anyhow::Result<PathBuf> 
     Ok(e.convert(&python)?)
 }
 
-fn checkpoint_args(v: &Option<Vec<String>>) -> anyhow::Result<Option<(u64, PathBuf)>> {
+pub(crate) fn checkpoint_args(v: &Option<Vec<String>>) -> anyhow::Result<Option<(u64, PathBuf)>> {
     let Some(v) = v else { return Ok(None) };
     let k: u64 = v[0].parse().ok().filter(|&k| k > 0).with_context(|| {
         format!(
@@ -384,6 +408,9 @@ fn checkpoint_args(v: &Option<Vec<String>>) -> anyhow::Result<Option<(u64, PathB
 
 /// `atheria run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.distributed {
+        return distributed(args);
+    }
     if args.every == 0 {
         bail!("--every must be at least 1");
     }
@@ -595,6 +622,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--distributed`, when this program has MPI.
+#[cfg(feature = "mpi")]
+fn distributed(args: RunArgs) -> anyhow::Result<ExitCode> {
+    super::distributed::run(args)
+}
+
+/// `--distributed`, when this program has no MPI: one line saying how to get it.
+#[cfg(not(feature = "mpi"))]
+fn distributed(_: RunArgs) -> anyhow::Result<ExitCode> {
+    Err(super::no_mpi())
 }
 
 /// Writes one picture per chosen visualization over the simulation's extent

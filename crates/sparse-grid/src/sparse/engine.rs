@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use engine_api::{ComputeBackend, Error, Result};
 
-use super::local::{LocalBatch, StepContext};
+use super::local::{LocalBatch, SharedStep, StepContext};
 use super::query::{occupied_in, slots_overlapping, CellBox, CellValues};
 use super::tiles::TileStore;
 use super::window::WindowBatch;
@@ -15,6 +15,23 @@ use crate::state::check_size;
 use crate::summary::{summarize, ENERGY, PLANES};
 use crate::update::UpdateParams;
 use crate::{DenseState, StepStats, DEFAULT_MAX_CELLS};
+
+/// What a step needs besides the tiles and the batch, borrowing only the
+/// engine's fields it names (the tiles and the batch are borrowed apart).
+macro_rules! context {
+    ($e:ident) => {
+        StepContext {
+            backend: $e.backend.as_ref(),
+            pool: &$e.pool,
+            params: $e.params,
+            vacuum: $e.options.vacuum,
+            seed: $e.options.seed,
+            step: $e.step,
+            max_cells: $e.options.max_cells,
+            forward_bytes: $e.options.forward_bytes,
+        }
+    };
+}
 
 /// How a step runs, decided by the model's receptive radius.
 enum Mode {
@@ -331,6 +348,78 @@ impl SparseEngine {
         Ok(out)
     }
 
+    /// The tile coordinates (cell / T) of every tile holding matter, in no
+    /// particular order.
+    pub fn tile_keys(&self) -> impl Iterator<Item = (i32, i32)> + '_ {
+        self.tiles.live_slots().map(|s| self.tiles.keys[s])
+    }
+
+    /// Appends every cell of matter inside `area` to `out` as
+    /// [`ENCODED_HEADER`] + 2D f32: x and y (their bits), then the real and
+    /// the imaginary parts of each channel; returns the cells appended.
+    /// The form in which processes sharing a lattice send each other cells
+    /// ([`SparseEngine::insert_encoded`]).
+    pub fn encode_cells(&self, area: CellBox, out: &mut Vec<f32>) -> usize {
+        self.encode_cells_where(area, out, |_, _| true)
+    }
+
+    /// [`SparseEngine::encode_cells`] of the cells of `area` for which
+    /// `keep(x, y)` is true (a halo strip: those near another process's
+    /// tiles).
+    pub fn encode_cells_where(
+        &self,
+        area: CellBox,
+        out: &mut Vec<f32>,
+        keep: impl Fn(i32, i32) -> bool,
+    ) -> usize {
+        let mut n = 0;
+        for (x, y, v) in self.cells_in(area).filter(|&(x, y, _)| keep(x, y)) {
+            out.push(f32::from_bits(x as u32));
+            out.push(f32::from_bits(y as u32));
+            out.extend(v.iter().map(|(re, _)| re));
+            out.extend(v.iter().map(|(_, im)| im));
+            n += 1;
+        }
+        n
+    }
+
+    /// Makes matter of the cells [`SparseEngine::encode_cells`] wrote (by
+    /// an engine of the same law); returns the cells written. They are
+    /// taken as they come (the sending engine checked them), without the
+    /// cell limit: they are either another process's halo, removed again
+    /// after the step ([`SparseEngine::retain_tiles`]), or tiles moving
+    /// between processes, which the limit of the whole counts once.
+    pub fn insert_encoded(&mut self, cells: &[f32]) -> Result<usize> {
+        let len = ENCODED_HEADER + 2 * self.d_state();
+        if !cells.len().is_multiple_of(len) {
+            return Err(Error::InvalidArgument(format!(
+                "{} encoded values are not whole cells of {len} values",
+                cells.len()
+            )));
+        }
+        let d = self.d_state();
+        for cell in cells.chunks_exact(len) {
+            let (x, y) = (cell[0].to_bits() as i32, cell[1].to_bits() as i32);
+            let (key, i) = self.tiles.locate(x, y);
+            let (s, _) = self.tiles.get_or_create(key);
+            let (re, im) = cell[ENCODED_HEADER..].split_at(d);
+            self.tiles
+                .set_cell(s, i, re.iter().copied().zip(im.iter().copied()));
+        }
+        Ok(cells.len() / len)
+    }
+
+    /// Removes every tile for which `keep(tile x, tile y)` is false (a
+    /// process's halo after a shared step, or tiles that moved away).
+    pub fn retain_tiles(&mut self, keep: impl Fn(i32, i32) -> bool) {
+        for s in 0..self.tiles.slots() {
+            let (x, y) = self.tiles.keys[s];
+            if self.tiles.live[s] && !keep(x, y) {
+                self.tiles.release(s);
+            }
+        }
+    }
+
     /// The smallest box holding every cell of matter, or `None` when there
     /// is none.
     pub fn bounding_box(&self) -> Option<CellBox> {
@@ -437,19 +526,50 @@ impl SparseEngine {
     /// [`Error::NestedPool`] and does nothing. To bound the engine's own
     /// threads, give it a pool ([`SparseEngine::with_pool`]).
     pub fn step(&mut self) -> Result<StepStats> {
+        self.step_inner(None)
+    }
+
+    /// Advances one step shared with other processes ([`SharedStep`]):
+    /// only the tiles `shared.owns` are stepped, the others (another
+    /// process's halo, put here by [`SparseEngine::insert_encoded`]) are
+    /// read and left as they are, and nothing is written unless
+    /// `shared.agree` agrees. On error the lattice and the step counter are
+    /// exactly as before the call. Local laws only: a global law's window
+    /// needs the whole lattice in one process.
+    pub fn step_shared(&mut self, shared: &mut SharedStep<'_>) -> Result<StepStats> {
+        if self.is_global() {
+            return Err(Error::InvalidArgument(format!(
+                "model `{}` is global (receptive radius null: it sees the whole window), so \
+                 its step cannot be split across processes; run it in one process",
+                self.backend.spec().name
+            )));
+        }
+        self.step_inner(Some(shared))
+    }
+
+    /// Starts a shared step early: stages (gather, forward, update, into
+    /// staging; nothing is written) the active tiles for which `early(tile
+    /// x, tile y)` is true, which must be tiles whose whole 3 x 3
+    /// neighbourhood this process owns, so they need no halo. The next
+    /// [`SparseEngine::step_shared`] stages the rest, agrees and commits
+    /// the whole; an error here is that step's error. The MPI engine calls
+    /// it while the halo is in flight. Does nothing for a global law.
+    pub fn stage_early(&mut self, early: &(dyn Fn(i32, i32) -> bool + Sync)) {
+        let caller = self.pool.check_caller();
+        let cx = context!(self);
+        if let Mode::Local(batch) = &mut self.mode {
+            match caller {
+                Ok(()) => batch.stage_early(&mut self.tiles, &cx, early),
+                Err(e) => batch.fail_early(e),
+            }
+        }
+    }
+
+    fn step_inner(&mut self, shared: Option<&mut SharedStep<'_>>) -> Result<StepStats> {
         self.pool.check_caller()?;
-        let cx = StepContext {
-            backend: self.backend.as_ref(),
-            pool: &self.pool,
-            params: self.params,
-            vacuum: self.options.vacuum,
-            seed: self.options.seed,
-            step: self.step,
-            max_cells: self.options.max_cells,
-            forward_bytes: self.options.forward_bytes,
-        };
+        let cx = context!(self);
         let stats = match &mut self.mode {
-            Mode::Local(batch) => batch.step(&mut self.tiles, &cx)?,
+            Mode::Local(batch) => batch.step(&mut self.tiles, &cx, shared)?,
             Mode::Global(batch) => batch.step(&mut self.tiles, &cx)?,
         };
         self.step += 1;
@@ -620,6 +740,10 @@ impl SparseEngine {
         }
     }
 }
+
+/// Values before the channels of each cell [`SparseEngine::encode_cells`]
+/// writes: its x and y.
+pub const ENCODED_HEADER: usize = 2;
 
 /// Calls `f(x, y, i)` for every occupied cell of `state`, with its lattice
 /// coordinates and its index in the state's planes. The state's box must fit

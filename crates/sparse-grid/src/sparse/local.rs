@@ -56,6 +56,10 @@ pub(crate) struct LocalBatch {
     /// `[B][summary::PLANES][T][T]`.
     pub summary: Vec<f32>,
     wanted: Vec<TileKey>,
+    /// What [`Self::stage_early`] staged, until the step that completes it.
+    early: Option<Result<Staged>>,
+    /// The tiles it staged, sorted by (y, x).
+    early_keys: Vec<TileKey>,
     slots: Vec<u32>,
     created: Vec<u32>,
     mark: Vec<bool>,
@@ -98,6 +102,8 @@ impl LocalBatch {
             summary: Vec::new(),
             delta: Vec::new(),
             wanted: Vec::new(),
+            early: None,
+            early_keys: Vec::new(),
             slots: Vec::new(),
             created: Vec::new(),
             mark: Vec::new(),
@@ -114,21 +120,84 @@ impl LocalBatch {
         }
     }
 
-    /// One step. On error the tiles are as before the call.
-    pub fn step(&mut self, store: &mut TileStore, cx: &StepContext) -> Result<StepStats> {
+    /// Stages, before the rest of a shared step, the active tiles that
+    /// `early` says need nothing from other processes (a tile whose whole
+    /// 3 x 3 neighbourhood is this process's), so that their forward runs
+    /// while the halo is on its way. The step that follows ([`Self::step`])
+    /// stages the rest and agrees; an error here is reported there.
+    pub fn stage_early(
+        &mut self,
+        store: &mut TileStore,
+        cx: &StepContext,
+        early: &(dyn Fn(i32, i32) -> bool + Sync),
+    ) {
+        if self.early.take().is_some() {
+            store.release_empty(&self.created);
+        }
         let t0 = Instant::now();
-        self.find_active(store, cx)?;
         self.slots.clear();
         self.created.clear();
-        for &key in &self.wanted {
-            let (s, new) = store.get_or_create(key);
-            self.slots.push(s as u32);
-            if new {
-                self.created.push(s as u32);
+        let staged = self
+            .find_active(store, cx, Some(early))
+            .and_then(|()| self.stage(store, cx, t0, 0));
+        self.early_keys.clear();
+        self.early_keys.extend_from_slice(&self.wanted);
+        self.early = Some(staged);
+    }
+
+    /// Makes the next step fail with `error` (found before staging early).
+    pub fn fail_early(&mut self, error: Error) {
+        self.early = Some(Err(error));
+    }
+
+    /// One step. On error the tiles are as before the call. With `shared`,
+    /// only the tiles it owns are stepped (the others are read-only halo)
+    /// and it is asked to agree after staging, before anything is written.
+    /// Tiles staged by [`Self::stage_early`] are kept, not staged again.
+    pub fn step(
+        &mut self,
+        store: &mut TileStore,
+        cx: &StepContext,
+        shared: Option<&mut SharedStep<'_>>,
+    ) -> Result<StepStats> {
+        let t0 = Instant::now();
+        let owns = shared.as_ref().map(|s| s.owns);
+        // Early staging belongs to a shared step; a plain one starts afresh.
+        let early = self.early.take();
+        let early = match shared {
+            Some(_) => early,
+            None => {
+                if early.is_some() {
+                    store.release_empty(&self.created);
+                }
+                None
             }
-        }
-        match self.run(store, cx, t0) {
-            Ok(stats) => {
+        };
+        let staged = match early {
+            None => {
+                self.slots.clear();
+                self.created.clear();
+                self.find_active(store, cx, owns)
+                    .and_then(|()| self.stage(store, cx, t0, 0))
+            }
+            Some(Err(e)) => Err(e),
+            Some(Ok(first)) => self
+                .find_rest(store, cx, owns)
+                .and_then(|from| self.stage(store, cx, t0, from))
+                .map(|rest| rest.after(first)),
+        };
+        // Every process takes part in the agreement, whatever it found.
+        let staged = match (staged, shared) {
+            (Ok(st), Some(s)) => (s.agree)(None).map(|()| st),
+            (Err(e), Some(s)) => {
+                let _ = (s.agree)(Some(&e));
+                Err(e)
+            }
+            (staged, None) => staged,
+        };
+        match staged {
+            Ok(staged) => {
+                let stats = self.commit(store, cx, staged);
                 store.release_empty(&self.slots);
                 // A copy, not a swap: each vector keeps the capacity it needs.
                 self.keys.clear();
@@ -143,9 +212,35 @@ impl LocalBatch {
         }
     }
 
+    /// After [`Self::stage_early`]: `wanted` becomes the early tiles, then
+    /// every other active tile `owns` keeps; returns how many were early.
+    fn find_rest(
+        &mut self,
+        store: &TileStore,
+        cx: &StepContext,
+        owns: Option<&(dyn Fn(i32, i32) -> bool + Sync)>,
+    ) -> Result<usize> {
+        self.find_active(store, cx, owns)?;
+        let early = &self.early_keys;
+        // Both sorted by (y, x).
+        self.wanted.retain(|&(x, y)| {
+            early
+                .binary_search_by_key(&(y, x), |&(x, y)| (y, x))
+                .is_err()
+        });
+        self.wanted.splice(0..0, early.iter().copied());
+        Ok(early.len())
+    }
+
     /// Fills `wanted` with every occupied tile plus every tile an occupied
     /// cell reaches within r, sorted by (y, x).
-    fn find_active(&mut self, store: &TileStore, cx: &StepContext) -> Result<()> {
+    /// With `owns`, only the tiles it owns are kept.
+    fn find_active(
+        &mut self,
+        store: &TileStore,
+        cx: &StepContext,
+        owns: Option<&(dyn Fn(i32, i32) -> bool + Sync)>,
+    ) -> Result<()> {
         let (t, r) = (store.t as i64, self.r as i64);
         self.reach_lo.clear();
         self.reach_hi.clear();
@@ -194,12 +289,29 @@ impl LocalBatch {
         }
         self.wanted.sort_unstable_by_key(|&(x, y)| (y, x));
         self.wanted.dedup();
+        if let Some(owns) = owns {
+            self.wanted.retain(|&(x, y)| owns(x, y));
+        }
         Ok(())
     }
 
-    /// Gather, forward and stage chunk by chunk, then commit, once the
-    /// active tiles exist.
-    fn run(&mut self, store: &mut TileStore, cx: &StepContext, t0: Instant) -> Result<StepStats> {
+    /// Creates the active tiles from `wanted[from..]` that do not exist
+    /// yet, then gathers, forwards and stages them chunk by chunk (the
+    /// entries before `from` are already staged); writes no tile.
+    fn stage(
+        &mut self,
+        store: &mut TileStore,
+        cx: &StepContext,
+        t0: Instant,
+        from: usize,
+    ) -> Result<Staged> {
+        for &key in &self.wanted[from..] {
+            let (s, new) = store.get_or_create(key);
+            self.slots.push(s as u32);
+            if new {
+                self.created.push(s as u32);
+            }
+        }
         let (t, r, side, d) = (store.t, self.r, self.side, store.d);
         let (area, tl) = (store.area(), store.tile_len());
         let b = self.slots.len();
@@ -214,7 +326,7 @@ impl LocalBatch {
         self.stage.resize(staged, 0.0);
         self.stage_occ.resize(b * area, 0);
         self.summary.resize(b * PLANES * area, 0.0);
-        self.checks.clear();
+        self.checks.truncate(from);
         self.checks.resize(b, TileCheck::default());
         self.input.resize(chunk * fl, 0.0);
         self.delta.resize(chunk * fl, 0.0);
@@ -224,7 +336,7 @@ impl LocalBatch {
 
         let mut gather = t0.elapsed();
         let (mut forward, mut scatter) = (Duration::ZERO, Duration::ZERO);
-        for b0 in (0..b).step_by(chunk) {
+        for b0 in (from..b).step_by(chunk) {
             let n = chunk.min(b - b0);
             let tg = Instant::now();
             let st: &TileStore = store;
@@ -287,11 +399,28 @@ impl LocalBatch {
             }
         }
 
-        let ts = Instant::now();
         let total: usize = self.checks.iter().map(|k| k.count as usize).sum();
         if total > cx.max_cells {
             return Err(cx.fail(too_much_matter(total, cx.max_cells)));
         }
+        Ok(Staged {
+            gather,
+            forward,
+            scatter,
+            total,
+        })
+    }
+
+    /// Writes the staged tiles: the step's only change to the store.
+    fn commit(&mut self, store: &mut TileStore, cx: &StepContext, staged: Staged) -> StepStats {
+        let ts = Instant::now();
+        let (area, tl, b) = (store.area(), store.tile_len(), self.slots.len());
+        // Tiles outside the step (another process's halo) keep their count.
+        let before: usize = self
+            .slots
+            .iter()
+            .map(|&s| store.count[s as usize] as usize)
+            .sum();
         let (stage, stage_occ, checks) = (&self.stage, &self.stage_occ, &self.checks);
         let (slots, slot_batch) = (&self.slots, &mut self.slot_batch);
         cx.pool.run(|| {
@@ -301,17 +430,53 @@ impl LocalBatch {
                 *count = checks[j].count;
             })
         });
-        store.occupied = total;
-        Ok(StepStats {
+        store.occupied = store.occupied - before + staged.total;
+        StepStats {
             step: cx.step + 1,
-            occupied_cells: total,
+            occupied_cells: staged.total,
             active_tiles: b,
             window: None,
-            gather,
-            forward,
-            scatter: scatter + ts.elapsed(),
-        })
+            gather: staged.gather,
+            forward: staged.forward,
+            scatter: staged.scatter + ts.elapsed(),
+        }
     }
+}
+
+/// What staging measured and found, for the commit.
+struct Staged {
+    gather: Duration,
+    forward: Duration,
+    scatter: Duration,
+    /// Cells of matter in the stepped tiles after the step.
+    total: usize,
+}
+
+impl Staged {
+    /// This staging of every tile (the total counts them all) after
+    /// `early` staged the first ones: the times add up.
+    fn after(self, early: Staged) -> Staged {
+        Staged {
+            gather: self.gather + early.gather,
+            forward: self.forward + early.forward,
+            scatter: self.scatter + early.scatter,
+            total: self.total,
+        }
+    }
+}
+
+/// A step shared with other processes (the crate `atheria-distributed`
+/// runs one lattice across MPI ranks): which tiles this process steps, and
+/// the agreement that makes the step all or nothing across all of them.
+pub struct SharedStep<'a> {
+    /// True for the tiles (by tile coordinates: cell / T) this process
+    /// steps. Other tiles in the store are read as halo and left unchanged.
+    pub owns: &'a (dyn Fn(i32, i32) -> bool + Sync),
+    /// Called once per step on every process, after staging and before
+    /// any tile is written, with this process's error if it has one.
+    /// `Ok` commits the step; an error (the failing process's) leaves
+    /// every tile as it was. It must fail when given an error.
+    pub agree: &'a mut dyn FnMut(Option<&Error>) -> Result<()>,
 }
 
 /// Copies the `side` x `side` field of the tile `key` (its cells plus a halo

@@ -56,7 +56,8 @@ mod tiles;
 mod vacuum;
 mod window;
 
-pub use engine::SparseEngine;
+pub use engine::{SparseEngine, ENCODED_HEADER};
+pub use local::SharedStep;
 pub use options::{Field, SparseOptions, DEFAULT_FORWARD_BYTES, DEFAULT_THRESHOLD, DEFAULT_TILE};
 pub use query::{CellBox, CellValues};
 pub use vacuum::Vacuum;

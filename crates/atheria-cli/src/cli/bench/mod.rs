@@ -88,6 +88,17 @@ pub struct BenchArgs {
     /// one stalled (128 x 128, D = 64, identity conv3x3 on candle).
     #[arg(long)]
     pub serve: bool,
+    /// Under `mpirun -n P`: the sparse lattice across the ranks (feature `mpi`): steps/s and
+    /// halo bytes per step of a disc of --distributed-grid cells a side (strong scaling) and of
+    /// one sqrt(P) times wider (weak scaling), on the embedded default law.
+    #[arg(long)]
+    pub distributed: bool,
+    /// Side of the strong-scaling lattice of --distributed.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub distributed_grid: usize,
+    /// Timed steps of --distributed (after two warm-up steps).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub distributed_steps: u64,
     /// Tile side of the sparse configurations (a power of two), to compare
     /// tile sizes: each sparse row reports its time per active-tile cell.
     #[arg(long, default_value_t = atheria::sparse::DEFAULT_TILE)]
@@ -114,6 +125,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(n) = args.threads {
         atheria::check_threads(n).context("--threads")?;
+    }
+    if args.distributed {
+        return distributed(&args);
     }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -518,6 +532,21 @@ fn check_compiled_in(
         );
     }
     Ok(())
+}
+
+/// `--distributed`, when this program has MPI.
+#[cfg(feature = "mpi")]
+fn distributed(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.distributed_grid < 2 || args.distributed_steps == 0 {
+        bail!("--distributed-grid must be at least 2 and --distributed-steps at least 1");
+    }
+    super::distributed::bench(args.distributed_grid, args.distributed_steps, args.threads)
+}
+
+/// `--distributed`, when this program has no MPI: one line saying how to get it.
+#[cfg(not(feature = "mpi"))]
+fn distributed(_: &BenchArgs) -> anyhow::Result<ExitCode> {
+    Err(crate::cli::no_mpi())
 }
 
 #[cfg(test)]
