@@ -3,7 +3,8 @@
 //! for bit (candle; ONNX Runtime too with feature `onnx`); a NaN on one rank fails the step on every rank and keeps the
 //! state; a killed rank stops the run promptly and leaves a readable
 //! checkpoint; a checkpoint written by 3 ranks resumes on 2; the halo
-//! follows the boundary, not the lattice.
+//! follows the boundary, not the lattice; pictures and readouts drawn on
+//! rank 0 from the gathered lattice equal one process's.
 //!
 //! Every mpirun runs under `timeout`, one at a time (a lock: 4 ranks per run
 //! on a 2-core machine already oversubscribe it). Open MPI refuses root
@@ -439,4 +440,81 @@ fn a_global_law_is_refused_on_every_rank_with_the_reason() {
         })
         .count();
     assert_eq!(refusals, 2, "{err}");
+}
+
+#[test]
+fn pictures_and_readouts_of_3_ranks_equal_one_process() {
+    let _one = MPI.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir("mpi-observe");
+    // Every visualization (the delta's too, from the summaries the ranks
+    // sum on rank 0) at steps 3 and 6, and readouts at 0, 3 and 6.
+    let args = |name: &str| {
+        vec![
+            "--grid".to_string(),
+            "48".into(),
+            "--steps".into(),
+            "6".into(),
+            "--every".into(),
+            "3".into(),
+            "--viz".into(),
+            "all".into(),
+            "--png".into(),
+            dir.join(name).display().to_string(),
+            "--metrics".into(),
+            dir.join(format!("{name}.jsonl")).display().to_string(),
+        ]
+    };
+    let out = atheria()
+        .args(["run", "--engine", "sparse", "-q"])
+        .args(args("single"))
+        .output()
+        .unwrap();
+    checked(out, "the single-process run");
+    let out = mpirun(3)
+        .args(["run", "--engine", "sparse", "--distributed", "-q"])
+        .args(args("ranks"))
+        .output()
+        .unwrap();
+    checked(out, "the run on 3 ranks");
+
+    let mut pictures: Vec<_> = std::fs::read_dir(dir.join("single"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    pictures.sort();
+    assert_eq!(pictures.len(), 2 * 14, "14 pictures at steps 3 and 6");
+    for name in &pictures {
+        let want = std::fs::read(dir.join("single").join(name)).unwrap();
+        let got = std::fs::read(dir.join("ranks").join(name))
+            .unwrap_or_else(|e| panic!("{name:?} from the ranks: {e}"));
+        assert!(want == got, "{name:?} differs from one process's");
+    }
+
+    // The readouts: the same numbers, up to the order in which the threads
+    // of one process and of rank 0 sum them (1e-6 relative; measured 1e-9).
+    let lines = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (want, got) = (lines("single.jsonl"), lines("ranks.jsonl"));
+    assert_eq!(want.len(), 3, "readouts at steps 0, 3 and 6");
+    assert_eq!(got.len(), want.len());
+    for (w, g) in want.iter().zip(&got) {
+        for (key, wv) in w.as_object().unwrap() {
+            let gv = &g[key];
+            match (wv.as_f64(), gv.as_f64()) {
+                (Some(a), Some(b)) => assert!(
+                    (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+                    "step {}: {key} {a} vs {b}",
+                    w["step"]
+                ),
+                _ => assert_eq!(wv, gv, "step {}: {key}", w["step"]),
+            }
+        }
+    }
+    let fidelity = |v: &serde_json::Value| v["fidelity"].as_f64().unwrap();
+    assert!(fidelity(&got[0]) > 0.999 && fidelity(&got[2]) < 0.9);
 }

@@ -344,6 +344,61 @@ impl<C: Communicator> DistributedSparse<C> {
         state.map(Some)
     }
 
+    /// What [`DistributedSparse::gather`] returns, with the delta summary
+    /// of the last step over the same box (`None` before the first step):
+    /// a frame for pictures and readouts on rank 0 (`None` on the others),
+    /// as a single-process engine's `export_cells` and `delta_summary` give.
+    ///
+    /// Each rank writes the summary of the tiles it stepped into the box
+    /// and rank 0 sums them: every cell was stepped by exactly one rank and
+    /// is zero elsewhere, so the sum is exact.
+    pub fn gather_frame(&mut self) -> Result<Option<(DenseState, Option<Vec<f32>>)>> {
+        // The box of all matter, agreed before anyone cuts a summary from it.
+        // One minimum of (min_x, min_y, -max_x, -max_y), in i64 so that
+        // negating i32::MIN cannot overflow.
+        let mine = match self.engine.bounding_box() {
+            Some(b) => [
+                b.min_x as i64,
+                b.min_y as i64,
+                -(b.max_x as i64),
+                -(b.max_y as i64),
+            ],
+            None => [i64::MAX; 4],
+        };
+        let mut all = [0i64; 4];
+        self.comm
+            .all_reduce_into(&mine[..], &mut all[..], SystemOperation::min());
+        let area = if all[0] == i64::MAX {
+            CellBox::new(0, 0, 0, 0)
+        } else {
+            let i = |v: i64| v as i32;
+            CellBox::new(i(all[0]), i(all[1]), i(-all[2]), i(-all[3]))
+        };
+        let stepped = self.engine.step_count() > 0;
+        let summary = if stepped {
+            let mine = match self.engine.delta_summary(area)? {
+                Some(s) => s,
+                // A rank that stepped no tile (it had none) adds nothing.
+                None => vec![0.0; sparse_grid::summary::PLANES * area.width() * area.height()],
+            };
+            let root = self.comm.process_at_rank(0);
+            if self.rank() == 0 {
+                let mut sum = vec![0.0f32; mine.len()];
+                root.reduce_into_root(&mine[..], &mut sum[..], SystemOperation::sum());
+                Some(sum)
+            } else {
+                root.reduce_into(&mine[..], SystemOperation::sum());
+                None
+            }
+        } else {
+            None
+        };
+        let Some(state) = self.gather()? else {
+            return Ok(None);
+        };
+        Ok(Some((state, summary)))
+    }
+
     /// Gathers every rank's tile count into `stats.loads`.
     fn census(&mut self) {
         let mine = self.engine.tile_count() as u64;

@@ -13,17 +13,22 @@ use atheria::distributed::DistributedSparse;
 use atheria::{state_file, InitKind, Simulation};
 use tracing::{info, warn};
 
+use std::path::Path;
+
+use atheria::instruments::metrics::{energy_of, metrics};
+use atheria::instruments::{Frame, FrameRef, Viz};
+
 use super::progress::Progress;
-use super::run::{checkpoint_args, ms, RunArgs, Stages};
+use super::run::{checkpoint_args, draw_pictures, ms, MetricsFile, RunArgs, Stages};
 use crate::cli::out;
 
 /// `atheria run --distributed`: the flags of `run` that build the
 /// simulation, with --steps, --save, --checkpoint-every and --timeout.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    if args.png.is_some() || !args.tools.is_empty() || args.metrics.is_some() {
+    if !args.tools.is_empty() {
         bail!(
-            "--png, --tool and --metrics are not available with --distributed yet: run without \
-             --distributed for pictures, tools and readouts (a saved state loads in either)"
+            "--tool is not available with --distributed yet: apply tools in a run without \
+             --distributed and save the state (a saved state loads in either)"
         );
     }
     args.sim.check()?;
@@ -42,6 +47,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Pictures and readouts are drawn on rank 0 from a gathered frame.
+    let mut metrics_out = None;
+    if root {
+        if let Some(dir) = &args.png {
+            super::run::create_png_dir(dir)?;
+        }
+        metrics_out = args
+            .metrics
+            .as_ref()
+            .map(|path| MetricsFile::create(path))
+            .transpose()?;
+    }
     let watchdog = super::run::start_watchdog(args.timeout)?;
     let mut stages = Stages::new(watchdog.as_ref());
     let started = Instant::now();
@@ -56,6 +73,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             sim.stats().loads
         );
     }
+    let d_state = sim.engine().d_state();
+    if let Some(c) = args.png.as_ref().and_then(|_| {
+        args.viz.0.iter().find_map(|v| match v {
+            Viz::PhaseChannel(c) if *c >= d_state => Some(*c),
+            _ => None,
+        })
+    }) {
+        bail!("--viz phase:{c}: the model has channels 0..{d_state}");
+    }
+    let mut observer = Observer {
+        png: args.png.as_deref(),
+        vizs: &args.viz.0,
+        sheet: args.sheet,
+        metrics: metrics_out,
+        psi0: None,
+        threshold: sim.engine().options().threshold,
+    };
+    // Readouts at the start, as a single-process run writes them.
+    observer.observe(&mut sim, args.metrics.is_some(), false)?;
     let mut progress = Progress::new("steps", args.steps, !root);
     let loop_start = Instant::now();
     let mut forward = Duration::ZERO;
@@ -87,6 +123,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         forward += stats.forward;
         progress.set(done);
+        if done.is_multiple_of(args.every) || done == args.steps {
+            observer.observe(&mut sim, args.metrics.is_some(), args.png.is_some())?;
+        }
         if let Some((k, path)) = &checkpoint {
             if done.is_multiple_of(*k) {
                 if let Some(state) = sim.gather()? {
@@ -127,6 +166,63 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(sim);
     drop(universe);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--png` and `--metrics` of a distributed run: each time, the lattice
+/// and its delta summary are gathered on rank 0 (a collective call), which
+/// draws the pictures and writes the readouts as a single-process run does.
+struct Observer<'a> {
+    png: Option<&'a Path>,
+    vizs: &'a [Viz],
+    sheet: bool,
+    metrics: Option<MetricsFile>,
+    /// The fidelity's psi0: the first frame gathered.
+    psi0: Option<Frame>,
+    threshold: f32,
+}
+
+impl Observer<'_> {
+    /// Gathers a frame when readouts or pictures are asked for, then draws
+    /// and writes on rank 0. Collective: every rank calls it at the same
+    /// steps with the same flags (from the command line, never from what
+    /// only rank 0 holds).
+    fn observe(
+        &mut self,
+        sim: &mut DistributedSparse<SimpleCommunicator>,
+        readouts: bool,
+        pictures: bool,
+    ) -> anyhow::Result<()> {
+        if !(readouts || pictures) {
+            return Ok(());
+        }
+        let step = sim.step_count();
+        let Some((state, summary)) = sim.gather_frame()? else {
+            return Ok(());
+        };
+        let frame = FrameRef::new(&state, summary.as_deref())?;
+        if pictures {
+            if let Some(dir) = self.png {
+                draw_pictures(dir, step, &frame, self.vizs, self.sheet)?;
+            }
+        }
+        if let Some(out) = self.metrics.as_mut().filter(|_| readouts) {
+            if self.psi0.is_none() {
+                // The fidelity's psi0, as a simulation keeps the field it
+                // was built with.
+                self.psi0 = Some(Frame::new(state.clone(), None)?);
+            }
+            let psi0 = self.psi0.as_ref().map(Frame::as_ref);
+            let m = metrics(
+                &FrameRef::new(&state, None)?,
+                psi0.as_ref(),
+                energy_of(&frame),
+                Some(self.threshold),
+                step,
+            );
+            out.write(&m)?;
+        }
+        Ok(())
+    }
 }
 
 /// Per-rank figures of a run, gathered on rank 0.

@@ -438,10 +438,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(|path| MetricsFile::create(path))
         .transpose()?;
     if let Some(dir) = &args.png {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create --png directory {}", dir.display()))?;
-        sparse_grid::output::check_writable(&dir.join(".atheria-write-check"))
-            .with_context(|| format!("--png directory {} is not writable", dir.display()))?;
+        create_png_dir(dir)?;
     }
     let watchdog = start_watchdog(args.timeout)?;
     let mut stages = Stages::new(watchdog.as_ref());
@@ -646,7 +643,21 @@ fn write_pictures(dir: &Path, sim: &Simulation, vizs: &[Viz], sheet: bool) -> an
         return Ok(());
     };
     let frame = sim.frame(area)?;
-    let frame = frame.as_ref();
+    draw_pictures(dir, step, &frame.as_ref(), vizs, sheet)
+}
+
+/// Writes one picture per chosen visualization of `frame` (and the contact
+/// sheet with `sheet`) as the pictures of step `step`: what
+/// [`write_pictures`] draws, for a frame from anywhere (`--distributed`
+/// gathers one on rank 0).
+pub(crate) fn draw_pictures(
+    dir: &Path,
+    step: u64,
+    frame: &atheria::instruments::FrameRef<'_>,
+    vizs: &[Viz],
+    sheet: bool,
+) -> anyhow::Result<()> {
+    let frame = *frame;
     let mut tiles = Vec::new();
     for &viz in vizs {
         let map = atheria::instruments::viz::field(viz, &frame, true)?;
@@ -681,15 +692,25 @@ fn write_pictures(dir: &Path, sim: &Simulation, vizs: &[Viz], sheet: bool) -> an
     Ok(())
 }
 
+/// Makes the `--png` directory and checks that it takes files, before the
+/// run, so a typo fails in milliseconds rather than at the first picture.
+pub(crate) fn create_png_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create --png directory {}", dir.display()))?;
+    sparse_grid::output::check_writable(&dir.join(".atheria-write-check"))
+        .with_context(|| format!("--png directory {} is not writable", dir.display()))?;
+    Ok(())
+}
+
 /// The `--metrics` file: one JSON object per line, flushed as written so
 /// that a killed run keeps every line it wrote.
-struct MetricsFile {
+pub(crate) struct MetricsFile {
     path: PathBuf,
     out: std::io::BufWriter<std::fs::File>,
 }
 
 impl MetricsFile {
-    fn create(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn create(path: &Path) -> anyhow::Result<Self> {
         // Its directory is made as --png's is.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| {
@@ -707,7 +728,7 @@ impl MetricsFile {
         })
     }
 
-    fn write(&mut self, m: &Metrics) -> anyhow::Result<()> {
+    pub(crate) fn write(&mut self, m: &Metrics) -> anyhow::Result<()> {
         use std::io::Write;
         serde_json::to_writer(&mut self.out, m)?;
         self.out
