@@ -395,14 +395,7 @@ impl SimulationBuilder {
         if let Some(pool) = &self.pool {
             engine.set_pool(Some(Arc::clone(pool)));
         }
-        let mut sim = Simulation {
-            engine,
-            max_cells,
-            last: None,
-            observe: observe::Observe::default(),
-        };
-        sim.reset_baseline()?;
-        Ok(sim)
+        Simulation::start(engine, max_cells)
     }
 
     /// The engine that steps: the one asked for, except that candle on a
@@ -448,14 +441,7 @@ impl SimulationBuilder {
             .with_gamma(self.gamma)
             .with_threshold(self.threshold);
         let engine = Engine::Device(Box::new(device::DeviceEngine::new(law, state, options)?));
-        let mut sim = Simulation {
-            engine,
-            max_cells,
-            last: None,
-            observe: observe::Observe::default(),
-        };
-        sim.reset_baseline()?;
-        Ok(sim)
+        Simulation::start(engine, max_cells)
     }
 
     /// Checks what can be checked before anything is loaded, so that a
@@ -709,6 +695,18 @@ impl Simulation {
     /// A builder with every option at its default.
     pub fn builder() -> SimulationBuilder {
         SimulationBuilder::default()
+    }
+
+    /// A simulation of `engine`, its readouts' baseline taken now.
+    fn start(engine: Engine, max_cells: usize) -> Result<Self> {
+        let mut sim = Simulation {
+            engine,
+            max_cells,
+            last: None,
+            observe: observe::Observe::default(),
+        };
+        sim.reset_baseline()?;
+        Ok(sim)
     }
 
     /// Advances one step. On error the state is exactly as before the call

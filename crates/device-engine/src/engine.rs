@@ -62,27 +62,9 @@ impl DeviceEngine {
     /// the model's `spatial_multiple`, valid options, and a recurrent law's
     /// memory adopted from the state (zeros when it has none).
     pub fn new(law: Arc<DeviceLaw>, mut state: DenseState, options: StepOptions) -> Result<Self> {
-        let spec = law.spec();
-        if state.d_state() != spec.d_state {
-            return Err(Error::InvalidArgument(format!(
-                "the state has d_state {} but model `{}` has d_state {}",
-                state.d_state(),
-                spec.name,
-                spec.d_state
-            )));
-        }
-        let m = spec.spatial_multiple.max(1);
+        sparse_grid::fit_state(law.spec(), &mut state, &options)?;
         let (h, w, d) = (state.height(), state.width(), state.d_state());
-        if !h.is_multiple_of(m) || !w.is_multiple_of(m) {
-            return Err(Error::InvalidArgument(format!(
-                "grid {h} x {w}: model `{}` ({}) needs height and width that are multiples of {m}",
-                spec.name, spec.architecture
-            )));
-        }
-        options.validate()?;
-        let from = state.memory_origin.take().unwrap_or(state.origin);
-        let memory_layout =
-            std::mem::take(&mut state.memory).adopt_at(spec, from, state.origin, h, w)?;
+        let memory_layout = std::mem::take(&mut state.memory);
         let dev = law.candle_device().clone();
         let upload = || -> candle_core::Result<_> {
             let psi = Tensor::from_slice(state.planes(), (1, 2 * d, h, w), &dev)?;
