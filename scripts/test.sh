@@ -28,7 +28,7 @@ echo "== python module (atheria_native, pytest; skips fail the run)"
 # test_cli_agreement compares with the atheria program cargo test just built.
 ATHERIA_BIN="$CARGO_TARGET_DIR/debug/atheria" .venv/bin/python -m pytest -q -rs \
   -p no:cacheprovider crates/atheria-py/tests
-echo "== gpu-check dry run (the GPU machine's script on the CPU, tiny sizes: ~1 min)"
+echo "== gpu-check dry run (the GPU machine's script on the CPU, tiny sizes: about 1.5 min)"
 # Its accuracy part must pass; the CPU speeds it prints mean nothing.
 OUT="$CARGO_TARGET_DIR/gpu-check-dry" ATHERIA_BIN="$CARGO_TARGET_DIR/debug/atheria" \
   PYTHON=.venv/bin/python scripts/gpu-check.sh --cpu 2> "$CARGO_TARGET_DIR/gpu-check-dry.log" \
