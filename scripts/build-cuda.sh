@@ -11,9 +11,9 @@
 # - The binary links no CUDA library: candle-core asks cudarc for
 #   `dynamic-linking`, so the build patches a copy of cudarc whose
 #   `dynamic-linking` is `dynamic-loading` (dlopen of libcuda, libcublas,
-#   libnvrtc, libcurand at first use); candle-kernels' own request for
-#   libcudart is dropped by the linker's --as-needed once unused code is
-#   collected. The readelf check at the end fails the build otherwise.
+#   libnvrtc, libcurand at first use); candle-kernels' own CUDA code gets
+#   NVIDIA's static runtime (libcudart_static.a). The readelf check at the
+#   end fails the build if any CUDA library is still NEEDED.
 # - Everything is cached: the venv, the patched cudarc and the target
 #   folder ($ATHERIA_CUDA_TARGET, default ~/.cache/atheria/target-cuda), so
 #   a second run only relinks what changed.
@@ -48,9 +48,13 @@ export PATH="$cuda/bin:$PATH"
 export CUDA_HOME="$cuda" CUDA_PATH="$cuda" CUDA_ROOT="$cuda"
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 export CUDARC_CUDA_VERSION=13000
-# candle-kernels asks to link libcudart; the wheel ships only the .so.13.
+# candle-kernels links its own CUDA code (libmoe.a) with `-lcudart`. Offer
+# the linker only NVIDIA's static runtime under that name, so the runtime
+# is linked in (it loads the driver itself, at first use) and the binary
+# needs no libcudart.so at start.
 mkdir -p "$cache/lib"
-ln -sf "$cuda/lib/libcudart.so.13" "$cache/lib/libcudart.so"
+rm -f "$cache/lib/libcudart.so"
+ln -sf "$cuda/lib/libcudart_static.a" "$cache/lib/libcudart.a"
 export LIBRARY_PATH="$cache/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 
 # 2. cudarc with dynamic loading in place of dynamic linking, once.
@@ -77,8 +81,9 @@ PY
 fi
 
 # 3. The build. The patch rewrites Cargo.lock's cudarc entry: keep the clone's.
-cp "$root/Cargo.lock" "$cache/Cargo.lock.saved"
-trap 'cp "$cache/Cargo.lock.saved" "$root/Cargo.lock"' EXIT
+saved_lock=$(mktemp)
+cp "$root/Cargo.lock" "$saved_lock"
+trap 'cp "$saved_lock" "$root/Cargo.lock"; rm -f "$saved_lock"' EXIT
 say "cargo build --release --features cuda (target $target)"
 (cd "$root" && CARGO_TARGET_DIR="$target" cargo build --release -p atheria-cli --features cuda \
     --config "patch.crates-io.cudarc.path=\"$patched\"")

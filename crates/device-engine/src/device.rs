@@ -26,14 +26,14 @@ fn open_cuda(ordinal: usize) -> Result<candle_core::Device> {
     })
 }
 
-/// The libraries candle's CUDA device loads when it is created, with what
-/// to say when one is missing.
+/// The libraries candle's CUDA device loads when it is created: cudarc's
+/// name, the file a user looks for, and how to get it.
 #[cfg(feature = "cuda")]
-const CUDA_LIBRARIES: [(&str, &str); 4] = [
-    ("cuda", "the NVIDIA driver's libcuda.so: install the NVIDIA driver (or this machine has no GPU)"),
-    ("cublas", "CUDA 13's libcublas.so.13: install the nvidia-cublas wheel or the CUDA toolkit and put its lib folder on LD_LIBRARY_PATH"),
-    ("curand", "CUDA 13's libcurand.so.10: install the nvidia-curand wheel or the CUDA toolkit and put its lib folder on LD_LIBRARY_PATH"),
-    ("nvrtc", "CUDA 13's libnvrtc.so.13: install the nvidia-cuda-nvrtc wheel or the CUDA toolkit and put its lib folder on LD_LIBRARY_PATH"),
+const CUDA_LIBRARIES: [(&str, &str, &str); 4] = [
+    ("cuda", "libcuda.so (the NVIDIA driver)", "install the NVIDIA driver, or run where there is a GPU"),
+    ("cublas", "libcublas.so.13", "install the nvidia-cublas wheel (CUDA 13) or the CUDA toolkit and put its lib folder on LD_LIBRARY_PATH"),
+    ("curand", "libcurand.so.10", "install the nvidia-curand wheel (CUDA 13) or the CUDA toolkit and put its lib folder on LD_LIBRARY_PATH"),
+    ("nvrtc", "libnvrtc.so.13", "install the nvidia-cuda-nvrtc wheel (CUDA 13) or the CUDA toolkit and put its lib folder on LD_LIBRARY_PATH"),
 ];
 
 #[cfg(feature = "cuda")]
@@ -42,7 +42,7 @@ fn open_cuda(ordinal: usize) -> Result<candle_core::Device> {
         backend: crate::NAME,
         message,
     };
-    for (name, what) in CUDA_LIBRARIES {
+    for (name, file, fix) in CUDA_LIBRARIES {
         let found = cudarc::get_lib_name_candidates(name).iter().any(|file| {
             // SAFETY: loading a CUDA library runs only its own initialisers;
             // the handle is dropped at once (cudarc loads it again to use it).
@@ -50,7 +50,7 @@ fn open_cuda(ordinal: usize) -> Result<candle_core::Device> {
         });
         if !found {
             return Err(unavailable(format!(
-                "cuda:{ordinal} requested but {what} cannot be loaded"
+                "cuda:{ordinal} requested but {file} cannot be loaded: {fix}"
             )));
         }
     }
