@@ -30,6 +30,11 @@ echo "== python module (atheria_native, pytest; skips fail the run)"
 # test_cli_agreement compares with the atheria program cargo test just built.
 ATHERIA_BIN="$CARGO_TARGET_DIR/debug/atheria" .venv/bin/python -m pytest -q -rs \
   -p no:cacheprovider crates/atheria-py/tests
+echo "== gpu-check dry run (the GPU machine's script on the CPU, tiny sizes: about 1.5 min)"
+# Its accuracy part must pass; the CPU speeds it prints mean nothing.
+OUT="$CARGO_TARGET_DIR/gpu-check-dry" ATHERIA_BIN="$CARGO_TARGET_DIR/debug/atheria" \
+  PYTHON=.venv/bin/python scripts/gpu-check.sh --cpu 2> "$CARGO_TARGET_DIR/gpu-check-dry.log" \
+  || { tail -20 "$CARGO_TARGET_DIR/gpu-check-dry.log"; exit 1; }
 echo "== examples (what tests/examples.rs checked, as a user runs them)"
 for example in embed sparse_embed shared_backend; do
   cargo run --quiet --features candle,tch,onnx,mpi --example "$example" > /dev/null

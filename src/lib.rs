@@ -25,7 +25,7 @@
 //!
 //! # Contents
 //! - [`simulation`]: [`Simulation`] and its [`SimulationBuilder`], over
-//!   either engine ([`EngineKind`]).
+//!   the dense, the sparse or the device-resident engine ([`EngineKind`]).
 //! - [`backends`]: [`BackendKind`], a backend chosen at run time over those
 //!   compiled in (features `candle` (default), `tch`, `onnx`), and its
 //!   [`Runtime`], which checks it and loads models (from a directory or from

@@ -1,7 +1,9 @@
 //! [`Simulation`]: one running universe, over the dense or the sparse engine.
 //!
-//! A simulation owns an engine ([`DenseEngine`] or [`SparseEngine`]), which
-//! owns the lattice and calls a shared [`ComputeBackend`]. Everything a
+//! A simulation owns an engine ([`DenseEngine`], [`SparseEngine`], or the
+//! device-resident engine of `atheria-device-engine`), which owns the
+//! lattice and calls a shared [`ComputeBackend`] (the device engine runs
+//! its law's candle tensors on its device instead). Everything a
 //! program does with a run goes through this type: step, run with a
 //! progress callback, read and replace the state, read and write single
 //! cells, save and load state files, change gamma between steps.
@@ -26,6 +28,7 @@ use sparse_grid::{
 
 use crate::{default_law, BackendKind};
 
+mod device;
 mod observe;
 
 /// Which engine steps the lattice.
@@ -38,6 +41,12 @@ pub enum EngineKind {
     Dense,
     /// Tiles on an unbounded lattice; a step costs what its matter costs.
     Sparse,
+    /// The dense grid held on the backend's device as candle tensors
+    /// (`atheria-device-engine`): the CPU, or a CUDA GPU in a `cuda` build.
+    /// Only what is asked for (the state, pictures, readouts) is
+    /// downloaded; tools change a downloaded copy that is uploaded back.
+    /// Candle only; chosen by itself for candle on a CUDA device.
+    Device,
 }
 
 impl EngineKind {
@@ -46,6 +55,7 @@ impl EngineKind {
         match self {
             EngineKind::Dense => "dense",
             EngineKind::Sparse => "sparse",
+            EngineKind::Device => "device",
         }
     }
 }
@@ -62,8 +72,9 @@ impl std::str::FromStr for EngineKind {
         match s {
             "dense" => Ok(EngineKind::Dense),
             "sparse" => Ok(EngineKind::Sparse),
+            "device" => Ok(EngineKind::Device),
             _ => Err(Error::InvalidArgument(format!(
-                "unknown engine `{s}`: use dense or sparse"
+                "unknown engine `{s}`: use dense, sparse or device"
             ))),
         }
     }
@@ -251,7 +262,10 @@ impl SimulationBuilder {
         self
     }
 
-    /// Where the backend runs (default CPU).
+    /// Where the backend runs (default CPU). On candle a CUDA device means
+    /// the device engine ([`EngineKind::Device`]): the dense engine would
+    /// pay a host round trip per step, and candle's forward on the host
+    /// runs on the CPU only.
     pub fn device(mut self, device: Device) -> Self {
         self.options.device = device;
         self
@@ -348,6 +362,9 @@ impl SimulationBuilder {
     /// (backend init, model load, state init) begins and how long it took.
     pub fn build_observed(self, observer: &mut dyn StageObserver) -> Result<Simulation> {
         self.check()?;
+        if self.engine_kind() == EngineKind::Device {
+            return self.build_device(observer);
+        }
         let backend = match &self.model {
             ModelSource::Loaded(backend) => Arc::clone(backend),
             _ => {
@@ -378,14 +395,53 @@ impl SimulationBuilder {
         if let Some(pool) = &self.pool {
             engine.set_pool(Some(Arc::clone(pool)));
         }
-        let mut sim = Simulation {
-            engine,
-            max_cells,
-            last: None,
-            observe: observe::Observe::default(),
-        };
-        sim.reset_baseline()?;
-        Ok(sim)
+        Simulation::start(engine, max_cells)
+    }
+
+    /// The engine that steps: the one asked for, except that candle on a
+    /// CUDA device is the device engine.
+    fn engine_kind(&self) -> EngineKind {
+        match self.engine {
+            EngineKind::Dense
+                if self.backend == BackendKind::Candle && self.options.device.is_cuda() =>
+            {
+                EngineKind::Device
+            }
+            kind => kind,
+        }
+    }
+
+    /// [`SimulationBuilder::build_observed`] for the device engine: the
+    /// device opens and the law uploads in `model load`.
+    fn build_device(self, observer: &mut dyn StageObserver) -> Result<Simulation> {
+        if self.backend != BackendKind::Candle {
+            return Err(Error::InvalidArgument(format!(
+                "the device engine runs on candle, not {}: use the candle backend (on {} the {} backend runs the dense engine)",
+                self.backend, self.options.device, self.backend
+            )));
+        }
+        stage(observer, "backend init", || {
+            let version = self.backend.check()?;
+            tracing::info!(
+                "backend {}: {version} on {}",
+                self.backend,
+                self.options.device
+            );
+            Ok(())
+        })?;
+        let law = stage(observer, "model load", || {
+            device::law(&self.model, self.options.device)
+        })?;
+        let spec = law.spec().clone();
+        let max_cells = self.max_cells.unwrap_or_else(|| default_max_cells(&spec));
+        let state = stage(observer, "state init", || {
+            self.initial_state_for(&spec, max_cells)
+        })?;
+        let options = StepOptions::default()
+            .with_gamma(self.gamma)
+            .with_threshold(self.threshold);
+        let engine = Engine::Device(Box::new(device::DeviceEngine::new(law, state, options)?));
+        Simulation::start(engine, max_cells)
     }
 
     /// Checks what can be checked before anything is loaded, so that a
@@ -525,6 +581,7 @@ enum Engine {
     // engines are a few hundred bytes each.
     Dense(Box<DenseEngine>),
     Sparse(Box<SparseEngine>),
+    Device(Box<device::DeviceEngine>),
 }
 
 impl Engine {
@@ -532,6 +589,8 @@ impl Engine {
         match self {
             Engine::Dense(e) => e.set_pool(pool),
             Engine::Sparse(e) => e.set_pool(pool),
+            // Its loops are candle's, on its device.
+            Engine::Device(_) => {}
         }
     }
 
@@ -539,6 +598,7 @@ impl Engine {
         match self {
             Engine::Dense(e) => e.pool().cloned(),
             Engine::Sparse(e) => e.pool().cloned(),
+            Engine::Device(_) => None,
         }
     }
 
@@ -555,6 +615,10 @@ impl Engine {
         max_cells: usize,
     ) -> Result<Self> {
         match kind {
+            EngineKind::Device => Err(Error::InvalidArgument(
+                "the device engine loads its own law: build it from a model, not a loaded backend"
+                    .into(),
+            )),
             EngineKind::Dense => {
                 let mut options = StepOptions::default();
                 options.gamma = gamma;
@@ -633,6 +697,18 @@ impl Simulation {
         SimulationBuilder::default()
     }
 
+    /// A simulation of `engine`, its readouts' baseline taken now.
+    fn start(engine: Engine, max_cells: usize) -> Result<Self> {
+        let mut sim = Simulation {
+            engine,
+            max_cells,
+            last: None,
+            observe: observe::Observe::default(),
+        };
+        sim.reset_baseline()?;
+        Ok(sim)
+    }
+
     /// Advances one step. On error the state is exactly as before the call
     /// and the error is an [`Error::Step`] naming the step (counting from 1)
     /// with the cause as its source.
@@ -644,6 +720,7 @@ impl Simulation {
         let stats = match &mut self.engine {
             Engine::Dense(e) => e.step()?,
             Engine::Sparse(e) => e.step()?,
+            Engine::Device(e) => e.step()?,
         };
         self.last = Some(stats);
         self.after_step(stats.step)?;
@@ -679,6 +756,7 @@ impl Simulation {
         match &self.engine {
             Engine::Dense(e) => e.state().step,
             Engine::Sparse(e) => e.step_count(),
+            Engine::Device(e) => e.step_count(),
         }
     }
 
@@ -687,14 +765,17 @@ impl Simulation {
         match self.engine {
             Engine::Dense(_) => EngineKind::Dense,
             Engine::Sparse(_) => EngineKind::Sparse,
+            Engine::Device(_) => EngineKind::Device,
         }
     }
 
-    /// The backend that runs the law (shareable with other simulations).
+    /// The backend that runs the law (shareable with other simulations);
+    /// on the device engine, the same law on the host's candle backend.
     pub fn backend(&self) -> &Arc<dyn ComputeBackend> {
         match &self.engine {
             Engine::Dense(e) => e.backend(),
             Engine::Sparse(e) => e.backend(),
+            Engine::Device(e) => e.law().host_backend(),
         }
     }
 
@@ -718,6 +799,7 @@ impl Simulation {
         match &self.engine {
             Engine::Dense(e) => e.gamma(),
             Engine::Sparse(e) => e.gamma(),
+            Engine::Device(e) => e.gamma(),
         }
     }
 
@@ -727,6 +809,7 @@ impl Simulation {
         match &mut self.engine {
             Engine::Dense(e) => e.set_gamma(gamma),
             Engine::Sparse(e) => e.set_gamma(gamma),
+            Engine::Device(e) => e.set_gamma(gamma),
         }
     }
 
@@ -740,6 +823,7 @@ impl Simulation {
         match &self.engine {
             Engine::Dense(e) => e.state().occupied().iter().filter(|&&o| o != 0).count(),
             Engine::Sparse(e) => e.occupied_count(),
+            Engine::Device(e) => e.occupied_count(),
         }
     }
 
@@ -753,6 +837,10 @@ impl Simulation {
                 CellBox::from_origin(s.origin.0, s.origin.1, s.width(), s.height()).ok()
             }
             Engine::Sparse(e) => e.bounding_box(),
+            Engine::Device(e) => {
+                let ((h, w), (x, y)) = e.extent();
+                CellBox::from_origin(x, y, w, h).ok()
+            }
         }
     }
 
@@ -770,6 +858,7 @@ impl Simulation {
                 let area = e.bounding_box().unwrap_or_else(|| CellBox::new(0, 0, 0, 0));
                 e.export(area)
             }
+            Engine::Device(e) => e.state(),
         }
     }
 
@@ -780,6 +869,7 @@ impl Simulation {
         match &self.engine {
             Engine::Dense(e) => dense_cut(e.state(), area, self.max_cells),
             Engine::Sparse(e) => e.export_cells(area),
+            Engine::Device(e) => dense_cut(&e.state()?, area, self.max_cells),
         }
     }
 
@@ -810,6 +900,11 @@ impl Simulation {
                 fresh.import(&state)?;
                 Engine::Sparse(Box::new(fresh))
             }
+            Engine::Device(e) => Engine::Device(Box::new(device::DeviceEngine::new(
+                Arc::clone(e.law()),
+                state,
+                e.options(),
+            )?)),
         };
         engine.set_pool(pool);
         self.engine = engine;
@@ -819,20 +914,25 @@ impl Simulation {
 
     /// Psi at lattice cell (x, y), one (re, im) per channel, or `None` for
     /// vacuum (a cell without matter, or outside a dense grid).
+    /// On the device engine the grid is downloaded for it: read many
+    /// cells from one [`Simulation::state`] instead.
     pub fn cell(&self, x: i32, y: i32) -> Option<Vec<(f32, f32)>> {
-        match &self.engine {
-            Engine::Dense(e) => {
-                let s = e.state();
-                let i = dense_index(s, x, y)?;
-                if s.occupied()[i] == 0 {
-                    return None;
-                }
-                let (n, d) = (s.cells(), s.d_state());
-                let p = s.planes();
-                Some((0..d).map(|c| (p[c * n + i], p[(c + d) * n + i])).collect())
+        let downloaded;
+        let s = match &self.engine {
+            Engine::Dense(e) => e.state(),
+            Engine::Device(e) => {
+                downloaded = e.state().ok()?;
+                &downloaded
             }
-            Engine::Sparse(e) => e.get(x, y).map(|v| v.to_vec()),
+            Engine::Sparse(e) => return e.get(x, y).map(|v| v.to_vec()),
+        };
+        let i = dense_index(s, x, y)?;
+        if s.occupied()[i] == 0 {
+            return None;
         }
+        let (n, d) = (s.cells(), s.d_state());
+        let p = s.planes();
+        Some((0..d).map(|c| (p[c * n + i], p[(c + d) * n + i])).collect())
     }
 
     /// Makes lattice cell (x, y) matter holding `values` (one (re, im) per
@@ -840,11 +940,9 @@ impl Simulation {
     /// nothing, on a wrong channel count, a non-finite value, a cell outside
     /// a dense grid, or a new cell beyond the cell limit.
     pub fn set_cell(&mut self, x: i32, y: i32, values: &[(f32, f32)]) -> Result<()> {
-        match &mut self.engine {
-            Engine::Dense(e) => {
-                let d = e.state().d_state();
+        self.on_grid(|s| {
+                let d = s.d_state();
                 sparse_grid::check_cell_values(x, y, values, d)?;
-                let s = e.state_mut();
                 let i = dense_index(s, x, y).ok_or_else(|| {
                     Error::InvalidArgument(format!(
                         "cell ({x}, {y}) is outside the dense grid ({} x {} from ({}, {})); the sparse engine has no edge",
@@ -862,8 +960,25 @@ impl Simulation {
                 }
                 occupied[i] = 1;
                 Ok(())
-            }
-            Engine::Sparse(e) => e.insert(x, y, values),
+        })
+        .unwrap_or_else(|sparse| sparse.insert(x, y, values))
+    }
+
+    /// Runs `f` on the dense grid, in place on the dense engine, on a
+    /// downloaded copy uploaded back when `f` succeeds on the device engine
+    /// (so a failed `f` changes nothing there either); hands the sparse
+    /// engine back as `Err` for the caller's own way.
+    fn on_grid(
+        &mut self,
+        f: impl FnOnce(&mut DenseState) -> Result<()>,
+    ) -> std::result::Result<Result<()>, &mut SparseEngine> {
+        match &mut self.engine {
+            Engine::Dense(e) => Ok(f(e.state_mut())),
+            Engine::Device(e) => Ok(e.state().and_then(|mut s| {
+                f(&mut s)?;
+                e.set_state(s)
+            })),
+            Engine::Sparse(e) => Err(e),
         }
     }
 
@@ -883,7 +998,7 @@ impl Simulation {
     pub fn dense(&self) -> Option<&DenseEngine> {
         match &self.engine {
             Engine::Dense(e) => Some(e),
-            Engine::Sparse(_) => None,
+            _ => None,
         }
     }
 
@@ -891,7 +1006,7 @@ impl Simulation {
     pub fn sparse(&self) -> Option<&SparseEngine> {
         match &self.engine {
             Engine::Sparse(e) => Some(e),
-            Engine::Dense(_) => None,
+            _ => None,
         }
     }
 
@@ -908,7 +1023,7 @@ impl Simulation {
     pub fn sparse_mut(&mut self) -> Option<&mut SparseEngine> {
         match &mut self.engine {
             Engine::Sparse(e) => Some(e),
-            Engine::Dense(_) => None,
+            _ => None,
         }
     }
 }

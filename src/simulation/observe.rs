@@ -58,9 +58,11 @@ impl Simulation {
             self.observe.click_out = enabled.then_some(ClickOut { chance, seed });
             return Ok(());
         }
-        match &mut self.engine {
-            Engine::Dense(e) => tool.apply(&mut FrameMut::new(e.state_mut()), &lattice)?,
-            Engine::Sparse(e) => {
+        // The device engine's grid is changed in a downloaded copy and
+        // uploaded back (`on_grid`).
+        match self.on_grid(|s| tool.apply(&mut FrameMut::new(s), &lattice)) {
+            Ok(done) => done?,
+            Err(e) => {
                 let Some(area) = tool.footprint(&lattice, d)? else {
                     return Ok(());
                 };
@@ -82,7 +84,9 @@ impl Simulation {
     /// its matter's extent.
     pub fn lattice(&self) -> Lattice {
         match &self.engine {
-            Engine::Dense(_) => Lattice::Bounded(self.extent().expect("a grid has a box")),
+            Engine::Dense(_) | Engine::Device(_) => {
+                Lattice::Bounded(self.extent().expect("a grid has a box"))
+            }
             Engine::Sparse(e) => Lattice::Unbounded {
                 extent: e.bounding_box(),
             },
@@ -127,6 +131,11 @@ impl Simulation {
         let baseline = self.observe.baseline.as_ref().map(Frame::as_ref);
         let exported;
         let (state, energy, threshold) = match &self.engine {
+            Engine::Device(e) => {
+                exported = e.state()?;
+                let energy = e.last_delta_energy().filter(|_| !self.observe.stale_delta);
+                (&exported, energy, e.options().threshold)
+            }
             Engine::Dense(e) => (
                 e.state(),
                 e.last_delta_energy().filter(|_| !self.observe.stale_delta),
@@ -166,13 +175,22 @@ impl Simulation {
         }
         match &self.engine {
             Engine::Sparse(e) => e.delta_summary(area),
-            Engine::Dense(e) => {
-                let Some(full) = e.delta_summary() else {
+            Engine::Dense(_) | Engine::Device(_) => {
+                let downloaded;
+                let (full, grid) = match &self.engine {
+                    Engine::Dense(e) => (e.delta_summary(), e.state()),
+                    Engine::Device(e) => {
+                        downloaded = e.state()?;
+                        (e.delta_summary()?, &downloaded)
+                    }
+                    Engine::Sparse(_) => unreachable!("matched above"),
+                };
+                let Some(full) = full else {
                     return Ok(None);
                 };
-                let (n, m) = (e.state().cells(), state.cells());
+                let (n, m) = (grid.cells(), state.cells());
                 let mut out = vec![0.0f32; PLANES * m];
-                for_overlap(e.state(), area, |i, j| {
+                for_overlap(grid, area, |i, j| {
                     for p in 0..PLANES {
                         out[p * m + j] = full[p * n + i];
                     }
@@ -193,13 +211,19 @@ impl Simulation {
                 "click_out after step {step}: {e} (the step itself stands)"
             ))
         };
-        match &mut self.engine {
-            Engine::Dense(e) => {
-                let mut frame = FrameMut::new(e.state_mut());
-                let region = frame.cell_box();
-                click.apply(&mut frame, region, step).map_err(fail)?;
+        if let Engine::Device(_) = self.engine {
+            if !click.fires(step) {
+                // Not a download per step for nothing.
+                return Ok(());
             }
-            Engine::Sparse(e) => {
+        }
+        match self.on_grid(|s| {
+            let mut frame = FrameMut::new(s);
+            let region = frame.cell_box();
+            click.apply(&mut frame, region, step).map(|_| ())
+        }) {
+            Ok(done) => done.map_err(fail)?,
+            Err(e) => {
                 let Some(region) = e.bounding_box() else {
                     return Ok(());
                 };

@@ -453,7 +453,7 @@ fn encode(
 /// sparse lattice a square around the matter (or the origin) of at most
 /// `max_cells` cells.
 pub(crate) fn default_region(sim: &Simulation, max_cells: usize) -> Option<CellBox> {
-    if sim.engine_kind() == EngineKind::Dense {
+    if sim.engine_kind() != EngineKind::Sparse {
         return None;
     }
     let side_max = (max_cells as f64).sqrt() as i64;

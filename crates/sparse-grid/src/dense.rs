@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine_api::{BatchShape, ComputeBackend, Error, Result};
+use engine_api::{BatchShape, ComputeBackend, Error, ModelSpec, Result};
 
 use crate::pool::LoopPool;
 use crate::update::{first_non_finite, update_rows, PlaneRun, UpdateParams};
@@ -49,6 +49,44 @@ impl StepOptions {
     }
 }
 
+/// Checks that `state` fits `spec` and `options` as every dense engine
+/// needs (the model's d_state, a size that is a multiple of its
+/// `spatial_multiple`, valid options) and has a recurrent law adopt the
+/// state's memory over this grid ([`crate::Memory::adopt_at`]): the dense
+/// engine's and the device engine's one check.
+pub fn fit_state(spec: &ModelSpec, state: &mut DenseState, options: &StepOptions) -> Result<()> {
+    if state.d_state() != spec.d_state {
+        return Err(Error::InvalidArgument(format!(
+            "the state has d_state {} but model `{}` has d_state {}",
+            state.d_state(),
+            spec.name,
+            spec.d_state
+        )));
+    }
+    let m = spec.spatial_multiple.max(1);
+    if !state.height().is_multiple_of(m) || !state.width().is_multiple_of(m) {
+        return Err(Error::InvalidArgument(format!(
+            "grid {} x {}: model `{}` ({}) needs height and width that are multiples of {m}",
+            state.height(),
+            state.width(),
+            spec.name,
+            spec.architecture
+        )));
+    }
+    options.validate()?;
+    // A sparse run's memory lies over its last window: laid out again
+    // over this grid by the overlap rule (crate::recurrent).
+    let from = state.memory_origin.take().unwrap_or(state.origin);
+    state.memory = std::mem::take(&mut state.memory).adopt_at(
+        spec,
+        from,
+        state.origin,
+        state.height(),
+        state.width(),
+    )?;
+    Ok(())
+}
+
 /// Steps a [`DenseState`] with a [`ComputeBackend`].
 pub struct DenseEngine {
     backend: Arc<dyn ComputeBackend>,
@@ -84,35 +122,7 @@ impl DenseEngine {
         options: StepOptions,
     ) -> Result<Self> {
         let spec = backend.spec();
-        if state.d_state() != spec.d_state {
-            return Err(Error::InvalidArgument(format!(
-                "the state has d_state {} but model `{}` has d_state {}",
-                state.d_state(),
-                spec.name,
-                spec.d_state
-            )));
-        }
-        let m = spec.spatial_multiple.max(1);
-        if !state.height().is_multiple_of(m) || !state.width().is_multiple_of(m) {
-            return Err(Error::InvalidArgument(format!(
-                "grid {} x {}: model `{}` ({}) needs height and width that are multiples of {m}",
-                state.height(),
-                state.width(),
-                spec.name,
-                spec.architecture
-            )));
-        }
-        options.validate()?;
-        // A sparse run's memory lies over its last window: laid out again
-        // over this grid by the overlap rule (crate::recurrent).
-        let from = state.memory_origin.take().unwrap_or(state.origin);
-        state.memory = std::mem::take(&mut state.memory).adopt_at(
-            spec,
-            from,
-            state.origin,
-            state.height(),
-            state.width(),
-        )?;
+        fit_state(spec, &mut state, &options)?;
         let params = UpdateParams {
             d_state: spec.d_state,
             rule: spec.update,

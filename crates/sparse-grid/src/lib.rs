@@ -41,7 +41,7 @@ mod stats;
 pub mod summary;
 pub mod update;
 
-pub use dense::{DenseEngine, StepOptions};
+pub use dense::{fit_state, DenseEngine, StepOptions};
 pub use init::InitKind;
 pub use recurrent::Memory;
 pub use sparse::{SparseEngine, SparseOptions, Vacuum};

@@ -38,10 +38,11 @@ pub struct SimArgs {
     /// Inference backend.
     #[arg(long, default_value = "candle", value_parser = parse_backend)]
     pub backend: BackendKind,
-    /// Device: cpu, cuda or cuda:N.
+    /// Device: cpu, cuda or cuda:N. With candle, cuda runs the device engine (state kept on the GPU;
+    /// needs a `cuda` build, scripts/build-cuda.sh).
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
-    /// Engine.
+    /// Engine: dense, sparse, or device (the dense grid as candle tensors on --device; cpu or cuda).
     #[arg(long, default_value = "dense", value_parser = parse_engine)]
     pub engine: EngineKind,
     /// Grid side N (an N x N grid) for generated initial states [default: 128, or the
