@@ -35,6 +35,19 @@ echo "== gpu-check dry run (the GPU machine's script on the CPU, tiny sizes: abo
 OUT="$CARGO_TARGET_DIR/gpu-check-dry" ATHERIA_BIN="$CARGO_TARGET_DIR/debug/atheria" \
   PYTHON=.venv/bin/python scripts/gpu-check.sh --cpu 2> "$CARGO_TARGET_DIR/gpu-check-dry.log" \
   || { tail -20 "$CARGO_TARGET_DIR/gpu-check-dry.log"; exit 1; }
+echo "== CUDA build (scripts/build-cuda.sh: no GPU needed; the binary must link no CUDA library)"
+# Cached outside the clone (~/.cache/atheria/cuda, target-cuda): about a minute
+# here once candle's kernels are compiled (an hour the very first time).
+bash scripts/build-cuda.sh
+# Without a GPU, --device cuda fails at once with one line naming what is missing.
+start=$(date +%s%N)
+if err=$(./gpu/atheria -q run --device cuda --steps 1 2>&1); then
+  echo "gpu/atheria ran on cuda without a GPU"; exit 1
+fi
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[[ $(grep -c '^error:' <<<"$err") == 1 && $err == *libcuda* && $ms -lt 1000 ]] \
+  || { echo "--device cuda without a GPU: want one error line naming libcuda in < 1 s, got ($ms ms): $err"; exit 1; }
+echo "--device cuda without a GPU: refused in $ms ms: ${err#error: }"
 echo "== examples (what tests/examples.rs checked, as a user runs them)"
 for example in embed sparse_embed shared_backend; do
   cargo run --quiet --features candle,tch,onnx,mpi --example "$example" > /dev/null

@@ -1011,11 +1011,11 @@ impl Simulation {
     }
 
     /// The sparse engine, taken out of the simulation (to step it across
-    /// MPI ranks, say); `None` on the dense engine.
+    /// MPI ranks, say); `None` on the dense and the device engine.
     pub fn into_sparse(self) -> Option<SparseEngine> {
         match self.engine {
             Engine::Sparse(e) => Some(*e),
-            Engine::Dense(_) => None,
+            _ => None,
         }
     }
 
