@@ -38,7 +38,7 @@ fn main() -> ExitCode {
                 Some((first, [])) => first.to_string(),
                 Some((first, rest)) => format!("{} {}", first, rest.join(", ")),
             };
-            error_line(&format!("{what} (see --help)"));
+            cli::error_line(&format!("{what} (see --help)"));
             return ExitCode::from(2);
         }
     };
@@ -47,17 +47,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line, the whole cause chain, no backtrace: errors are for people.
-            error_line(&format!("error: {}", cli::one_line(&e)));
+            cli::report(&e);
             ExitCode::FAILURE
         }
     }
-}
-
-/// Writes `line` and a newline to stderr in one write: `eprintln!` writes
-/// each formatted piece apart on the unbuffered stderr, so the error lines
-/// of several processes sharing it (the ranks under mpirun) would mix
-/// mid-line.
-fn error_line(line: &str) {
-    use std::io::Write;
-    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }

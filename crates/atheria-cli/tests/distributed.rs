@@ -439,7 +439,16 @@ fn a_global_law_is_refused_on_every_rank_with_the_reason() {
                 && l.contains("cannot be split across MPI ranks")
         })
         .count();
+    // Each rank refuses before any exchange, and they wait for each other
+    // before exiting (mpirun ends the job at the first rank's exit), so
+    // both refusals reach stderr, and no other error.
     assert_eq!(refusals, 2, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        refusals,
+        "{err}"
+    );
+    assert_ne!(out.status.code(), Some(124), "mpirun timed out: {err}");
 }
 
 #[test]

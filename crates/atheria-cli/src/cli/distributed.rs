@@ -3,20 +3,18 @@
 //! reads the initial state, writes every file and prints; every rank steps
 //! its own tiles.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use atheria::distributed::mpi::topology::SimpleCommunicator;
-use atheria::distributed::mpi::traits::{Communicator, Root};
+use atheria::distributed::mpi::traits::{Communicator, CommunicatorCollectives, Root};
 use atheria::distributed::DistributedSparse;
-use atheria::{state_file, InitKind, Simulation};
-use tracing::{info, warn};
-
-use std::path::Path;
-
 use atheria::instruments::metrics::{energy_of, metrics};
 use atheria::instruments::{Frame, FrameRef, Viz};
+use atheria::{state_file, InitKind, Simulation};
+use tracing::{info, warn};
 
 use super::progress::Progress;
 use super::run::{checkpoint_args, draw_pictures, ms, MetricsFile, RunArgs, Stages};
@@ -63,9 +61,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut stages = Stages::new(watchdog.as_ref());
     let started = Instant::now();
     let builder = args.sim.distributed_builder()?;
-    let mut sim = builder
-        .build_distributed(world, &mut stages)
-        .map_err(|e| stages.name_failed(e))?;
+    let mut sim = match builder.build_distributed(world, &mut stages) {
+        Ok(sim) => sim,
+        // A build that fails fails on every rank (it is agreed).
+        Err(e) => return Ok(fail_together(&universe.world(), stages.name_failed(e))),
+    };
     let ranks = sim.comm().size();
     if root {
         info!(
@@ -115,7 +115,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         Err(s) => warn!("could not save after the failed step: {s}"),
                     }
                 }
-                return Err(e.into());
+                // Every rank failed this step (it is agreed).
+                return Ok(fail_together(sim.comm(), e.into()));
             }
         };
         if let Some(w) = &watchdog {
@@ -166,6 +167,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(sim);
     drop(universe);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ends a run that failed on every rank alike: each rank prints its error
+/// line, then all wait for each other before any exits. Open MPI ends the
+/// whole job when the first rank exits with an error, so without the wait
+/// a fast rank could kill rank 0 before it had saved or printed.
+fn fail_together(world: &impl CommunicatorCollectives, e: anyhow::Error) -> ExitCode {
+    crate::cli::report(&e);
+    world.barrier();
+    ExitCode::FAILURE
 }
 
 /// `--png` and `--metrics` of a distributed run: each time, the lattice

@@ -60,6 +60,21 @@ pub fn no_mpi() -> anyhow::Error {
     )
 }
 
+/// Prints an error as the program's one line, `error: ...` (the whole
+/// cause chain, [`one_line`]), on stderr.
+pub fn report(e: &anyhow::Error) {
+    error_line(&format!("error: {}", one_line(e)));
+}
+
+/// Writes `line` and a newline to stderr in one write: `eprintln!` writes
+/// each formatted piece apart on the unbuffered stderr, so the error lines
+/// of several processes sharing it (the ranks under mpirun) would mix
+/// mid-line.
+pub fn error_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 /// Writes one line to stdout. A closed stdout (`atheria doctor | head -1`)
 /// is not an error of the program's work: the line is dropped, the work
 /// (a run, its `--save`) goes on, and nothing panics as `println!` would.
