@@ -224,7 +224,7 @@ impl Observer<'_> {
             }
             let psi0 = self.psi0.as_ref().map(Frame::as_ref);
             let m = metrics(
-                &FrameRef::new(&state, None)?,
+                &frame,
                 psi0.as_ref(),
                 energy_of(&frame),
                 Some(self.threshold),

@@ -658,12 +658,10 @@ pub(crate) fn draw_pictures(
     vizs: &[Viz],
     sheet: bool,
 ) -> anyhow::Result<()> {
-    let frame = *frame;
     let mut tiles = Vec::new();
     for &viz in vizs {
-        let map = atheria::instruments::viz::field(viz, &frame, true)?;
-        let flow =
-            (viz == Viz::Flow).then(|| atheria::instruments::viz::flow_vectors(&frame, true));
+        let map = atheria::instruments::viz::field(viz, frame, true)?;
+        let flow = (viz == Viz::Flow).then(|| atheria::instruments::viz::flow_vectors(frame, true));
         let name = match viz {
             Viz::PhaseChannel(c) => format!("phase_c{c}"),
             other => other.name(),
