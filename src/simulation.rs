@@ -1035,24 +1035,30 @@ fn dense_index(s: &DenseState, x: i32, y: i32) -> Option<usize> {
     inside.then(|| cy as usize * s.width() + cx as usize)
 }
 
-/// Calls `f(i_state, i_area)` for every cell of `area` inside the grid.
-fn for_overlap(s: &DenseState, area: CellBox, mut f: impl FnMut(usize, usize)) {
-    if area.is_empty() {
+/// Calls `f(i_grid, i_area)` for every cell of `area` inside `grid` (a dense
+/// grid's box): the cell's index in the grid's planes and in `area`'s.
+fn for_overlap(grid: CellBox, area: CellBox, mut f: impl FnMut(usize, usize)) {
+    if area.is_empty() || grid.is_empty() {
         return;
     }
-    let (ox, oy) = (s.origin.0 as i64, s.origin.1 as i64);
+    let (ox, oy) = (grid.min_x as i64, grid.min_y as i64);
     let x0 = (area.min_x as i64).max(ox);
-    let x1 = (area.max_x as i64).min(ox + s.width() as i64 - 1);
+    let x1 = (area.max_x as i64).min(grid.max_x as i64);
     let y0 = (area.min_y as i64).max(oy);
-    let y1 = (area.max_y as i64).min(oy + s.height() as i64 - 1);
-    let w = area.width();
+    let y1 = (area.max_y as i64).min(grid.max_y as i64);
+    let (gw, w) = (grid.width(), area.width());
     for y in y0..=y1 {
         for x in x0..=x1 {
-            let i = (y - oy) as usize * s.width() + (x - ox) as usize;
+            let i = (y - oy) as usize * gw + (x - ox) as usize;
             let j = (y - area.min_y as i64) as usize * w + (x - area.min_x as i64) as usize;
             f(i, j);
         }
     }
+}
+
+/// The box a dense grid covers (its origin, width and height).
+fn grid_box(origin: (i32, i32), height: usize, width: usize) -> Result<CellBox> {
+    CellBox::from_origin(origin.0, origin.1, width, height)
 }
 
 /// The cells of `area` from a dense grid; outside the grid is vacuum.
@@ -1064,7 +1070,7 @@ fn dense_cut(s: &DenseState, area: CellBox, max_cells: usize) -> Result<DenseSta
     let m = out.cells();
     let (src, src_occ) = (s.planes(), s.occupied());
     let (planes, occupied) = out.split_mut();
-    for_overlap(s, area, |i, j| {
+    for_overlap(grid_box(s.origin, s.height(), s.width())?, area, |i, j| {
         occupied[j] = src_occ[i];
         for c in 0..2 * d {
             planes[c * m + j] = src[c * n + i];

@@ -20,7 +20,7 @@ use sparse_grid::sparse::CellBox;
 use sparse_grid::summary::PLANES;
 use sparse_grid::DenseState;
 
-use super::{for_overlap, Engine, Simulation};
+use super::{for_overlap, grid_box, Engine, Simulation};
 
 /// What a simulation keeps for its instruments.
 #[derive(Debug, Default)]
@@ -176,19 +176,26 @@ impl Simulation {
         match &self.engine {
             Engine::Sparse(e) => e.delta_summary(area),
             Engine::Dense(_) | Engine::Device(_) => {
-                let downloaded;
+                // The grid's box is all it takes to place the summary: the
+                // device engine's psi stays on the device.
                 let (full, grid) = match &self.engine {
-                    Engine::Dense(e) => (e.delta_summary(), e.state()),
+                    Engine::Dense(e) => {
+                        let s = e.state();
+                        (
+                            e.delta_summary(),
+                            grid_box(s.origin, s.height(), s.width())?,
+                        )
+                    }
                     Engine::Device(e) => {
-                        downloaded = e.state()?;
-                        (e.delta_summary()?, &downloaded)
+                        let ((h, w), origin) = e.extent();
+                        (e.delta_summary()?, grid_box(origin, h, w)?)
                     }
                     Engine::Sparse(_) => unreachable!("matched above"),
                 };
                 let Some(full) = full else {
                     return Ok(None);
                 };
-                let (n, m) = (grid.cells(), state.cells());
+                let (n, m) = (grid.width() * grid.height(), state.cells());
                 let mut out = vec![0.0f32; PLANES * m];
                 for_overlap(grid, area, |i, j| {
                     for p in 0..PLANES {
