@@ -40,6 +40,14 @@ impl SimulationBuilder {
         observer: &mut dyn StageObserver,
     ) -> Result<DistributedSparse<C>> {
         self = self.engine(EngineKind::Sparse);
+        if !self.atomic_steps {
+            // Every rank refuses alike, so none waits for another.
+            return Err(Error::InvalidArgument(
+                "atomic steps off cannot be used with a distributed run: a step shared across \
+                 ranks writes nothing until every rank has agreed that it succeeded"
+                    .into(),
+            ));
+        }
         if comm.rank() != 0 {
             // Two cells: the sparse disc of a field this small holds no
             // matter, and the seed (which keys the vacuum) stays the same.

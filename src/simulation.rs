@@ -175,6 +175,7 @@ pub struct SimulationBuilder {
     engine: EngineKind,
     tile: usize,
     vacuum: Vacuum,
+    pub(crate) atomic_steps: bool,
     threshold: Option<f32>,
     initial: InitialState,
     gamma: f32,
@@ -191,6 +192,7 @@ impl Default for SimulationBuilder {
             engine: EngineKind::Dense,
             tile: DEFAULT_TILE,
             vacuum: Vacuum::Zero,
+            atomic_steps: true,
             threshold: None,
             initial: InitialState::Generated {
                 kind: InitKind::Random,
@@ -301,6 +303,17 @@ impl SimulationBuilder {
         self
     }
 
+    /// Whether the sparse engine holds a step's writes back until the whole
+    /// step has succeeded (default true), so a failed step changes nothing
+    /// at the price of a staged copy of the active tiles; `false` holds
+    /// only a few rows of tiles (about half the peak memory of a large
+    /// lattice) and a step that fails part-way leaves the lattice part
+    /// stepped. See [`SparseOptions::atomic_steps`].
+    pub fn atomic_steps(mut self, atomic: bool) -> Self {
+        self.atomic_steps = atomic;
+        self
+    }
+
     /// What the sparse engine's unoccupied cells hold (default zero).
     pub fn vacuum(mut self, vacuum: Vacuum) -> Self {
         self.vacuum = vacuum;
@@ -381,16 +394,21 @@ impl SimulationBuilder {
         let state = stage(observer, "state init", || {
             self.initial_state_for(&spec, max_cells)
         })?;
+        let sparse = SparseOptions::default()
+            .with_tile(self.tile)
+            .with_threshold(self.threshold.unwrap_or(DEFAULT_THRESHOLD))
+            .with_vacuum(self.vacuum)
+            .with_gamma(self.gamma)
+            .with_max_cells(max_cells)
+            .with_seed(self.seed())
+            .with_atomic_steps(self.atomic_steps);
         let mut engine = Engine::new(
             self.engine,
             backend,
             state,
             self.gamma,
             self.threshold,
-            self.tile,
-            self.vacuum,
-            self.seed(),
-            max_cells,
+            sparse,
         )?;
         if let Some(pool) = &self.pool {
             engine.set_pool(Some(Arc::clone(pool)));
@@ -448,6 +466,13 @@ impl SimulationBuilder {
     /// mistake costs nothing.
     fn check(&self) -> Result<()> {
         sparse_grid::update::check_gamma(self.gamma)?;
+        if !self.atomic_steps && self.engine != EngineKind::Sparse {
+            return Err(Error::InvalidArgument(format!(
+                "atomic steps off is an option of the sparse engine; the {} engine's steps are \
+                 always atomic (a failed step changes nothing)",
+                self.engine
+            )));
+        }
         if let Some(t) = self.threshold {
             sparse_grid::update::check_threshold(t)?;
         }
@@ -602,17 +627,15 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The engine of `kind` over `state`: a dense one steps with `gamma`
+    /// and `threshold`, a sparse one with `sparse` (which holds them too).
     fn new(
         kind: EngineKind,
         backend: Arc<dyn ComputeBackend>,
         state: DenseState,
         gamma: f32,
         threshold: Option<f32>,
-        tile: usize,
-        vacuum: Vacuum,
-        seed: u64,
-        max_cells: usize,
+        sparse: SparseOptions,
     ) -> Result<Self> {
         match kind {
             EngineKind::Device => Err(Error::InvalidArgument(
@@ -628,14 +651,7 @@ impl Engine {
                 )?)))
             }
             EngineKind::Sparse => {
-                let mut options = SparseOptions::default();
-                options.tile = tile;
-                options.threshold = threshold.unwrap_or(DEFAULT_THRESHOLD);
-                options.vacuum = vacuum;
-                options.gamma = gamma;
-                options.max_cells = max_cells;
-                options.seed = seed;
-                let mut engine = SparseEngine::new(backend, options)?;
+                let mut engine = SparseEngine::new(backend, sparse)?;
                 engine.import(&state)?;
                 Ok(Engine::Sparse(Box::new(engine)))
             }

@@ -80,17 +80,26 @@ fn a_short_bench_finishes_with_a_table_and_json_for_every_backend() {
 /// steps again, in a fresh process, and the checkpoint is removed after.
 #[test]
 fn the_large_scale_case_steps_checkpoints_and_resumes() {
-    let dir = temp_dir("bench-large");
+    for atomic in ["on", "off"] {
+        large_case(atomic);
+    }
+}
+
+fn large_case(atomic: &str) {
+    let dir = temp_dir(&format!("bench-large-{atomic}"));
     let (json, checkpoints) = (dir.join("large.json"), dir.join("checkpoints"));
     let (text, doc) = bench_json(
         atheria()
             .args(["bench", "--scale", "--cells", "3e3", "--d-states", "4"])
+            .args(["--atomic-steps", atomic])
             .args(["--backends", "candle", "--threads", "2", "--checkpoint-dir"])
             .arg(&checkpoints),
         &json,
     );
     let row = &doc["large"][0];
     assert_eq!(row["backend"], "candle", "{doc}");
+    assert_eq!(row["atomic_steps"], atomic == "on", "{doc}");
+    assert!(text.contains(&format!("(atomic steps {atomic}:")), "{text}");
     assert_eq!(row["d_state"], 4, "{doc}");
     assert_eq!(row["resumed_equal"], true, "{doc}");
     // A disc of about 3000 cells (the lattice rounds its radius).

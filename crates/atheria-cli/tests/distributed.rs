@@ -452,6 +452,26 @@ fn a_global_law_is_refused_on_every_rank_with_the_reason() {
 }
 
 #[test]
+fn atomic_steps_off_is_refused_on_every_rank() {
+    let _one = MPI.lock().unwrap_or_else(|e| e.into_inner());
+    let out = mpirun(2)
+        .args(["run", "--engine", "sparse", "--distributed", "--steps", "2"])
+        .args(["--grid", "32", "--atomic-steps", "off"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a rolling step ran across ranks: {err}");
+    let refusals = err
+        .lines()
+        .filter(|l| {
+            l.starts_with("error: atomic steps off cannot be used with a distributed run")
+        })
+        .count();
+    assert_eq!(refusals, 2, "{err}");
+    assert_ne!(out.status.code(), Some(124), "mpirun timed out: {err}");
+}
+
+#[test]
 fn pictures_and_readouts_of_3_ranks_equal_one_process() {
     let _one = MPI.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir("mpi-observe");

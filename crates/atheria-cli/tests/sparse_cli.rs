@@ -146,3 +146,53 @@ fn doctor_reports_every_backend_with_times_quickly() {
         "doctor failed although nothing was requested: {text}"
     );
 }
+
+#[test]
+fn atomic_steps_off_gives_the_same_state_and_only_the_sparse_engine_takes_it() {
+    let dir = temp_dir("sparse-atomic-off");
+    let run = |atomic: &str| {
+        let save = dir.join(format!("atomic-{atomic}.safetensors"));
+        let out = atheria()
+            .args(["run", "--quiet", "--engine", "sparse", "--grid", "64"])
+            .args([
+                "--steps",
+                "5",
+                "--tile",
+                "8",
+                "--atomic-steps",
+                atomic,
+                "--save",
+            ])
+            .arg(&save)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        state_file::read_state(&save, usize::MAX).unwrap()
+    };
+    let (on, off) = (run("on"), run("off"));
+    assert_eq!(off.step, 5);
+    assert_eq!(
+        (off.origin, off.width(), off.height()),
+        (on.origin, on.width(), on.height())
+    );
+    assert_eq!(off.occupied(), on.occupied());
+    assert!(
+        off.planes()
+            .iter()
+            .zip(on.planes())
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "--atomic-steps off changed the result"
+    );
+
+    let out = atheria()
+        .args(["run", "--engine", "dense", "--grid", "16", "--steps", "1"])
+        .args(["--atomic-steps", "off"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "atomic steps off is an option of the sparse engine");
+    let out = atheria()
+        .args(["run", "--engine", "sparse", "--atomic-steps", "sometimes"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "--atomic-steps");
+}

@@ -71,11 +71,12 @@ fn exception(kind: Kind, message: String) -> PyErr {
 /// already carries the cause: a failed step names what failed underneath).
 fn to_py(error: Error) -> PyErr {
     let kind = match error.cause() {
-        _ if matches!(error, Error::Step { .. }) => Kind::Step,
+        _ if matches!(error, Error::Step { .. } | Error::TornStep { .. }) => Kind::Step,
         Error::Backend { .. }
         | Error::NonFinite { .. }
         | Error::NestedPool { .. }
-        | Error::Timeout { .. } => Kind::Step,
+        | Error::Timeout { .. }
+        | Error::Torn { .. } => Kind::Step,
         Error::Io { .. }
         | Error::Model { .. }
         | Error::State { .. }

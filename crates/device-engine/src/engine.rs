@@ -256,6 +256,7 @@ impl DeviceEngine {
             step,
             occupied_cells: self.occupied_count,
             active_tiles: 0,
+            staged_tiles: 0,
             window: Some((self.height, self.width)),
             gather: Duration::ZERO,
             forward,

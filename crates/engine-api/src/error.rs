@@ -105,6 +105,30 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A step whose writes are not held back until it has succeeded (the
+    /// sparse engine with atomic steps off) failed after writing part of
+    /// the lattice: the lattice is now part before and part after this
+    /// step. The cause is the [`source`](std::error::Error::source); the
+    /// engine refuses to step or export from then on ([`Error::Torn`]).
+    #[error("step {step} failed after writing {written} of {active} tiles: {source} (atomic steps are off, so the lattice is now part before and part after this step and cannot be stepped or exported: load the last saved state; atomic steps, the default, leave it as it was)")]
+    TornStep {
+        /// The step that failed, counting from 1.
+        step: u64,
+        /// Tiles already written when it failed.
+        written: usize,
+        /// Tiles the step had to write.
+        active: usize,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+    /// An engine whose lattice a [`Error::TornStep`] left part stepped was
+    /// asked to step or export it.
+    #[error("the lattice was left part stepped by step {step}, which failed part-way with atomic steps off: it can no longer be stepped or exported; load the last saved state into a new engine")]
+    Torn {
+        /// The step that failed part-way.
+        step: u64,
+    },
     /// An engine was stepped from inside a rayon worker thread, where the
     /// backend's own thread pool would nest inside rayon's: the deadlock
     /// that froze the C++ engine (ARCHITECTURE.md, the threading rule).
@@ -133,11 +157,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// What went wrong underneath any [`Error::Step`] wrapping: for a failed
+    /// What went wrong underneath any [`Error::Step`] (or [`Error::TornStep`])
+    /// wrapping: for a failed
     /// step its cause, for anything else the error itself.
     pub fn cause(&self) -> &Error {
         match self {
-            Error::Step { source, .. } => source.cause(),
+            Error::Step { source, .. } | Error::TornStep { source, .. } => source.cause(),
             other => other,
         }
     }

@@ -301,6 +301,7 @@ impl DenseEngine {
             step: s.step,
             occupied_cells: occupied,
             active_tiles: 0,
+            staged_tiles: 0,
             window: Some((h, w)),
             gather: Duration::ZERO,
             forward,

@@ -9,6 +9,11 @@ pub struct StepStats {
     pub occupied_cells: usize,
     /// Tiles the model ran on (0 for the dense engine).
     pub active_tiles: usize,
+    /// Updated tiles held staged at once, beside the lattice, before being
+    /// written: every active tile for an atomic step, a few rows of them
+    /// for a rolling one ([`crate::SparseOptions::atomic_steps`] off); 0
+    /// for the dense engines and a global law's window.
+    pub staged_tiles: usize,
     /// The dense window a global model ran on, or the dense grid (rows, columns).
     pub window: Option<(usize, usize)>,
     /// Time copying cells into the batch.

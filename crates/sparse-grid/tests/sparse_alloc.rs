@@ -1,6 +1,8 @@
 //! Once warm, a step of a bounded pattern allocates nothing of its own:
-//! every per-step buffer is reused and freed tile slots are taken again. Its own test binary,
-//! because the counting allocator sees every thread of the process.
+//! every per-step buffer is reused and freed tile slots are taken again;
+//! a rolling step (atomic steps off) holds far less beside the lattice than
+//! an atomic one. Its own test binary, because the counting allocator sees
+//! every thread of the process.
 
 mod common;
 
@@ -15,17 +17,29 @@ use sparse_grid::{SparseEngine, SparseOptions, Vacuum};
 struct Counting;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes allocated and not yet freed, and the most there have been.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        grew(layout.size());
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        grew(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -138,4 +152,50 @@ fn a_warm_step_of_a_recurrent_law_allocates_nothing_and_keeps_its_memory() {
     let (m, w) = e.memory().unwrap();
     assert_eq!(w, window);
     assert!(m.data().iter().all(|&v| v == 25.0), "{:?}", &m.data()[..4]);
+}
+
+#[test]
+fn a_rolling_step_holds_a_few_rows_of_tiles_beside_the_lattice_not_a_copy() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (d, side) = (4, 256);
+    let state_bytes = side * side * 2 * d * 4;
+    let mut peaks = Vec::new();
+    for atomic in [true, false] {
+        let before = LIVE.load(Ordering::Relaxed);
+        PEAK.store(before, Ordering::Relaxed);
+        let backend: Arc<dyn ComputeBackend> =
+            Arc::new(Reference::conv3x3(d, UpdateRule::Additive, 0.0, 1));
+        let options = SparseOptions::default()
+            .with_forward_bytes(1 << 18)
+            .with_atomic_steps(atomic);
+        let mut e = SparseEngine::new(backend, options).unwrap();
+        for y in 0..side as i32 {
+            for x in 0..side as i32 {
+                e.insert(x, y, &[(0.5, 0.0), (0.0, 0.5), (0.5, 0.0), (0.0, 0.5)])
+                    .unwrap();
+            }
+        }
+        let mut staged = 0;
+        for _ in 0..2 {
+            staged = e.step().unwrap().staged_tiles;
+        }
+        // Everything the engine ever held at once: the tiles (with the
+        // slab's spare capacity, the same in both modes), the staging and
+        // one chunk's buffers.
+        peaks.push((PEAK.load(Ordering::Relaxed) - before, staged));
+    }
+    let share = |b: usize| b as f64 / state_bytes as f64;
+    let ((atomic, atomic_tiles), (rolling, rolling_tiles)) = (peaks[0], peaks[1]);
+    // 16 x 16 tiles of 16 cells and their ring: 324 active tiles, all
+    // staged by the atomic step (1.27x the state); the rolling step holds
+    // a ring of whole chunks of 25 tiles covering three rows of 18.
+    assert_eq!(atomic_tiles, 324);
+    assert!(rolling_tiles <= 100, "{rolling_tiles} tiles staged");
+    let saved = share(atomic) - share(rolling);
+    assert!(
+        saved > 0.9,
+        "rolling saves {saved:.2} x the state (atomic peak {:.2}, rolling {:.2})",
+        share(atomic),
+        share(rolling)
+    );
 }

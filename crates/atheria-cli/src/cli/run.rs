@@ -68,6 +68,9 @@ pub struct SimArgs {
     /// Sparse engine: tile side in cells (a power of two).
     #[arg(long, default_value_t = 16)]
     pub tile: usize,
+    /// Sparse engine: `on` holds each step's writes until the whole step has succeeded, so a failed step changes nothing; `off` writes rows of tiles as the step goes, for about half the peak memory of a large lattice, and a step that fails part-way leaves the lattice part stepped (nothing is saved from it after that).
+    #[arg(long, default_value = "on", value_name = "on|off", action = clap::ArgAction::Set, value_parser = parse_on_off)]
+    pub atomic_steps: bool,
     /// Threads for the backend and the engine (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -125,6 +128,15 @@ pub struct RunArgs {
 
 pub fn parse_backend(s: &str) -> Result<BackendKind, String> {
     s.parse().map_err(|e: atheria::Error| e.to_string())
+}
+
+/// `on` or `off`, as a switch the user reads in words.
+pub(crate) fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected `on` or `off`".into()),
+    }
 }
 
 fn parse_vacuum(s: &str) -> Result<Vacuum, String> {
@@ -363,6 +375,7 @@ impl SimArgs {
             .device(self.device)
             .engine(self.engine)
             .tile(self.tile)
+            .atomic_steps(self.atomic_steps)
             .vacuum(self.vacuum)
             .threshold(self.threshold);
         if let Some(g) = self.gamma.or(experiment.map(|e| e.config.gamma)) {

@@ -29,6 +29,7 @@ macro_rules! context {
             step: $e.step,
             max_cells: $e.options.max_cells,
             forward_bytes: $e.options.forward_bytes,
+            atomic: $e.options.atomic_steps,
         }
     };
 }
@@ -53,6 +54,9 @@ pub struct SparseEngine {
     mode: Mode,
     /// Where the step's parallel sections run.
     pool: LoopPool,
+    /// The step that failed part-way with atomic steps off, leaving the
+    /// lattice part stepped: nothing steps or exports it after that.
+    torn: Option<u64>,
 }
 
 impl SparseEngine {
@@ -101,6 +105,7 @@ impl SparseEngine {
             step: 0,
             mode,
             pool: LoopPool::default(),
+            torn: None,
         })
     }
 
@@ -329,6 +334,7 @@ impl SparseEngine {
     /// a recurrent law's memory: what pictures, readouts and tools read,
     /// so that they do not copy the memory each time.
     pub fn export_cells(&self, area: CellBox) -> Result<DenseState> {
+        self.check_whole()?;
         area.check("export")?;
         let (w, d) = (area.width(), self.d_state());
         let mut out = DenseState::zeros(area.height(), w, d)?;
@@ -555,7 +561,7 @@ impl SparseEngine {
     /// the whole; an error here is that step's error. The MPI engine calls
     /// it while the halo is in flight. Does nothing for a global law.
     pub fn stage_early(&mut self, early: &(dyn Fn(i32, i32) -> bool + Sync)) {
-        let caller = self.pool.check_caller();
+        let caller = self.pool.check_caller().and_then(|()| self.check_whole());
         let cx = context!(self);
         if let Mode::Local(batch) = &mut self.mode {
             match caller {
@@ -567,13 +573,40 @@ impl SparseEngine {
 
     fn step_inner(&mut self, shared: Option<&mut SharedStep<'_>>) -> Result<StepStats> {
         self.pool.check_caller()?;
+        self.check_whole()?;
         let cx = context!(self);
         let stats = match &mut self.mode {
-            Mode::Local(batch) => batch.step(&mut self.tiles, &cx, shared)?,
-            Mode::Global(batch) => batch.step(&mut self.tiles, &cx)?,
+            Mode::Local(batch) => batch.step(&mut self.tiles, &cx, shared),
+            Mode::Global(batch) => batch.step(&mut self.tiles, &cx),
         };
-        self.step += 1;
-        Ok(stats)
+        match stats {
+            Ok(stats) => {
+                self.step += 1;
+                Ok(stats)
+            }
+            Err(e) => {
+                if let Error::TornStep { step, .. } = e {
+                    self.torn = Some(step);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// An error when a step that failed part-way (atomic steps off) left
+    /// the lattice part stepped.
+    fn check_whole(&self) -> Result<()> {
+        match self.torn {
+            Some(step) => Err(Error::Torn { step }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a step that failed part-way with atomic steps off
+    /// ([`SparseOptions::atomic_steps`]) left the lattice part stepped;
+    /// such an engine refuses to step or export.
+    pub fn is_torn(&self) -> bool {
+        self.torn.is_some()
     }
 
     /// The delta summary of the last step ([`crate::summary`]) over `area`:

@@ -2,6 +2,19 @@
 //! tiles, gather each with a halo of r into one batch, run the model on
 //! chunks of it from the stepping thread, check the delta, then apply the
 //! update in place, tile by tile in parallel.
+//!
+//! # Staging, atomic or rolling
+//! Each chunk's updated tiles are staged, not written, because tiles still
+//! to be gathered read the old values of their neighbours. An atomic step
+//! (the default) stages every active tile and writes them all once every
+//! chunk has been checked: a failure anywhere changes nothing, and the
+//! staging is a second copy of the active tiles. A rolling step
+//! ([`super::SparseOptions::atomic_steps`] off) uses that the active tiles
+//! are gathered in row order and a gather reads at most `ceil(r / T)` tile
+//! rows above its own: after each chunk it writes the staged tiles of every
+//! row no later gather reads, so the staging is a ring of a few rows of
+//! tiles. The values written are the same; only a failure after the first
+//! write differs, leaving the lattice part stepped.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -27,6 +40,9 @@ pub(crate) struct StepContext<'a> {
     pub step: u64,
     pub max_cells: usize,
     pub forward_bytes: usize,
+    /// Whether the step writes nothing until it has succeeded (see the
+    /// module docs); shared steps are atomic whatever this says.
+    pub atomic: bool,
 }
 
 impl StepContext<'_> {
@@ -46,6 +62,13 @@ impl StepContext<'_> {
 pub(crate) struct LocalBatch {
     /// Receptive radius.
     pub r: usize,
+    /// Tile rows above its own that a tile's gather reads: ceil(r / T).
+    rows_up: usize,
+    /// Staged tiles the staging buffers hold: every active tile for an
+    /// atomic step, a ring of them for a rolling one.
+    ring: usize,
+    /// Active tiles (a prefix of `wanted`) already written this step.
+    written: usize,
     /// Side of one field of the batch: T + 2r, rounded up to the model's
     /// `spatial_multiple` (the extra cells lie beyond the halo).
     pub side: usize,
@@ -97,6 +120,9 @@ impl LocalBatch {
         let m = spatial_multiple.max(1);
         Self {
             r,
+            rows_up: r.div_ceil(t),
+            ring: 0,
+            written: 0,
             side: (t + 2 * r).div_ceil(m) * m,
             keys: Vec::new(),
             summary: Vec::new(),
@@ -139,7 +165,7 @@ impl LocalBatch {
         self.created.clear();
         let staged = self
             .find_active(store, cx, Some(early))
-            .and_then(|()| self.stage(store, cx, t0, 0));
+            .and_then(|()| self.stage(store, cx, t0, 0, false));
         self.early_keys.clear();
         self.early_keys.extend_from_slice(&self.wanted);
         self.early = Some(staged);
@@ -162,6 +188,8 @@ impl LocalBatch {
     ) -> Result<StepStats> {
         let t0 = Instant::now();
         let owns = shared.as_ref().map(|s| s.owns);
+        let rolling = !cx.atomic && shared.is_none();
+        self.written = 0;
         // Early staging belongs to a shared step; a plain one starts afresh.
         let early = self.early.take();
         let early = match shared {
@@ -178,12 +206,12 @@ impl LocalBatch {
                 self.slots.clear();
                 self.created.clear();
                 self.find_active(store, cx, owns)
-                    .and_then(|()| self.stage(store, cx, t0, 0))
+                    .and_then(|()| self.stage(store, cx, t0, 0, rolling))
             }
             Some(Err(e)) => Err(e),
             Some(Ok(first)) => self
                 .find_rest(store, cx, owns)
-                .and_then(|from| self.stage(store, cx, t0, from))
+                .and_then(|from| self.stage(store, cx, t0, from, false))
                 .map(|rest| rest.after(first)),
         };
         // Every process takes part in the agreement, whatever it found.
@@ -207,7 +235,20 @@ impl LocalBatch {
             Err(e) => {
                 store.release_empty(&self.created);
                 self.keys.clear();
-                Err(e)
+                if self.written == 0 {
+                    return Err(e);
+                }
+                // A rolling step wrote part of the lattice before failing.
+                let source = match e {
+                    Error::Step { source, .. } => source,
+                    other => Box::new(other),
+                };
+                Err(Error::TornStep {
+                    step: cx.step + 1,
+                    written: self.written,
+                    active: self.slots.len(),
+                    source,
+                })
             }
         }
     }
@@ -297,13 +338,16 @@ impl LocalBatch {
 
     /// Creates the active tiles from `wanted[from..]` that do not exist
     /// yet, then gathers, forwards and stages them chunk by chunk (the
-    /// entries before `from` are already staged); writes no tile.
+    /// entries before `from` are already staged). Writes no tile, except
+    /// when `rolling` (then `from` is 0): after each chunk it writes the
+    /// rows of tiles no later gather reads.
     fn stage(
         &mut self,
         store: &mut TileStore,
         cx: &StepContext,
         t0: Instant,
         from: usize,
+        rolling: bool,
     ) -> Result<Staged> {
         for &key in &self.wanted[from..] {
             let (s, new) = store.get_or_create(key);
@@ -318,13 +362,16 @@ impl LocalBatch {
         let fl = 2 * d * side * side;
         let hs = t + 2 * r;
         let chunk = (cx.forward_bytes / (4 * fl)).clamp(1, b.max(1));
-        let staged = b.checked_mul(tl).ok_or_else(|| {
+        // Entry j of the batch is staged at j % ring: with the ring a
+        // multiple of the chunk (or the whole batch) no chunk wraps.
+        self.ring = if rolling { self.ring_len(chunk) } else { b };
+        let staged = self.ring.checked_mul(tl).ok_or_else(|| {
             cx.fail(Error::InvalidArgument(format!(
                 "{b} active tiles are too many to batch"
             )))
         })?;
         self.stage.resize(staged, 0.0);
-        self.stage_occ.resize(b * area, 0);
+        self.stage_occ.resize(self.ring * area, 0);
         self.summary.resize(b * PLANES * area, 0.0);
         self.checks.truncate(from);
         self.checks.resize(b, TileCheck::default());
@@ -334,6 +381,7 @@ impl LocalBatch {
         self.halo.resize(chunk * hs * hs, 0);
         self.hmax.resize(chunk * hs * t, 0);
 
+        let mut running: usize = self.checks[..from].iter().map(|k| k.count as usize).sum();
         let mut gather = t0.elapsed();
         let (mut forward, mut scatter) = (Duration::ZERO, Duration::ZERO);
         for b0 in (from..b).step_by(chunk) {
@@ -367,10 +415,11 @@ impl LocalBatch {
 
             let ts = Instant::now();
             let params = cx.params;
+            let q0 = b0 % self.ring;
             cx.pool.run(|| {
-                self.stage[b0 * tl..(b0 + n) * tl]
+                self.stage[q0 * tl..(q0 + n) * tl]
                     .par_chunks_mut(tl)
-                    .zip(self.stage_occ[b0 * area..(b0 + n) * area].par_chunks_mut(area))
+                    .zip(self.stage_occ[q0 * area..(q0 + n) * area].par_chunks_mut(area))
                     .zip(
                         self.summary[b0 * PLANES * area..(b0 + n) * PLANES * area]
                             .par_chunks_mut(PLANES * area),
@@ -388,7 +437,6 @@ impl LocalBatch {
                         },
                     )
             });
-            scatter += ts.elapsed();
             if let Some((j, (ly, lx, c))) = self.checks[b0..b0 + n]
                 .iter()
                 .enumerate()
@@ -397,44 +445,102 @@ impl LocalBatch {
                 let (ox, oy) = store.origin(self.wanted[j]);
                 return Err(cx.fail(non_finite(ox + lx as i64, oy + ly as i64, c, d)));
             }
+            // Counts are never negative, so a running total past the limit
+            // fails the step as soon as it is seen (before a rolling write).
+            running += self.checks[b0..b0 + n]
+                .iter()
+                .map(|k| k.count as usize)
+                .sum::<usize>();
+            if running > cx.max_cells {
+                return Err(cx.fail(too_much_matter(running, cx.max_cells)));
+            }
+            if rolling && b0 + n < b {
+                let upto = self.writable(b0 + n);
+                self.write(store, cx, upto);
+            }
+            scatter += ts.elapsed();
         }
 
-        let total: usize = self.checks.iter().map(|k| k.count as usize).sum();
-        if total > cx.max_cells {
-            return Err(cx.fail(too_much_matter(total, cx.max_cells)));
-        }
         Ok(Staged {
             gather,
             forward,
             scatter,
-            total,
+            total: running,
         })
     }
 
-    /// Writes the staged tiles: the step's only change to the store.
-    fn commit(&mut self, store: &mut TileStore, cx: &StepContext, staged: Staged) -> StepStats {
-        let ts = Instant::now();
-        let (area, tl, b) = (store.area(), store.tile_len(), self.slots.len());
+    /// How many staged tiles to hold for a rolling step in chunks of
+    /// `chunk`: the most that are staged and not yet written at any time,
+    /// rounded up to a whole number of chunks (at most the whole batch).
+    fn ring_len(&self, chunk: usize) -> usize {
+        let b = self.wanted.len();
+        let (mut need, mut written) = (0, 0);
+        for b0 in (0..b).step_by(chunk) {
+            let end = (b0 + chunk).min(b);
+            need = need.max(end - written);
+            if end < b {
+                written = self.writable(end);
+            }
+        }
+        let ring = need.div_ceil(chunk) * chunk;
+        if ring >= b {
+            b
+        } else {
+            ring
+        }
+    }
+
+    /// How many of the active tiles (a prefix: they are sorted by row)
+    /// may be written once the first `gathered` have been gathered: those
+    /// in rows above every row a later gather reads.
+    fn writable(&self, gathered: usize) -> usize {
+        let next_row = self.wanted[gathered].1 as i64;
+        let first_read = next_row - self.rows_up as i64;
+        self.wanted
+            .partition_point(|&(_, y)| (y as i64) < first_read)
+    }
+
+    /// Writes the staged tiles `written..upto` into the store, with their
+    /// counts: with [`Self::commit`], the step's only change to the store.
+    fn write(&mut self, store: &mut TileStore, cx: &StepContext, upto: usize) {
+        let (lo, ring) = (self.written, self.ring);
+        if upto <= lo {
+            return;
+        }
+        let (area, tl) = (store.area(), store.tile_len());
+        let slots = &self.slots[lo..upto];
         // Tiles outside the step (another process's halo) keep their count.
-        let before: usize = self
-            .slots
+        let before: usize = slots
             .iter()
             .map(|&s| store.count[s as usize] as usize)
             .sum();
-        let (stage, stage_occ, checks) = (&self.stage, &self.stage_occ, &self.checks);
-        let (slots, slot_batch) = (&self.slots, &mut self.slot_batch);
+        let checks = &self.checks[lo..upto];
+        let after: usize = checks.iter().map(|k| k.count as usize).sum();
+        let (stage, stage_occ) = (&self.stage, &self.stage_occ);
+        let slot_batch = &mut self.slot_batch;
         cx.pool.run(|| {
             store.commit(slots, slot_batch, |j, tile, occ, count| {
-                tile.copy_from_slice(&stage[j * tl..(j + 1) * tl]);
-                occ.copy_from_slice(&stage_occ[j * area..(j + 1) * area]);
+                let q = (lo + j) % ring;
+                tile.copy_from_slice(&stage[q * tl..(q + 1) * tl]);
+                occ.copy_from_slice(&stage_occ[q * area..(q + 1) * area]);
                 *count = checks[j].count;
             })
         });
-        store.occupied = store.occupied - before + staged.total;
+        store.occupied = store.occupied - before + after;
+        self.written = upto;
+    }
+
+    /// Writes the staged tiles not yet written: the end of a successful
+    /// step.
+    fn commit(&mut self, store: &mut TileStore, cx: &StepContext, staged: Staged) -> StepStats {
+        let ts = Instant::now();
+        let b = self.slots.len();
+        self.write(store, cx, b);
         StepStats {
             step: cx.step + 1,
             occupied_cells: staged.total,
             active_tiles: b,
+            staged_tiles: self.ring,
             window: None,
             gather: staged.gather,
             forward: staged.forward,

@@ -44,8 +44,9 @@
 //! r = 1); the rest of a step is copying (gather, scatter) and the update.
 //! Memory is counted in tiles: each holds T^2 cells whatever its matter, and
 //! a step stages the updated active tiles beside the current ones (that is
-//! what makes it all-or-nothing), plus one chunk of model input and output
-//! of at most [`SparseOptions::forward_bytes`] each.
+//! what makes it all-or-nothing; with [`SparseOptions::atomic_steps`] off
+//! only a few rows of them), plus one chunk of model input and output of at
+//! most [`SparseOptions::forward_bytes`] each.
 
 mod engine;
 mod hasher;

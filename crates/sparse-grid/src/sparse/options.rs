@@ -42,6 +42,19 @@ pub struct SparseOptions {
     /// active tiles go through the model in chunks of at most this size
     /// (at least one tile per chunk).
     pub forward_bytes: usize,
+    /// Whether a local law's step holds every write back until the whole
+    /// step has succeeded (the default). Then a failed step (a NaN, a
+    /// backend error, too much matter) leaves the lattice exactly as it
+    /// was, at the price of a staged copy of every active tile: a step's
+    /// peak memory is about twice the state. `false` writes each row of
+    /// tiles as soon as no tile still to be gathered reads it, so a step
+    /// holds only a few rows of staged tiles (peak about the state plus
+    /// one chunk's buffers); a step that fails after its first write
+    /// leaves the lattice part stepped ([`engine_api::Error::TornStep`])
+    /// and the engine refuses to step or export it again. Results are the
+    /// same bit for bit either way. Global laws and steps shared across
+    /// processes are always atomic.
+    pub atomic_steps: bool,
 }
 
 impl Default for SparseOptions {
@@ -54,6 +67,7 @@ impl Default for SparseOptions {
             max_cells: DEFAULT_MAX_CELLS,
             seed: 0,
             forward_bytes: DEFAULT_FORWARD_BYTES,
+            atomic_steps: true,
         }
     }
 }
@@ -99,6 +113,13 @@ impl SparseOptions {
     /// `forward` call.
     pub fn with_forward_bytes(mut self, forward_bytes: usize) -> Self {
         self.forward_bytes = forward_bytes;
+        self
+    }
+
+    /// These options with atomic steps on (the default) or off; see
+    /// [`SparseOptions::atomic_steps`].
+    pub fn with_atomic_steps(mut self, atomic: bool) -> Self {
+        self.atomic_steps = atomic;
         self
     }
 

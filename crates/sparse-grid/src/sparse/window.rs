@@ -310,6 +310,7 @@ impl WindowBatch {
             step: cx.step + 1,
             occupied_cells: total,
             active_tiles: wtw * wth,
+            staged_tiles: 0,
             window: Some((h, w)),
             gather,
             forward,

@@ -32,6 +32,13 @@ pub fn spec(arch: Architecture, d: usize, hidden: Option<usize>, update: UpdateR
 pub enum Net {
     /// `conv.weight` [2D, 2D, 3, 3] and `conv.bias` [2D], zero padding.
     Conv3x3 { w: Vec<f32>, b: Vec<f32> },
+    /// The same 3x3 conv with its taps `dilation` cells apart: receptive
+    /// radius `dilation`, for a halo wider than a tile.
+    Dilated {
+        w: Vec<f32>,
+        b: Vec<f32>,
+        dilation: usize,
+    },
     /// The fixed neighbour sum, then 1x1 convs 16D -> h -> h -> 2D with ELU.
     DeepQca {
         h: usize,
@@ -73,6 +80,24 @@ impl Reference {
         Self::new(
             spec(Architecture::Conv3x3, d, None, update),
             Net::Conv3x3 { w, b: vec![0.0; c] },
+        )
+    }
+
+    /// A 3x3 conv law whose taps lie `dilation` cells apart (receptive
+    /// radius `dilation`), random weights of size `scale`, zero bias.
+    pub fn dilated(d: usize, dilation: usize, scale: f32, seed: u64) -> Self {
+        let c = 2 * d;
+        let mut rng = Rng::new(seed);
+        let w = rng.uniform_vec(c * c * 9, -scale, scale);
+        let mut spec = spec(Architecture::Custom, d, None, UpdateRule::Additive);
+        spec.receptive_radius = Some(dilation);
+        Self::new(
+            spec,
+            Net::Dilated {
+                w,
+                b: vec![0.0; c],
+                dilation,
+            },
         )
     }
 
@@ -137,6 +162,7 @@ impl Reference {
                 ]
             }
             Net::Global { .. } => panic!("the test-only global law has no PyTorch module"),
+            Net::Dilated { .. } => panic!("the test-only dilated law has no PyTorch module"),
         }
     }
 
@@ -151,33 +177,8 @@ impl Reference {
         let c2 = self.spec.channels();
         let n = h * w;
         match &self.net {
-            Net::Conv3x3 { w: k, b } => {
-                for o in 0..c2 {
-                    let out = &mut out[o * n..(o + 1) * n];
-                    out.fill(b[o]);
-                    for i in 0..c2 {
-                        let src = &x[i * n..(i + 1) * n];
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let wv = k[((o * c2 + i) * 3 + ky) * 3 + kx];
-                                for y in 0..h {
-                                    let sy = y as isize + ky as isize - 1;
-                                    if sy < 0 || sy >= h as isize {
-                                        continue;
-                                    }
-                                    for xx in 0..w {
-                                        let sx = xx as isize + kx as isize - 1;
-                                        if sx < 0 || sx >= w as isize {
-                                            continue;
-                                        }
-                                        out[y * w + xx] += wv * src[sy as usize * w + sx as usize];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            Net::Conv3x3 { w: k, b } => conv3x3(x, h, w, c2, (k, b), 1, out),
+            Net::Dilated { w: k, b, dilation } => conv3x3(x, h, w, c2, (k, b), *dilation, out),
             Net::DeepQca {
                 h: hid,
                 w0,
@@ -269,5 +270,46 @@ impl ComputeBackend for Reference {
             self.field(x, shape.height, shape.width, y);
         }
         Ok(())
+    }
+}
+
+/// A 3x3 conv with zero padding whose taps lie `dil` cells apart, on one
+/// `[c2][h][w]` field: `(k, b)` are the weight `[c2][c2][3][3]` and bias.
+#[allow(clippy::too_many_arguments)]
+fn conv3x3(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    c2: usize,
+    (k, b): (&[f32], &[f32]),
+    dil: usize,
+    out: &mut [f32],
+) {
+    let n = h * w;
+    let dil = dil as isize;
+    for o in 0..c2 {
+        let out = &mut out[o * n..(o + 1) * n];
+        out.fill(b[o]);
+        for i in 0..c2 {
+            let src = &x[i * n..(i + 1) * n];
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let wv = k[((o * c2 + i) * 3 + ky) * 3 + kx];
+                    for y in 0..h {
+                        let sy = y as isize + (ky as isize - 1) * dil;
+                        if sy < 0 || sy >= h as isize {
+                            continue;
+                        }
+                        for xx in 0..w {
+                            let sx = xx as isize + (kx as isize - 1) * dil;
+                            if sx < 0 || sx >= w as isize {
+                                continue;
+                            }
+                            out[y * w + xx] += wv * src[sy as usize * w + sx as usize];
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -110,20 +110,33 @@ fn checkpoint(e: &SparseEngine, dir: &Path) -> anyhow::Result<(Vec<PathBuf>, u64
     Ok((files, bytes))
 }
 
+/// One large case: a disc of `cells` cells at d_state `d`, stepped with
+/// atomic steps on or off.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    /// Cells of the disc.
+    pub cells: usize,
+    /// Complex channels per cell.
+    pub d: usize,
+    /// [`SparseOptions::atomic_steps`] of its steps.
+    pub atomic: bool,
+}
+
 /// The child's side: one case, printed as one line of JSON.
 pub fn child(
     kind: BackendKind,
     options: &BackendOptions,
-    cells: usize,
-    d: usize,
+    case: Case,
     dir: &Path,
 ) -> anyhow::Result<()> {
+    let Case { cells, d, atomic } = case;
+    let sparse = SparseOptions::default().with_atomic_steps(atomic);
     let cfg = config(d);
     let package = python::package_for(&cfg, &python::cache_dir())?;
     let backend = models::load(kind, &cfg, package.as_ref(), options)?;
     let base = status_mib("VmRSS:");
     reset_peak()?;
-    let mut e = SparseEngine::new(backend.clone(), SparseOptions::default())?;
+    let mut e = SparseEngine::new(backend.clone(), sparse)?;
     let t = Instant::now();
     info!("large {kind} D={d}: inserting a disc of {cells} cells ...");
     matter::disc(&mut e, (0, 0), cells)?;
@@ -155,7 +168,7 @@ pub fn child(
 
     info!("large {kind} D={d}: resume from {} files ...", files.len());
     let t = Instant::now();
-    let mut r = SparseEngine::new(backend, SparseOptions::default())?;
+    let mut r = SparseEngine::new(backend, sparse)?;
     for f in &files {
         r.import(&state_file::read_state(f, r.options().max_cells)?)?;
     }
@@ -182,8 +195,8 @@ pub fn child(
     out!(
         "{}",
         json!({
-            "backend": kind.name(), "d_state": d, "cells": occupied, "tiles": tiles,
-            "active_tiles": stats.active_tiles, "raw_state_mib": raw, "insert_s": insert_s,
+            "backend": kind.name(), "d_state": d, "atomic_steps": atomic, "cells": occupied,
+            "tiles": tiles, "active_tiles": stats.active_tiles, "staged_tiles": stats.staged_tiles, "raw_state_mib": raw, "insert_s": insert_s,
             "first_step_s": first_s, "step_s": step_s, "step_s_mean": mean_step,
             "peak_stepping_mib": peak_step, "peak_stepping_vs_raw": peak_step / raw,
             "checkpoint_files": files.len(), "checkpoint_mib": bytes as f64 / (1 << 20) as f64,
@@ -199,10 +212,10 @@ pub fn child(
 fn in_child(
     kind: BackendKind,
     threads: Option<usize>,
-    cells: usize,
-    d: usize,
+    case: Case,
     dir: &Path,
 ) -> anyhow::Result<Value> {
+    let Case { cells, d, atomic } = case;
     let exe = std::env::current_exe().context("cannot find this program to start it again")?;
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -213,6 +226,7 @@ fn in_child(
         kind.name(),
     ])
     .args(["--cells", &cells.to_string(), "--d-states", &d.to_string()])
+    .args(["--atomic-steps", if atomic { "on" } else { "off" }])
     .arg("--checkpoint-dir")
     .arg(dir);
     if let Some(n) = threads {
@@ -257,10 +271,11 @@ fn in_child(
 }
 
 /// Every (backend, D) case, each in its own process; prints a table.
+/// `(cells, atomic)`: the disc's cells and whether steps are atomic.
 pub fn run(
     kinds: &[BackendKind],
     threads: Option<usize>,
-    cells: usize,
+    (cells, atomic): (usize, bool),
     d_states: &[usize],
     dir: &Path,
 ) -> Vec<Value> {
@@ -270,7 +285,7 @@ pub fn run(
             info!("large {kind}: {cells} cells at D={d}, in a fresh process");
             let case_dir = dir.join(format!("{}-d{d}-{}", kind.name(), std::process::id()));
             rows.push(
-                in_child(kind, threads, cells, d, &case_dir).unwrap_or_else(|e| {
+                in_child(kind, threads, Case { cells, d, atomic }, &case_dir).unwrap_or_else(|e| {
                     let msg = crate::cli::one_line(&e);
                     tracing::warn!("large {kind} D={d}: {msg}");
                     json!({"backend": kind.name(), "d_state": d, "cells": cells, "error": msg})
@@ -285,6 +300,18 @@ pub fn run(
 fn print(rows: &[Value]) {
     let v = |x: &Value| x.as_f64().unwrap_or(f64::NAN);
     out!("\nlarge case: a disc on the sparse engine, conv3x3 identity law, one fresh process per row");
+    if let Some(r) = rows.iter().find(|r| r["atomic_steps"].is_boolean()) {
+        let on = r["atomic_steps"] == Value::Bool(true);
+        out!(
+            "(atomic steps {}: {})",
+            if on { "on" } else { "off" },
+            if on {
+                "every active tile staged before any is written"
+            } else {
+                "rows of tiles written as the step goes"
+            }
+        );
+    }
     out!(
         "(s/step: mean of the timed steps after a warm-up one; peaks: RSS above the loaded model,"
     );

@@ -103,6 +103,12 @@ pub struct BenchArgs {
     /// tile sizes: each sparse row reports its time per active-tile cell.
     #[arg(long, default_value_t = atheria::sparse::DEFAULT_TILE)]
     pub tile: usize,
+    /// With --cells: the sparse engine's steps `on` (atomic: a failed step
+    /// changes nothing, a staged copy of the active tiles) or `off` (rows
+    /// of tiles written as the step goes). The default --scale figures
+    /// measure the 1e6-cell peak both ways.
+    #[arg(long, default_value = "on", value_name = "on|off", action = clap::ArgAction::Set, value_parser = crate::cli::run::parse_on_off)]
+    pub atomic_steps: bool,
     /// Write every figure and the machine description to this JSON file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -151,7 +157,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.memory_probe {
-        scale::memory_child(kinds[0], &options)?;
+        scale::memory_child(kinds[0], &options, args.atomic_steps)?;
         return Ok(ExitCode::SUCCESS);
     }
     atheria::SparseOptions::default()
@@ -167,7 +173,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::env::temp_dir().join("atheria-bench-large"));
     if args.large_probe {
         let cells = args.cells.context("--large-probe needs --cells")?;
-        large::child(kinds[0], &options, cells, args.d_states[0], &checkpoint_dir)?;
+        let case = large::Case {
+            cells,
+            d: args.d_states[0],
+            atomic: args.atomic_steps,
+        };
+        large::child(kinds[0], &options, case, &checkpoint_dir)?;
         return Ok(ExitCode::SUCCESS);
     }
     let machine = report::machine(threads);
@@ -183,7 +194,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return write_json(args.json.as_ref(), &doc);
     }
     if let Some(cells) = args.cells {
-        let large = large::run(&kinds, args.threads, cells, &args.d_states, &checkpoint_dir);
+        let large = large::run(
+            &kinds,
+            args.threads,
+            (cells, args.atomic_steps),
+            &args.d_states,
+            &checkpoint_dir,
+        );
         let doc = json!({"machine": machine, "command": command, "large": large});
         return write_json(args.json.as_ref(), &doc);
     }

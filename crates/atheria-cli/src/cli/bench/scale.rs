@@ -5,7 +5,7 @@
 //!   empty lattice between them);
 //! - the share of a step spent outside the forward at 1e5 cells;
 //! - peak memory while stepping 1e6 cells against their raw state
-//!   (2 x 64 x 4 bytes per cell).
+//!   (2 x 64 x 4 bytes per cell), with atomic steps on and off.
 //!
 //! Position and distance are timed in interleaved windows (origin, far, two
 //! blobs, origin, ...), so a machine that slows down for a while slows all
@@ -119,21 +119,28 @@ fn outside_forward(backend: &Arc<dyn ComputeBackend>, steps: usize) -> anyhow::R
     }))
 }
 
-fn memory(backend: &Arc<dyn ComputeBackend>) -> anyhow::Result<Value> {
+fn memory(backend: &Arc<dyn ComputeBackend>, atomic: bool) -> anyhow::Result<Value> {
     let base = proc_status_mib("VmRSS:").unwrap_or(f64::NAN);
     let reset = reset_peak();
-    let mut e = SparseEngine::new(Arc::clone(backend), SparseOptions::default())?;
+    let options = SparseOptions::default().with_atomic_steps(atomic);
+    let mut e = SparseEngine::new(Arc::clone(backend), options)?;
     matter::disc(&mut e, (0, 0), MEMORY_CELLS)?;
     let held = proc_status_mib("VmRSS:").unwrap_or(f64::NAN) - base;
     let t = Instant::now();
     let steps = 2;
+    let mut staged = 0;
     for _ in 0..steps {
-        e.step()?;
+        staged = e.step()?.staged_tiles;
     }
     let step_ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
     let peak = proc_status_mib("VmHWM:").unwrap_or(f64::NAN) - if reset { base } else { 0.0 };
     let raw = e.occupied_count() as f64 * (2 * e.d_state() * 4) as f64 / (1 << 20) as f64;
+    // The model input and output of one chunk, which the bound
+    // allows beside 1.5x the raw state.
+    let chunk = 2.0 * options.forward_bytes as f64 / (1 << 20) as f64;
     Ok(json!({
+        "atomic_steps": atomic, "staged_tiles": staged, "chunk_buffers_mib": chunk,
+        "peak_vs_raw_plus_chunk": (peak - chunk) / raw,
         "cells": e.occupied_count(), "tiles": e.tile_count(), "raw_state_mib": raw,
         "rss_after_insert_mib": held, "peak_while_stepping_mib": peak, "peak_vs_raw": peak / raw,
         "step_ms": step_ms,
@@ -143,19 +150,28 @@ fn memory(backend: &Arc<dyn ComputeBackend>) -> anyhow::Result<Value> {
 
 /// The child's side of [`memory_in_child`]: loads the model, then measures
 /// and prints one line of JSON.
-pub fn memory_child(kind: BackendKind, options: &BackendOptions) -> anyhow::Result<()> {
+pub fn memory_child(
+    kind: BackendKind,
+    options: &BackendOptions,
+    atomic: bool,
+) -> anyhow::Result<()> {
     let package = python::package_for(&scale_config(), &python::cache_dir())?;
     let backend = models::load(kind, &scale_config(), package.as_ref(), options)?;
-    out!("{}", memory(&backend)?);
+    out!("{}", memory(&backend, atomic)?);
     Ok(())
 }
 
 /// Measures [`memory`] in a fresh process, where nothing freed by earlier
 /// figures lies in the allocator for the engine to reuse unseen.
-fn memory_in_child(kind: BackendKind, threads: Option<usize>) -> anyhow::Result<Value> {
+fn memory_in_child(
+    kind: BackendKind,
+    threads: Option<usize>,
+    atomic: bool,
+) -> anyhow::Result<Value> {
     let exe = std::env::current_exe().context("cannot find this program to start it again")?;
     let mut cmd = Command::new(exe);
     cmd.args(["-q", "bench", "--memory-probe", "--backends", kind.name()]);
+    cmd.args(["--atomic-steps", if atomic { "on" } else { "off" }]);
     if let Some(n) = threads {
         cmd.args(["--threads", &n.to_string()]);
     }
@@ -210,11 +226,18 @@ pub fn run(
             info!("scale {kind}: split at {SPLIT_CELLS} cells");
             let split = outside_forward(&backend, 3)?;
             drop(backend);
-            info!("scale {kind}: memory at {MEMORY_CELLS} cells (in a fresh process)");
-            let mem = memory_in_child(kind, options.threads)?;
-            Ok(
-                json!({"backend": kind.name(), "position_distance": pos, "split_1e5": split, "memory_1e6": mem}),
-            )
+            info!(
+                "scale {kind}: memory at {MEMORY_CELLS} cells, atomic steps (in a fresh process)"
+            );
+            let mem = memory_in_child(kind, options.threads, true)?;
+            info!(
+                "scale {kind}: memory at {MEMORY_CELLS} cells, rolling steps (in a fresh process)"
+            );
+            let rolling = memory_in_child(kind, options.threads, false)?;
+            Ok(json!({
+                "backend": kind.name(), "position_distance": pos, "split_1e5": split,
+                "memory_1e6": mem, "memory_1e6_rolling": rolling,
+            }))
         })();
         out.push(result.unwrap_or_else(|e| {
             let msg = crate::cli::one_line(&e);
