@@ -460,12 +460,13 @@ fn atomic_steps_off_is_refused_on_every_rank() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a rolling step ran across ranks: {err}");
+    assert!(
+        !out.status.success(),
+        "a rolling step ran across ranks: {err}"
+    );
     let refusals = err
         .lines()
-        .filter(|l| {
-            l.starts_with("error: atomic steps off cannot be used with a distributed run")
-        })
+        .filter(|l| l.starts_with("error: atomic steps off cannot be used with a distributed run"))
         .count();
     assert_eq!(refusals, 2, "{err}");
     assert_ne!(out.status.code(), Some(124), "mpirun timed out: {err}");

@@ -402,7 +402,7 @@ pub fn print_scale(scale: &[Value]) -> Vec<Value> {
         );
         for (m, how) in [(m, "atomic steps"), (mr, "atomic steps off")] {
             out!(
-                "  {}-cell disc ({} tiles), {how}: raw state {:.0} MiB; RSS after insert +{:.0} MiB; peak while stepping +{:.0} MiB = {:.2}x raw, {:.2}x raw beyond one chunk's {:.0} MiB ({} tiles staged, {:.0} ms/step)",
+                "  {}-cell disc ({} tiles), {how}: raw state {:.0} MiB; RSS after insert +{:.0} MiB; peak while stepping +{:.0} MiB = {:.2}x raw, {:.2}x raw beyond one chunk's {:.0} MiB (input, output and the backend's own, measured; {} tiles staged, {:.0} ms/step)",
                 m["cells"], m["tiles"], v(&m["raw_state_mib"]), v(&m["rss_after_insert_mib"]),
                 v(&m["peak_while_stepping_mib"]), v(&m["peak_vs_raw"]), v(&m["peak_vs_raw_plus_chunk"]),
                 v(&m["chunk_buffers_mib"]), m["staged_tiles"], v(&m["step_ms"])

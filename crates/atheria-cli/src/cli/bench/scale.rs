@@ -119,10 +119,43 @@ fn outside_forward(backend: &Arc<dyn ComputeBackend>, steps: usize) -> anyhow::R
     }))
 }
 
+/// What one chunk of a sparse step costs in memory on its own, in MiB of
+/// peak RSS: the engine's model input and output for a full chunk and
+/// whatever the backend allocates for one forward of it (its own copies,
+/// its workspace), measured by running that forward once.
+fn one_chunk_mib(backend: &Arc<dyn ComputeBackend>, options: &SparseOptions) -> f64 {
+    let spec = backend.spec();
+    let (r, m) = (
+        spec.receptive_radius.unwrap_or(0),
+        spec.spatial_multiple.max(1),
+    );
+    let side = (options.tile + 2 * r).div_ceil(m) * m;
+    let field = 2 * spec.d_state * side * side;
+    let n = (options.forward_bytes / (4 * field)).max(1);
+    let before = proc_status_mib("VmRSS:").unwrap_or(f64::NAN);
+    // Not zeros: a zeroed allocation is not resident until written, and
+    // the engine's input is written.
+    let input = vec![1e-3f32; n * field];
+    let mut delta = vec![0.0f32; n * field];
+    let shape = atheria::BatchShape::new(n, 2 * spec.d_state, side, side);
+    if let Err(e) = backend.forward(&input, shape, &mut delta) {
+        tracing::warn!("scale: the chunk's forward failed: {e}");
+        return f64::NAN;
+    }
+    proc_status_mib("VmHWM:").unwrap_or(f64::NAN) - before
+}
+
 fn memory(backend: &Arc<dyn ComputeBackend>, atomic: bool) -> anyhow::Result<Value> {
     let base = proc_status_mib("VmRSS:").unwrap_or(f64::NAN);
     let reset = reset_peak();
     let options = SparseOptions::default().with_atomic_steps(atomic);
+    // First, in the same process: the peak is measured from `base`, so a
+    // workspace the backend keeps after this forward counts in both.
+    let chunk = if reset {
+        one_chunk_mib(backend, &options)
+    } else {
+        f64::NAN
+    };
     let mut e = SparseEngine::new(Arc::clone(backend), options)?;
     matter::disc(&mut e, (0, 0), MEMORY_CELLS)?;
     let held = proc_status_mib("VmRSS:").unwrap_or(f64::NAN) - base;
@@ -135,9 +168,6 @@ fn memory(backend: &Arc<dyn ComputeBackend>, atomic: bool) -> anyhow::Result<Val
     let step_ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
     let peak = proc_status_mib("VmHWM:").unwrap_or(f64::NAN) - if reset { base } else { 0.0 };
     let raw = e.occupied_count() as f64 * (2 * e.d_state() * 4) as f64 / (1 << 20) as f64;
-    // The model input and output of one chunk, which the bound
-    // allows beside 1.5x the raw state.
-    let chunk = 2.0 * options.forward_bytes as f64 / (1 << 20) as f64;
     Ok(json!({
         "atomic_steps": atomic, "staged_tiles": staged, "chunk_buffers_mib": chunk,
         "peak_vs_raw_plus_chunk": (peak - chunk) / raw,
