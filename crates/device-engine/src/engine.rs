@@ -257,6 +257,7 @@ impl DeviceEngine {
             occupied_cells: self.occupied_count,
             active_tiles: 0,
             staged_tiles: 0,
+            model_cells: self.height * self.width,
             window: Some((self.height, self.width)),
             gather: Duration::ZERO,
             forward,

@@ -302,6 +302,7 @@ impl DenseEngine {
             occupied_cells: occupied,
             active_tiles: 0,
             staged_tiles: 0,
+            model_cells: h * w,
             window: Some((h, w)),
             gather: Duration::ZERO,
             forward,

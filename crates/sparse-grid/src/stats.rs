@@ -14,6 +14,9 @@ pub struct StepStats {
     /// for a rolling one ([`crate::SparseOptions::atomic_steps`] off); 0
     /// for the dense engines and a global law's window.
     pub staged_tiles: usize,
+    /// Cells the model ran on: the grid or window, or the sparse engine's
+    /// fields (each active tile, or block of tiles, with its halo).
+    pub model_cells: usize,
     /// The dense window a global model ran on, or the dense grid (rows, columns).
     pub window: Option<(usize, usize)>,
     /// Time copying cells into the batch.

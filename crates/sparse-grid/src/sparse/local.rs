@@ -541,6 +541,7 @@ impl LocalBatch {
             occupied_cells: staged.total,
             active_tiles: b,
             staged_tiles: self.ring,
+            model_cells: b * self.side * self.side,
             window: None,
             gather: staged.gather,
             forward: staged.forward,

@@ -311,6 +311,7 @@ impl WindowBatch {
             occupied_cells: total,
             active_tiles: wtw * wth,
             staged_tiles: 0,
+            model_cells: h * w,
             window: Some((h, w)),
             gather,
             forward,

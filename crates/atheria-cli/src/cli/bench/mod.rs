@@ -395,13 +395,11 @@ fn bench_one(
         "sgemm_gflops_median": (!t.probe_windows.is_empty()).then(|| timing::median(&t.probe_windows)),
     });
     // The conv3x3's arithmetic rate: the FLOPs of the cells the model ran
-    // on (a sparse step runs it on each active tile with its halo) per
-    // second of forward, window by window against the sgemm that followed.
+    // on (a sparse step runs it on each active tile, or block of tiles,
+    // with its halo) per second of forward, window by window against the
+    // sgemm that followed.
     let tile = args.tile;
-    let model_cells = match cfg.engine {
-        Engine::Dense => cfg.grid * cfg.grid,
-        Engine::Sparse(_) => t.last.active_tiles * (tile + 2).pow(2),
-    };
+    let model_cells = t.last.model_cells;
     if cfg.arch == "conv3x3" && t.forward > std::time::Duration::ZERO {
         let flops = cfg.conv_flops(model_cells);
         let gflops: Vec<f64> = t
@@ -428,6 +426,8 @@ fn bench_one(
         let cells = (t.last.active_tiles * tile * tile) as f64;
         row["sparse"] = json!({
             "tile": tile, "occupied_cells": t.last.occupied_cells, "active_tiles": t.last.active_tiles,
+            "model_cells": t.last.model_cells,
+            "halo_work": t.last.model_cells as f64 / (t.last.active_tiles * tile * tile).max(1) as f64,
             "ns_per_active_tile_cell": 1e9 / (rate * cells),
             "outside_forward_share": (g + sc) / (g + fw + sc),
         });
