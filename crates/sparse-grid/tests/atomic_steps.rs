@@ -9,23 +9,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Reference, Rng};
+use common::{cells, Reference, Rng};
 use engine_api::{ComputeBackend, Error, UpdateRule};
 use sparse_grid::sparse::CellBox;
 use sparse_grid::{SparseEngine, SparseOptions};
-
-/// Every cell of `e` as (x, y, bits of its values), sorted.
-fn cells(e: &SparseEngine) -> Vec<(i32, i32, Vec<u32>)> {
-    let mut v: Vec<_> = e
-        .cells()
-        .map(|(x, y, c)| {
-            let bits = c.iter().flat_map(|(re, im)| [re.to_bits(), im.to_bits()]);
-            (x, y, bits.collect())
-        })
-        .collect();
-    v.sort_unstable_by_key(|c| (c.0, c.1));
-    v
-}
 
 fn unit(d: usize, rng: &mut Rng) -> Vec<(f32, f32)> {
     (0..d).map(|_| (rng.normal(), rng.normal())).collect()

@@ -313,3 +313,16 @@ fn conv3x3(
         }
     }
 }
+
+/// Every cell of `e` as (x, y, bits of its values), sorted.
+pub fn cells(e: &sparse_grid::SparseEngine) -> Vec<(i32, i32, Vec<u32>)> {
+    let mut v: Vec<_> = e
+        .cells()
+        .map(|(x, y, c)| {
+            let bits = c.iter().flat_map(|(re, im)| [re.to_bits(), im.to_bits()]);
+            (x, y, bits.collect())
+        })
+        .collect();
+    v.sort_unstable_by_key(|c| (c.0, c.1));
+    v
+}
