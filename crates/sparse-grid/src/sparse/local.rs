@@ -612,24 +612,37 @@ fn gather_tile(
             let len = (xb - xa) as usize;
             let slot = store.key_in_range(tx, ty).and_then(|k| store.slot(k));
             let (fxa, lxa) = ((xa - fx0) as usize, (xa - tx * t) as usize);
+            // Channel by channel, row by row: each plane is read and written
+            // in order (row by row across the channels touched 2D planes a
+            // row). The halo's columns are one cell wide: copied as values,
+            // not through memcpy.
+            let (fya, lya) = ((ya - fy0) as usize, (ya - ty * t) as usize);
+            let rows = (yb - ya) as usize;
+            for c in 0..2 * d {
+                let dst = &mut field[c * plane..][..plane];
+                match slot {
+                    Some(s) => {
+                        let src = &store.data[s * tl + c * area..][..area];
+                        for k in 0..rows {
+                            let (to, from) = ((fya + k) * side + fxa, (lya + k) * t as usize + lxa);
+                            if len == 1 {
+                                dst[to] = src[from];
+                            } else {
+                                dst[to..][..len].copy_from_slice(&src[from..][..len]);
+                            }
+                        }
+                    }
+                    None => {
+                        for k in 0..rows {
+                            dst[(fya + k) * side + fxa..][..len].fill(0.0);
+                        }
+                    }
+                }
+            }
             for y in ya..yb {
                 let (fy, ly) = ((y - fy0) as usize, (y - ty * t) as usize);
                 let dst = fy * side + fxa;
                 let src = ly * t as usize + lxa;
-                match slot {
-                    Some(s) => {
-                        let tile = &store.data[s * tl..(s + 1) * tl];
-                        for c in 0..2 * d {
-                            field[c * plane + dst..][..len]
-                                .copy_from_slice(&tile[c * area + src..][..len]);
-                        }
-                    }
-                    None => {
-                        for c in 0..2 * d {
-                            field[c * plane + dst..][..len].fill(0.0);
-                        }
-                    }
-                }
                 let occ = slot.map(|s| &store.occ[s * area + src..][..len]);
                 if fy < hs && fxa < hs {
                     let n = len.min(hs - fxa);
