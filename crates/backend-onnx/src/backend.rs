@@ -258,6 +258,12 @@ fn build_session(rt: &OrtRuntime, recipe: &Recipe) -> Result<(Session, &'static 
     // those cores and slow every step, so they must sleep instead.
     let builder = setting(builder.with_intra_op_spinning(false))?;
     let builder = setting(builder.with_inter_op_spinning(false))?;
+    // ONNX Runtime's memory pattern plans one arena per input shape it has
+    // seen; the sparse engine's last chunk of a step has its own shape, so
+    // the plan held a second chunk's worth (128 MiB more at 1e6 cells,
+    // D = 64). Without it the peak is as candle's and tch's, no slower in
+    // alternating runs (README, Performance, round two).
+    let builder = setting(builder.with_memory_pattern(false))?;
     let (mut builder, provider): (SessionBuilder, _) = provider::register(builder, recipe.device)?;
     let session = builder.commit_from_memory(&recipe.model).map_err(|e| {
         Error::model(
