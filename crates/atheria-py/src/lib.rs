@@ -163,9 +163,10 @@ impl PySimulation {
     /// (`output/experiments/<name>`): its law from the checkpoint Atheria
     /// would load, and its gamma, grid and initial state where `gamma`,
     /// `grid` and `init` are not given (otherwise they default to 0, 128
-    /// and `random`).
+    /// and `random`). `tile` and `atomic_steps` are the sparse engine's
+    /// (`SimulationBuilder::tile`, `SimulationBuilder::atomic_steps`).
     #[new]
-    #[pyo3(signature = (model=None, backend="candle", engine="dense", grid=None, init=None, seed=0, gamma=None, threads=None, threshold=None, experiment=None))]
+    #[pyo3(signature = (model=None, backend="candle", engine="dense", grid=None, init=None, seed=0, gamma=None, threads=None, threshold=None, experiment=None, tile=None, atomic_steps=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -179,6 +180,8 @@ impl PySimulation {
         threads: Option<i64>,
         threshold: Option<f64>,
         experiment: Option<PathBuf>,
+        tile: Option<i64>,
+        atomic_steps: bool,
     ) -> PyResult<Self> {
         let backend: BackendKind = backend.parse().map_err(to_py)?;
         let engine: EngineKind = engine.parse().map_err(to_py)?;
@@ -225,7 +228,17 @@ impl PySimulation {
             .engine(engine)
             .initial(initial)
             .gamma(gamma)
-            .threshold(threshold.map(|t| to_f32("threshold", t)).transpose()?);
+            .threshold(threshold.map(|t| to_f32("threshold", t)).transpose()?)
+            .atomic_steps(atomic_steps);
+        if let Some(tile) = tile {
+            // The engine checks the value (a power of two from 4 to 1024).
+            let t = usize::try_from(tile).map_err(|_| {
+                invalid(format!(
+                    "tile must be a power of two from 4 to 1024, got {tile}"
+                ))
+            })?;
+            builder = builder.tile(t);
+        }
         if let Some(threads) = threads {
             let n = usize::try_from(threads)
                 .ok()

@@ -301,3 +301,20 @@ def test_read_psi_refuses_a_read_only_out(small_sim):
     out.flags.writeable = False
     with pytest.raises(InvalidInput, match="written"):
         small_sim.read_psi(out)
+
+
+def test_sparse_options_tile_and_atomic_steps():
+    atomic = an.Simulation(engine="sparse", grid=48, seed=3, tile=8)
+    rolling = an.Simulation(engine="sparse", grid=48, seed=3, tile=8, atomic_steps=False)
+    atomic.step(4)
+    rolling.step(4)
+    # Writing rows of tiles as the step goes gives the same lattice.
+    assert rolling.bounding_box() == atomic.bounding_box()
+    np.testing.assert_array_equal(rolling.psi, atomic.psi)
+
+    with pytest.raises(InvalidInput, match="atomic steps off is an option of the sparse engine"):
+        an.Simulation(engine="dense", grid=8, atomic_steps=False)
+    with pytest.raises(InvalidInput, match="tile size 12 must be a power of two"):
+        an.Simulation(engine="sparse", grid=8, tile=12)
+    with pytest.raises(InvalidInput, match="tile must be a power of two"):
+        an.Simulation(engine="sparse", grid=8, tile=-4)

@@ -40,6 +40,9 @@ class Simulation:
         gamma: float = 0.0,
         threads: Optional[int] = None,
         threshold: Optional[float] = None,
+        experiment: Optional[PathLike] = None,
+        tile: Optional[int] = None,
+        atomic_steps: bool = True,
     ) -> None:
         """Loads the law and makes the initial state.
 
@@ -49,7 +52,15 @@ class Simulation:
         init: "random", "complex_noise", "zeros" or a state file's path.
         seed: the initial field's seed. gamma: the decay term. threads: the
         backend's threads (default one per core). threshold: the existence
-        threshold (default off for dense, 0.01 for sparse).
+        threshold (default off for dense, 0.01 for sparse). experiment: an
+        Atheria experiment folder (its law, gamma, grid and initial state).
+        tile: the sparse engine's tile side (a power of two, default 16).
+        atomic_steps: sparse engine; True (default) holds each step's writes
+        until it has succeeded, so a failed step changes nothing; False
+        writes rows of tiles as the step goes (about half the peak memory of
+        a large lattice) and a step that fails part-way leaves the lattice
+        part stepped: StepFailed, and every later step or read of the state
+        raises until a state is assigned.
         """
     def step(self, n: int = 1) -> int:
         """Advances n steps (GIL released); returns the step count.
