@@ -130,6 +130,15 @@ pub fn parse_backend(s: &str) -> Result<BackendKind, String> {
     s.parse().map_err(|e: atheria::Error| e.to_string())
 }
 
+/// A switch as [`parse_on_off`] reads it back: `on` or `off`.
+pub(crate) fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
 /// `on` or `off`, as a switch the user reads in words.
 pub(crate) fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use engine_api::{ComputeBackend, Error, Result};
+use engine_api::{BatchShape, ComputeBackend, Error, Result};
 
 use super::local::{LocalBatch, SharedStep, StepContext};
 use super::query::{occupied_in, slots_overlapping, CellBox, CellValues};
@@ -157,6 +157,21 @@ impl SparseEngine {
     /// Complex channels per cell (the model's d_state).
     pub fn d_state(&self) -> usize {
         self.tiles.d
+    }
+
+    /// The batch a local law's step hands the backend in one full chunk:
+    /// as many tiles with their halo as [`SparseOptions::forward_bytes`]
+    /// holds (a step's last chunk may be smaller). `None` for a global law,
+    /// which steps one window.
+    pub fn full_chunk(&self) -> Option<BatchShape> {
+        match &self.mode {
+            Mode::Local(b) => {
+                let d = self.d_state();
+                let n = b.chunk_fields(d, self.options.forward_bytes);
+                Some(BatchShape::new(n, 2 * d, b.side, b.side))
+            }
+            Mode::Global(_) => None,
+        }
     }
 
     /// True when the model is global and steps run on one dense window.

@@ -146,6 +146,12 @@ impl LocalBatch {
         }
     }
 
+    /// Fields in one full chunk of the model's input: as many as
+    /// `forward_bytes` holds, at least one.
+    pub fn chunk_fields(&self, d: usize, forward_bytes: usize) -> usize {
+        (forward_bytes / (4 * 2 * d * self.side * self.side)).max(1)
+    }
+
     /// Stages, before the rest of a shared step, the active tiles that
     /// `early` says need nothing from other processes (a tile whose whole
     /// 3 x 3 neighbourhood is this process's), so that their forward runs
@@ -361,7 +367,7 @@ impl LocalBatch {
         let b = self.slots.len();
         let fl = 2 * d * side * side;
         let hs = t + 2 * r;
-        let chunk = (cx.forward_bytes / (4 * fl)).clamp(1, b.max(1));
+        let chunk = self.chunk_fields(d, cx.forward_bytes).min(b.max(1));
         // Entry j of the batch is staged at j % ring: with the ring a
         // multiple of the chunk (or the whole batch) no chunk wraps.
         self.ring = if rolling { self.ring_len(chunk) } else { b };

@@ -226,7 +226,7 @@ fn in_child(
         kind.name(),
     ])
     .args(["--cells", &cells.to_string(), "--d-states", &d.to_string()])
-    .args(["--atomic-steps", if atomic { "on" } else { "off" }])
+    .args(["--atomic-steps", crate::cli::run::on_off(atomic)])
     .arg("--checkpoint-dir")
     .arg(dir);
     if let Some(n) = threads {
@@ -304,7 +304,7 @@ fn print(rows: &[Value]) {
         let on = r["atomic_steps"] == Value::Bool(true);
         out!(
             "(atomic steps {}: {})",
-            if on { "on" } else { "off" },
+            crate::cli::run::on_off(on),
             if on {
                 "every active tile staged before any is written"
             } else {

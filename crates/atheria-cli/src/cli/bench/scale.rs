@@ -119,26 +119,20 @@ fn outside_forward(backend: &Arc<dyn ComputeBackend>, steps: usize) -> anyhow::R
     }))
 }
 
-/// What one chunk of a sparse step costs in memory on its own, in MiB of
+/// What one chunk of `e`'s step costs in memory on its own, in MiB of
 /// peak RSS: the engine's model input and output for a full chunk and
 /// whatever the backend allocates for one forward of it (its own copies,
 /// its workspace), measured by running that forward once.
-fn one_chunk_mib(backend: &Arc<dyn ComputeBackend>, options: &SparseOptions) -> f64 {
-    let spec = backend.spec();
-    let (r, m) = (
-        spec.receptive_radius.unwrap_or(0),
-        spec.spatial_multiple.max(1),
-    );
-    let side = (options.tile + 2 * r).div_ceil(m) * m;
-    let field = 2 * spec.d_state * side * side;
-    let n = (options.forward_bytes / (4 * field)).max(1);
+fn one_chunk_mib(e: &SparseEngine) -> f64 {
+    let Some(shape) = e.full_chunk() else {
+        return f64::NAN;
+    };
     let before = proc_status_mib("VmRSS:").unwrap_or(f64::NAN);
     // Not zeros: a zeroed allocation is not resident until written, and
     // the engine's input is written.
-    let input = vec![1e-3f32; n * field];
-    let mut delta = vec![0.0f32; n * field];
-    let shape = atheria::BatchShape::new(n, 2 * spec.d_state, side, side);
-    if let Err(e) = backend.forward(&input, shape, &mut delta) {
+    let input = vec![1e-3f32; shape.len()];
+    let mut delta = vec![0.0f32; shape.len()];
+    if let Err(e) = e.backend().forward(&input, shape, &mut delta) {
         tracing::warn!("scale: the chunk's forward failed: {e}");
         return f64::NAN;
     }
@@ -149,14 +143,10 @@ fn memory(backend: &Arc<dyn ComputeBackend>, atomic: bool) -> anyhow::Result<Val
     let base = proc_status_mib("VmRSS:").unwrap_or(f64::NAN);
     let reset = reset_peak();
     let options = SparseOptions::default().with_atomic_steps(atomic);
+    let mut e = SparseEngine::new(Arc::clone(backend), options)?;
     // First, in the same process: the peak is measured from `base`, so a
     // workspace the backend keeps after this forward counts in both.
-    let chunk = if reset {
-        one_chunk_mib(backend, &options)
-    } else {
-        f64::NAN
-    };
-    let mut e = SparseEngine::new(Arc::clone(backend), options)?;
+    let chunk = if reset { one_chunk_mib(&e) } else { f64::NAN };
     matter::disc(&mut e, (0, 0), MEMORY_CELLS)?;
     let held = proc_status_mib("VmRSS:").unwrap_or(f64::NAN) - base;
     let t = Instant::now();
@@ -201,7 +191,7 @@ fn memory_in_child(
     let exe = std::env::current_exe().context("cannot find this program to start it again")?;
     let mut cmd = Command::new(exe);
     cmd.args(["-q", "bench", "--memory-probe", "--backends", kind.name()]);
-    cmd.args(["--atomic-steps", if atomic { "on" } else { "off" }]);
+    cmd.args(["--atomic-steps", crate::cli::run::on_off(atomic)]);
     if let Some(n) = threads {
         cmd.args(["--threads", &n.to_string()]);
     }
