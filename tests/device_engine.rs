@@ -15,14 +15,6 @@ use atheria::instruments::parse::parse_tool;
 use atheria::{CellBox, Device, EngineKind, InitKind, Simulation, Viz};
 use common::*;
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 fn pair(
     build: impl Fn(atheria::SimulationBuilder) -> atheria::SimulationBuilder,
 ) -> (Simulation, Simulation) {
@@ -48,7 +40,7 @@ fn the_default_law_steps_tools_and_readouts_as_on_the_dense_engine() {
     }
     let (a, b) = (dense.state().unwrap(), device.state().unwrap());
     assert_eq!(a.step, b.step);
-    let diff = max_diff(a.planes(), b.planes());
+    let diff = max_abs_diff(a.planes(), b.planes()).0;
     assert!(
         diff <= 1e-5,
         "psi differs by {diff:e} after 8 steps and a vortex"
@@ -75,7 +67,7 @@ fn the_default_law_steps_tools_and_readouts_as_on_the_dense_engine() {
         dense.field(Viz::Energy, area).unwrap(),
         device.field(Viz::Energy, area).unwrap(),
     );
-    assert!(max_diff(&fa.data, &fb.data) <= 1e-4, "energy picture");
+    assert!(max_abs_diff(&fa.data, &fb.data).0 <= 1e-4, "energy picture");
     // A cell written through the simulation reaches the device.
     device.set_cell(1, 1, &[(1.0, 0.0); 4]).unwrap();
     assert_eq!(device.cell(1, 1).unwrap()[0], (1.0, 0.0));
@@ -104,8 +96,8 @@ fn a_recurrent_law_resumes_on_the_device_from_a_saved_state() {
     std::fs::remove_file(&saved).unwrap();
     let (a, b) = (dense.state().unwrap(), device.state().unwrap());
     let (psi, memory) = (
-        max_diff(a.planes(), b.planes()),
-        max_diff(a.memory.data(), b.memory.data()),
+        max_abs_diff(a.planes(), b.planes()).0,
+        max_abs_diff(a.memory.data(), b.memory.data()).0,
     );
     assert!(!b.memory.is_empty());
     assert!(
