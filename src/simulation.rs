@@ -390,10 +390,7 @@ impl SimulationBuilder {
             }
         };
         let spec = backend.spec().clone();
-        let max_cells = self.max_cells.unwrap_or_else(|| default_max_cells(&spec));
-        let state = stage(observer, "state init", || {
-            self.initial_state_for(&spec, max_cells)
-        })?;
+        let (max_cells, state) = self.initial_stage(observer, &spec)?;
         let sparse = SparseOptions::default()
             .with_tile(self.tile)
             .with_threshold(self.threshold.unwrap_or(DEFAULT_THRESHOLD))
@@ -451,15 +448,27 @@ impl SimulationBuilder {
             device::law(&self.model, self.options.device)
         })?;
         let spec = law.spec().clone();
-        let max_cells = self.max_cells.unwrap_or_else(|| default_max_cells(&spec));
-        let state = stage(observer, "state init", || {
-            self.initial_state_for(&spec, max_cells)
-        })?;
+        let (max_cells, state) = self.initial_stage(observer, &spec)?;
         let options = StepOptions::default()
             .with_gamma(self.gamma)
             .with_threshold(self.threshold);
         let engine = Engine::Device(Box::new(device::DeviceEngine::new(law, state, options)?));
         Simulation::start(engine, max_cells)
+    }
+
+    /// The cell limit for `spec`'s law (the one asked for, or what fits in
+    /// memory) and the initial state under it: the `state init` stage of
+    /// every build.
+    fn initial_stage(
+        &self,
+        observer: &mut dyn StageObserver,
+        spec: &ModelSpec,
+    ) -> Result<(usize, DenseState)> {
+        let max_cells = self.max_cells.unwrap_or_else(|| default_max_cells(spec));
+        let state = stage(observer, "state init", || {
+            self.initial_state_for(spec, max_cells)
+        })?;
+        Ok((max_cells, state))
     }
 
     /// Checks what can be checked before anything is loaded, so that a
