@@ -2,8 +2,13 @@
 #   source scripts/env.sh && cargo build --release --features tch,onnx
 # It points the builds at the project's Python environment (scripts/setup-python.sh).
 _atheria_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# tch builds against the PyPI torch wheel (tch's documented route).
-export LIBTORCH_USE_PYTORCH=1
+# tch builds against the PyPI torch wheel (tch's documented route). torch-sys
+# only asks whether LIBTORCH_USE_PYTORCH is set, and reruns its build script
+# only when that variable's value changes, not when PATH does: the value is
+# this clone's venv so that a clone elsewhere sharing CARGO_TARGET_DIR (CI's
+# clean clone) relinks against its own libtorch instead of the path a previous
+# clone's build recorded, which fails once that clone is deleted.
+export LIBTORCH_USE_PYTORCH="$_atheria_root/.venv"
 export PATH="$_atheria_root/.venv/bin:$PATH"
 # Keep build outputs outside the clone so fresh clones (and CI) rebuild little.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/atheria/target}"
