@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use engine_api::{
-    check_load_args, Architecture, BackendOptions, BatchShape, ComputeBackend, Device, Error,
-    LoadRequest, ModelFile, ModelPackage, ModelSpec, Result, Runtime,
+    check_load_args, run_interior_by_crop, Architecture, BackendOptions, BatchShape,
+    ComputeBackend, Device, Error, LoadRequest, ModelFile, ModelPackage, ModelSpec, Result,
+    Runtime,
 };
 
 use crate::kernels::Dims;
@@ -167,6 +168,27 @@ impl ComputeBackend for CandleBackend {
         self.workspaces.with(|ws| {
             self.pool
                 .install(|| self.network.forward(input, d, output, ws, Some(memory)))
+        })
+    }
+
+    fn computes_interior(&self, margin: usize) -> bool {
+        margin > 0 && self.network.has_interior()
+    }
+
+    fn run_interior(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        margin: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        if !self.network.has_interior() {
+            return run_interior_by_crop(self, input, shape, margin, output);
+        }
+        let d = Dims::new(shape.batch, shape.channels, shape.height, shape.width);
+        self.workspaces.with(|ws| {
+            self.pool
+                .install(|| self.network.forward_interior(input, d, margin, output, ws))
         })
     }
 

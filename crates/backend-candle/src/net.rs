@@ -1,6 +1,7 @@
 //! The architectures, assembled from kernels and checked weights.
 
-use engine_api::{Architecture, Error, ModelSpec, Result};
+use engine_api::{copy_interior, Architecture, BatchShape, Error, ModelSpec, Result};
+use rayon::prelude::*;
 
 use crate::kernels::{elu_in_place, Conv2d, Depthwise3x3, Dims};
 use crate::layout::Norm;
@@ -86,6 +87,71 @@ impl Network {
         }
         Ok(())
     }
+}
+
+impl Network {
+    /// Whether [`Network::forward_interior`] computes only the interior: a
+    /// 3x3 on the Winograd path, the per-cell MLP and the neighbour-sum law
+    /// do; a U-Net (global) and a narrow 3x3 (im2col) compute every cell.
+    pub fn has_interior(&self) -> bool {
+        match self {
+            Network::Conv(conv) => conv.has_interior(),
+            Network::Mlp(_) | Network::DeepQca(..) => true,
+            Network::Unet(_) => false,
+        }
+    }
+
+    /// [`Network::forward`]'s output without its outer `margin` rows and
+    /// columns, into `out` (`[b, c, h - 2 margin, w - 2 margin]`), computing
+    /// only those cells: the 3x3 convolutions skip the margin's Winograd
+    /// tiles, and the per-cell layers run on the interior alone. Inside the
+    /// backend's pool; needs [`Network::has_interior`].
+    pub fn forward_interior(
+        &self,
+        x: &[f32],
+        d: Dims,
+        margin: usize,
+        out: &mut [f32],
+        ws: &mut Workspace,
+    ) -> Result<()> {
+        let inner = Dims::new(d.b, d.c, d.h - 2 * margin, d.w - 2 * margin);
+        match self {
+            Network::Conv(conv) if conv.has_interior() => conv.forward_interior(x, d, margin, out),
+            Network::Mlp(mlp) => {
+                let hidden = mlp.hidden_len(inner);
+                let [xi, a, b] = ws.slots([inner.len(), hidden, hidden]);
+                crop(x, d, margin, xi);
+                mlp.forward(xi, inner, out, a, b);
+            }
+            Network::DeepQca(neighbors, mlp) => {
+                let (nd, ni) = (
+                    d.with_c(neighbors.out_channels()),
+                    inner.with_c(neighbors.out_channels()),
+                );
+                let hidden = mlp.hidden_len(inner);
+                let [n, n_inner, a, b] = ws.slots([nd.len(), ni.len(), hidden, hidden]);
+                neighbors.forward(x, d, n);
+                crop(n, nd, margin, n_inner);
+                mlp.forward(n_inner, ni, out, a, b);
+            }
+            Network::Conv(_) | Network::Unet(_) => {
+                return Err(Error::InvalidArgument(
+                    "this model computes every cell: call forward (has_interior is false)".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies every plane of `x` (`d`) without `margin` rows and columns into
+/// `out`, the planes in parallel (inside the backend's pool).
+fn crop(x: &[f32], d: Dims, margin: usize, out: &mut [f32]) {
+    let plane = BatchShape::new(1, 1, d.h, d.w);
+    let inner = (d.h - 2 * margin) * (d.w - 2 * margin);
+    out.par_chunks_mut(inner)
+        .zip(x.par_chunks(d.plane()))
+        .for_each(|(o, p)| copy_interior(p, plane, margin, o));
 }
 
 /// A `Conv2d` layer named `prefix` from the checked weights.

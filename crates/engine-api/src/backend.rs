@@ -208,6 +208,66 @@ pub trait ComputeBackend: Send + Sync {
     /// side. Failures are errors, never panics.
     fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()>;
 
+    /// Whether [`forward_interior`](Self::forward_interior) with this
+    /// `margin` computes less than [`forward`](Self::forward): `true` when
+    /// the backend's kernels skip the margin's work (candle's Winograd 3x3
+    /// convolution and the per-cell laws), so that an engine which drops
+    /// every field's halo (the sparse engine) asks for the interior alone.
+    /// The default, `false`, tells the engine to call `forward` and read
+    /// the interior itself, which costs the same and allocates nothing.
+    fn computes_interior(&self, margin: usize) -> bool {
+        let _ = margin;
+        false
+    }
+
+    /// Runs the model on `input` (NCHW `shape`) as [`forward`](Self::forward)
+    /// does, but writes only each field's interior: the delta without its
+    /// outer `margin` rows and columns, into `output` shaped
+    /// `[B, C, H - 2 margin, W - 2 margin]` ([`interior_shape`]).
+    ///
+    /// The values are `forward`'s at those cells up to float32 rounding (a
+    /// backend may sum in another order when it skips the margin). Checks
+    /// as `forward` does ([`check_interior_args`]); a recurrent law is
+    /// refused as `forward` refuses it. Not meant to be overridden:
+    /// implement [`run_interior`](Self::run_interior).
+    fn forward_interior(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        margin: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        check_interior_args(self.spec(), input, shape, margin, output)?;
+        let spec = self.spec();
+        if spec.is_recurrent() {
+            return Err(crate::Error::InvalidArgument(format!(
+                "model `{}` ({}) is recurrent: call forward_with_memory with its memory",
+                spec.name, spec.architecture
+            )));
+        }
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.run_interior(input, shape, margin, output)
+    }
+
+    /// The backend's interior forward, called by
+    /// [`forward_interior`](Self::forward_interior) only with checked
+    /// arguments and a non-empty batch. The default runs [`run`](Self::run)
+    /// into a buffer it allocates and copies the interior out
+    /// ([`run_interior_by_crop`]); a backend that can skip the margin's work
+    /// overrides this and says so in
+    /// [`computes_interior`](Self::computes_interior).
+    fn run_interior(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        margin: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        run_interior_by_crop(self, input, shape, margin, output)
+    }
+
     /// A one-line description for logs (backend, device, provider in use).
     fn describe(&self) -> String {
         format!("{} on {}", self.name(), self.device())
@@ -247,6 +307,90 @@ pub fn check_forward_args(
             output.len()
         )));
     }
+    Ok(())
+}
+
+/// The shape of [`ComputeBackend::forward_interior`]'s output: `shape`
+/// without `margin` rows and columns on each side (`None` when nothing
+/// would be left).
+pub fn interior_shape(shape: BatchShape, margin: usize) -> Option<BatchShape> {
+    let cut = margin.checked_mul(2)?;
+    if cut >= shape.height || cut >= shape.width {
+        return None;
+    }
+    Some(BatchShape::new(
+        shape.batch,
+        shape.channels,
+        shape.height - cut,
+        shape.width - cut,
+    ))
+}
+
+/// Checks the arguments of a [`ComputeBackend::forward_interior`] call: the
+/// input as [`check_forward_args`] checks it, a margin that leaves at least
+/// one cell, and an output of [`interior_shape`]'s length. Allocates only
+/// to describe a failure.
+pub fn check_interior_args(
+    spec: &ModelSpec,
+    input: &[f32],
+    shape: BatchShape,
+    margin: usize,
+    output: &[f32],
+) -> Result<()> {
+    // The input alone (given twice): the output has the interior's length.
+    check_forward_args(spec, input, shape, input)?;
+    let Some(inner) = interior_shape(shape, margin) else {
+        return Err(crate::Error::InvalidArgument(format!(
+            "batch {shape} has no interior with a margin of {margin} (at most {} for these fields)",
+            (shape.height.min(shape.width).max(1) - 1) / 2
+        )));
+    };
+    if output.len() != inner.len() {
+        return Err(crate::Error::InvalidArgument(format!(
+            "the interior {inner} of batch {shape} needs {} values but output has {}",
+            inner.len(),
+            output.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Copies the interior of `full` (`shape`, NCHW) without its outer `margin`
+/// rows and columns into `output` ([`interior_shape`]).
+///
+/// # Panics
+/// If the lengths do not match the shapes.
+pub fn copy_interior(full: &[f32], shape: BatchShape, margin: usize, output: &mut [f32]) {
+    let inner = interior_shape(shape, margin).expect("copy_interior: a margin that leaves cells");
+    let (h, w, iw) = (shape.height, shape.width, inner.width);
+    assert_eq!(full.len(), shape.len());
+    assert_eq!(output.len(), inner.len());
+    for (plane, out) in full
+        .chunks_exact(h * w)
+        .zip(output.chunks_exact_mut(inner.height * iw))
+    {
+        for (row, dst) in plane[margin * w..]
+            .chunks_exact(w)
+            .zip(out.chunks_exact_mut(iw))
+        {
+            dst.copy_from_slice(&row[margin..margin + iw]);
+        }
+    }
+}
+
+/// [`ComputeBackend::run_interior`]'s default: `backend.run` into a buffer
+/// allocated here, then [`copy_interior`]. Backends that override
+/// `run_interior` call it for the models they cannot run on the interior.
+pub fn run_interior_by_crop<B: ComputeBackend + ?Sized>(
+    backend: &B,
+    input: &[f32],
+    shape: BatchShape,
+    margin: usize,
+    output: &mut [f32],
+) -> Result<()> {
+    let mut full = vec![0.0f32; input.len()];
+    backend.run(input, shape, &mut full)?;
+    copy_interior(&full, shape, margin, output);
     Ok(())
 }
 

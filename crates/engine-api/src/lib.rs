@@ -5,7 +5,10 @@
 //! share, and deliberately depends on no backend library:
 //!
 //! - [`ComputeBackend`]: forward a batch of cells through a loaded model
-//!   (arguments checked once, by [`check_forward_args`]).
+//!   (arguments checked once, by [`check_forward_args`]), or only the
+//!   interior of every field ([`ComputeBackend::forward_interior`],
+//!   [`interior_shape`]), which the sparse engine asks of a backend that
+//!   can skip the halo's work.
 //! - [`Runtime`]: a backend factory: is it usable here ([`Runtime::check`]),
 //!   and load a model package into a [`ComputeBackend`] ([`Runtime::load`]),
 //!   with every argument checked once ([`LoadRequest::new`]).
@@ -39,8 +42,9 @@ mod runtime;
 mod spec;
 
 pub use backend::{
-    check_forward_args, check_memory_args, check_threads, max_threads, BackendOptions,
-    ComputeBackend, MIN_THREAD_CAP, THREADS_PER_CORE_CAP,
+    check_forward_args, check_interior_args, check_memory_args, check_threads, copy_interior,
+    interior_shape, max_threads, run_interior_by_crop, BackendOptions, ComputeBackend,
+    MIN_THREAD_CAP, THREADS_PER_CORE_CAP,
 };
 pub use batch::BatchShape;
 pub use device::Device;

@@ -288,4 +288,50 @@ mod tests {
         let empty = BatchShape::new(0, 4, 2, 2);
         backend.forward(&[], empty, &mut []).unwrap();
     }
+
+    /// A backend that does not override `run_interior` gets the default:
+    /// its whole forward, cropped; the arguments are checked first.
+    #[test]
+    fn the_default_interior_is_the_forward_cropped() {
+        let backend = Echo(package(1).spec().clone());
+        assert!(!backend.computes_interior(1));
+        // Two fields of 2 channels, 4 x 5, each value its own index.
+        let shape = BatchShape::new(2, 2, 4, 5);
+        let input: Vec<f32> = (0..shape.len()).map(|i| i as f32).collect();
+        let inner = crate::interior_shape(shape, 1).unwrap();
+        assert_eq!(inner, BatchShape::new(2, 2, 2, 3));
+        let mut out = vec![f32::NAN; inner.len()];
+        backend
+            .forward_interior(&input, shape, 1, &mut out)
+            .unwrap();
+        // Plane p's interior: rows 1..3, columns 1..4.
+        let want: Vec<f32> = (0..4)
+            .flat_map(|p| {
+                (1..3).flat_map(move |y| (1..4).map(move |x| (p * 20 + y * 5 + x) as f32))
+            })
+            .collect();
+        assert_eq!(out, want);
+        // Margin 0 is the whole forward.
+        let mut all = vec![0.0; shape.len()];
+        backend
+            .forward_interior(&input, shape, 0, &mut all)
+            .unwrap();
+        assert_eq!(all, input);
+
+        let refused = |margin: usize, out_len: usize, expected: &str| {
+            let mut out = vec![0.0; out_len];
+            let err = backend
+                .forward_interior(&input, shape, margin, &mut out)
+                .expect_err("refused");
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
+        };
+        refused(
+            2,
+            0,
+            "has no interior with a margin of 2 (at most 1 for these fields)",
+        );
+        refused(1, inner.len() + 1, "needs 24 values but output has 25");
+        assert_eq!(crate::interior_shape(shape, usize::MAX), None);
+    }
 }

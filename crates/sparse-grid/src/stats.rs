@@ -14,8 +14,10 @@ pub struct StepStats {
     /// for a rolling one ([`crate::SparseOptions::atomic_steps`] off); 0
     /// for the dense engines and a global law's window.
     pub staged_tiles: usize,
-    /// Cells the model ran on: the grid or window, or the sparse engine's
-    /// fields (each active tile, or block of tiles, with its halo).
+    /// Cells whose delta the model computed: the grid or window, or for
+    /// the sparse engine each active tile with its halo, or the tile alone
+    /// when the backend skips the halo's work
+    /// (`ComputeBackend::computes_interior`).
     pub model_cells: usize,
     /// The dense window a global model ran on, or the dense grid (rows, columns).
     pub window: Option<(usize, usize)>,

@@ -157,8 +157,10 @@ proptest! {
 
     #[test]
     fn sparse_equals_dense_conv3x3(
+        // D = 8 is 16 channels: candle's Winograd path, whose sparse
+        // forward computes the tiles alone (forward_interior).
         seed in any::<u64>(), base in 0usize..BASES.len(), kind in any::<u8>(),
-        d in 1usize..4, unitary in any::<bool>(), scale in 0.05f32..0.6,
+        d in prop_oneof![1usize..4, Just(8)], unitary in any::<bool>(), scale in 0.05f32..0.6,
         threshold in prop_oneof![Just(0.01f32), 0.01f32..1.1], gamma in prop_oneof![Just(0.0f32), 0.0f32..0.3],
         tile in prop_oneof![Just(16usize), Just(4), Just(8)], steps in 1usize..4,
         candle in any::<bool>(),
@@ -227,9 +229,10 @@ fn a_small_forward_budget_splits_the_batch_without_changing_the_result() {
 
 #[test]
 fn the_equivalence_holds_on_the_candle_backend() {
-    for (i, deep) in [false, true, false, true].into_iter().enumerate() {
+    for (i, deep) in [false, true, false, true, false].into_iter().enumerate() {
         let seed = 40 + i as u64;
-        let d = 2;
+        // The last case has 16 channels: candle's Winograd path.
+        let d = if i == 4 { 8 } else { 2 };
         let reference = if deep {
             Reference::deep_qca(d, 6, UpdateRule::Additive, 0.8, seed)
         } else {
@@ -250,5 +253,55 @@ fn the_equivalence_holds_on_the_candle_backend() {
             1e-5,
         )
         .unwrap();
+    }
+}
+
+/// The model's work per step follows what the backend can skip: candle's
+/// Winograd conv and neighbour-sum law compute each active tile alone, the
+/// reference backend (and candle's narrow im2col conv) the tile with its
+/// halo; the state after the step is the same either way.
+#[test]
+fn a_backend_that_computes_the_interior_skips_the_halo() {
+    let cases = [
+        (Reference::conv3x3(8, UpdateRule::Additive, 0.3, 7), true),
+        (
+            Reference::deep_qca(2, 6, UpdateRule::Additive, 0.8, 8),
+            true,
+        ),
+        (Reference::conv3x3(2, UpdateRule::Additive, 0.3, 9), false),
+    ];
+    for (reference, skips) in cases {
+        let d = reference.spec.d_state;
+        let candle: Arc<dyn ComputeBackend> = Arc::new(reference.candle());
+        assert_eq!(
+            candle.computes_interior(1),
+            skips,
+            "{}",
+            reference.spec.name
+        );
+        assert!(!reference.computes_interior(1));
+        let mut rng = Rng::new(11);
+        let cells = pattern(1, d, &mut rng);
+        let tile = 8;
+        let run = |backend: Arc<dyn ComputeBackend>| {
+            let mut e =
+                SparseEngine::new(backend, SparseOptions::default().with_tile(tile)).unwrap();
+            for (x, y, v) in &cells {
+                e.insert(*x, *y, v).unwrap();
+            }
+            let stats = e.step().unwrap();
+            (stats, e.export(e.bounding_box().unwrap()).unwrap())
+        };
+        let (with_candle, got) = run(candle);
+        let (with_reference, want) = run(Arc::new(reference));
+        assert_eq!(with_candle.active_tiles, with_reference.active_tiles);
+        let (tiles, side) = (with_candle.active_tiles, tile + 2);
+        assert_eq!(with_reference.model_cells, tiles * side * side);
+        let per_tile = if skips { tile * tile } else { side * side };
+        assert_eq!(with_candle.model_cells, tiles * per_tile);
+        assert_eq!(got.occupied(), want.occupied());
+        for (a, b) in got.planes().iter().zip(want.planes()) {
+            assert!((a - b).abs() <= 1e-5, "candle {a} vs reference {b}");
+        }
     }
 }

@@ -75,6 +75,27 @@ impl Conv2d {
         self.forward_with(x, d, out, target);
     }
 
+    /// Whether [`Conv2d::forward_interior`] can run: a 3x3 on the Winograd
+    /// path (the im2col and 1x1 paths compute every output cell).
+    pub fn has_interior(&self) -> bool {
+        self.winograd.is_some()
+    }
+
+    /// The interior of [`Conv2d::forward`]'s output without its outer
+    /// `margin` rows and columns, into `out` (`[b, co, h - 2 margin, w - 2
+    /// margin]`), computing only those cells: for a batch of fields whose
+    /// halo the caller drops. Needs [`Conv2d::has_interior`].
+    ///
+    /// Must run inside the backend's rayon pool.
+    pub fn forward_interior(&self, x: &[f32], d: Dims, margin: usize, out: &mut [f32]) {
+        assert!(
+            self.has_interior(),
+            "forward_interior needs the Winograd path"
+        );
+        let inner = Dims::new(d.b, d.c, d.h - 2 * margin, d.w - 2 * margin);
+        self.forward_planned(x, d, margin, out, winograd::target_columns(inner.plane()));
+    }
+
     fn depth(&self) -> usize {
         self.ci * self.k * self.k
     }
@@ -82,10 +103,20 @@ impl Conv2d {
     /// [`Conv2d::forward`] with an explicit work-item width, so tests can
     /// drive both item kinds on small shapes.
     pub(crate) fn forward_with(&self, x: &[f32], d: Dims, out: &mut [f32], target: usize) {
+        self.forward_planned(x, d, 0, out, target);
+    }
+
+    /// The output's interior without `margin` rows and columns (0: all of
+    /// it; more only on the Winograd path), in work items of about `target`
+    /// output columns.
+    fn forward_planned(&self, x: &[f32], d: Dims, margin: usize, out: &mut [f32], target: usize) {
         assert_eq!(d.c, self.ci);
         assert_eq!(x.len(), d.len());
-        assert_eq!(out.len(), d.with_c(self.co).len());
-        let mut plan = plan(d, target, rayon::current_num_threads());
+        assert!(margin == 0 || self.winograd.is_some());
+        // The output cells: the work items cut these.
+        let od = Dims::new(d.b, self.co, d.h - 2 * margin, d.w - 2 * margin);
+        assert_eq!(out.len(), od.len());
+        let mut plan = plan(od, target, rayon::current_num_threads());
         if self.winograd.is_some() {
             // Winograd tiles are two rows high: an odd band wastes half a tile.
             plan = plan.even_bands();
@@ -95,9 +126,11 @@ impl Conv2d {
             .into_par_iter()
             .for_each(|i| match (plan.item(i), &self.winograd) {
                 (Item::Band { img, r0, r1 }, Some(u)) => {
-                    self.winograd(x, d, img..img + 1, r0, r1, u, dst)
+                    self.winograd(x, d, margin, img..img + 1, r0, r1, u, dst)
                 }
-                (Item::Images { i0, i1 }, Some(u)) => self.winograd(x, d, i0..i1, 0, d.h, u, dst),
+                (Item::Images { i0, i1 }, Some(u)) => {
+                    self.winograd(x, d, margin, i0..i1, 0, od.h, u, dst)
+                }
                 (Item::Band { img, r0, r1 }, None) => self.band(x, d, img, r0, r1, dst),
                 (Item::Images { i0, i1 }, None) => self.images(x, d, i0, i1, dst),
             });
@@ -153,25 +186,29 @@ impl Conv2d {
         });
     }
 
-    /// Rows `r0..r1` of `images` by Winograd (`winograd::band`).
+    /// Output rows `r0..r1` of `images` by Winograd (`winograd::band`),
+    /// without `margin` rows and columns around the output.
     #[allow(clippy::too_many_arguments)]
     fn winograd(
         &self,
         x: &[f32],
         d: Dims,
+        margin: usize,
         images: std::ops::Range<usize>,
         r0: usize,
         r1: usize,
         u: &[f32],
         out: SharedOut,
     ) {
-        let (a, b) = winograd::scratch_len(self.ci, self.co, images.len(), r1 - r0, d.w);
+        let ow = d.w - 2 * margin;
+        let (a, b) = winograd::scratch_len(self.ci, self.co, images.len(), r1 - r0, ow);
         with_scratch(a, b, |v, rest| {
             // SAFETY: `plan` gives these rows of these images to this item alone.
             unsafe {
                 winograd::band(
                     x,
                     d,
+                    margin,
                     images,
                     r0,
                     r1,
@@ -419,6 +456,45 @@ mod tests {
                 prop_assert!((a - e).abs() <= 1e-4, "at {i}: fast {a} naive {e}");
             }
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// The interior path computes, for every cell it keeps, what the
+        /// whole convolution does there: odd and even sizes, margins up to
+        /// the largest that leaves a cell, both work-item kinds.
+        #[test]
+        fn interior_equals_the_naive_convs_interior(
+            b in 1usize..=3, ci in 1usize..=5, co in 1usize..=5, h in 3usize..=12, w in 3usize..=12,
+            margin_pick in 1usize..=5, with_bias: bool,
+            target in prop::sample::select(vec![1usize, 5, 40, 100, 4096]), seed: u64,
+        ) {
+            let margin = margin_pick.min((h.min(w) - 1) / 2);
+            let d = Dims::new(b, ci, h, w);
+            let x = values(seed, d.len());
+            let weight = values(seed ^ 1, co * ci * 9);
+            let bias = with_bias.then(|| values(seed ^ 2, co));
+            let conv = Conv2d::new(co, ci, 3, weight.clone(), bias.clone()).with_winograd(true);
+            prop_assert!(conv.has_interior());
+            let (ih, iw) = (h - 2 * margin, w - 2 * margin);
+            let mut out = vec![f32::NAN; b * co * ih * iw];
+            pool().install(|| conv.forward_planned(&x, d, margin, &mut out, target));
+            let want = naive_conv2d(&x, d, &weight, bias.as_deref(), co, 3);
+            for (i, &a) in out.iter().enumerate() {
+                let (plane, y, xx) = (i / (ih * iw), i / iw % ih, i % iw);
+                let e = want[(plane * h + y + margin) * w + xx + margin];
+                prop_assert!((a - e).abs() <= 1e-4, "at {i}: interior {a} naive {e}");
+            }
+        }
+    }
+
+    /// A narrow 3x3 (im2col) and a 1x1 compute every cell: no interior path.
+    #[test]
+    fn only_the_winograd_path_has_an_interior() {
+        let conv = |ci, k| Conv2d::new(ci, ci, k, vec![0.5; ci * ci * k * k], None);
+        assert!(conv(WINOGRAD_MIN_CHANNELS, 3).has_interior());
+        assert!(!conv(WINOGRAD_MIN_CHANNELS - 1, 3).has_interior());
+        assert!(!conv(WINOGRAD_MIN_CHANNELS, 1).has_interior());
     }
 
     /// The textbook convolution in f64 (inputs as given in f32): the

@@ -71,7 +71,8 @@ pub fn target_columns(plane: usize) -> usize {
     }
 }
 
-/// Floats of scratch [`band`] needs for `rows` output rows of width `w` in
+/// Floats of scratch [`band`] needs for `rows` output rows of width `w` (the
+/// output's: the input's less twice the margin) in
 /// each of `images` images:
 /// (transformed inputs, transformed outputs plus the row buffers).
 pub fn scratch_len(ci: usize, co: usize, images: usize, rows: usize, w: usize) -> (usize, usize) {
@@ -80,8 +81,11 @@ pub fn scratch_len(ci: usize, co: usize, images: usize, rows: usize, w: usize) -
 }
 
 /// Output rows `r0..r1` of each image in `images` of the batch `x` (`d`,
-/// `d.c == ci`), into `out`, the output batch (`d.with_c(co)`); `u` holds the
-/// transformed weights. Adds `bias` when given, else writes. Several whole
+/// `d.c == ci`), into `out`, the output batch; `u` holds the transformed
+/// weights. With a `margin` of m the output is the interior of the "same"
+/// convolution without its outer m rows and columns (`[b, co, h - 2m,
+/// w - 2m]`, output cell (y, x) centred on input cell (y + m, x + m)), so
+/// the tiles of the margin are never computed; 0 is the whole output. Adds `bias` when given, else writes. Several whole
 /// images make one item when they are small (the sparse engine's tiles), so
 /// the gemms are wide enough to pay for packing their weights.
 ///
@@ -98,6 +102,7 @@ pub fn scratch_len(ci: usize, co: usize, images: usize, rows: usize, w: usize) -
 pub unsafe fn band(
     x: &[f32],
     d: Dims,
+    margin: usize,
     images: std::ops::Range<usize>,
     r0: usize,
     r1: usize,
@@ -109,13 +114,15 @@ pub unsafe fn band(
     rest: &mut [f32],
 ) {
     let (ci, w, hw) = (d.c, d.w, d.plane());
-    let (nx, ny) = (w.div_ceil(2), (r1 - r0).div_ceil(2));
+    // Output columns and cells per plane.
+    let (ow, ohw) = (w - 2 * margin, (d.h - 2 * margin) * (w - 2 * margin));
+    let (nx, ny) = (ow.div_ceil(2), (r1 - r0).div_ceil(2));
     let tiles = images.len() * ny * nx;
     let (m, rows) = rest.split_at_mut(T * co * tiles);
     let rows = &mut rows[..12 * (nx + 1)];
     // Per input row i of a tile row: `a[i]` holds padded columns 2t (image
-    // column 2t - 1) and `b[i]` padded columns 2t + 1 (image column 2t), for
-    // t in 0..=nx; zeros outside the image.
+    // column 2t - 1 + margin) and `b[i]` padded columns 2t + 1 (image column
+    // 2t + margin), for t in 0..=nx; zeros outside the image.
     let len = nx + 1;
     let (a, b) = rows[..8 * len].split_at_mut(4 * len);
     // (`rows` has 12 rows of `len`: these 8 for the inputs, and 8 plus 4
@@ -125,7 +132,7 @@ pub unsafe fn band(
         for (li, img) in images.clone().enumerate() {
             let plane = &x[img * d.image() + c * hw..][..hw];
             for ty in 0..ny {
-                let top = (r0 + 2 * ty) as isize - 1;
+                let top = (r0 + 2 * ty + margin) as isize - 1;
                 for i in 0..4 {
                     let (ai, bi) = (&mut a[i * len..][..len], &mut b[i * len..][..len]);
                     let y = top + i as isize;
@@ -135,16 +142,32 @@ pub unsafe fn band(
                         continue;
                     }
                     let src = &plane[y as usize * w..][..w];
-                    // bi[k] = src[2k], ai[k + 1] = src[2k + 1]; zeros past the row.
                     ai.fill(0.0);
                     bi.fill(0.0);
-                    let pairs = src.chunks_exact(2);
-                    if let Some(&last) = pairs.remainder().first() {
-                        bi[w / 2] = last;
-                    }
-                    for ((even, odd), pair) in bi.iter_mut().zip(&mut ai[1..]).zip(pairs) {
-                        *even = pair[0];
-                        *odd = pair[1];
+                    if margin == 0 {
+                        // bi[k] = src[2k], ai[k + 1] = src[2k + 1]; zeros past the row.
+                        let pairs = src.chunks_exact(2);
+                        if let Some(&last) = pairs.remainder().first() {
+                            bi[w / 2] = last;
+                        }
+                        for ((even, odd), pair) in bi.iter_mut().zip(&mut ai[1..]).zip(pairs) {
+                            *even = pair[0];
+                            *odd = pair[1];
+                        }
+                    } else {
+                        // The padded row starts inside the image: ai[k] =
+                        // src[2k + margin - 1], bi[k] = src[2k + margin].
+                        let inner = &src[margin - 1..];
+                        let pairs = inner.chunks_exact(2);
+                        if let (Some(&last), Some(a_last)) =
+                            (pairs.remainder().first(), ai.get_mut(inner.len() / 2))
+                        {
+                            *a_last = last;
+                        }
+                        for ((even, odd), pair) in ai.iter_mut().zip(bi.iter_mut()).zip(pairs) {
+                            *even = pair[0];
+                            *odd = pair[1];
+                        }
                     }
                 }
                 // B^T d down the columns: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
@@ -210,7 +233,7 @@ pub unsafe fn band(
     for o in 0..co {
         let bias = bias.map_or(0.0, |b| b[o]);
         for (li, img) in images.clone().enumerate() {
-            let plane = out.add((img * co + o) * hw);
+            let plane = out.add((img * co + o) * ohw);
             for ty in 0..ny {
                 let at = o * tiles + (li * ny + ty) * nx;
                 let mk = |k: usize| &m[k * co * tiles + at..][..nx];
@@ -236,9 +259,9 @@ pub unsafe fn band(
                     if y + i >= out_rows {
                         break;
                     }
-                    let row = std::slice::from_raw_parts_mut(plane.add((r0 + y + i) * w), w);
+                    let row = std::slice::from_raw_parts_mut(plane.add((r0 + y + i) * ow), ow);
                     let (left, right) = y_rows[2 * i * len..][..2 * len].split_at(len);
-                    let (pairs, tail) = row.split_at_mut(w / 2 * 2);
+                    let (pairs, tail) = row.split_at_mut(ow / 2 * 2);
                     for ((pair, &l), &r) in pairs.chunks_exact_mut(2).zip(left).zip(right) {
                         pair[0] = l;
                         pair[1] = r;

@@ -72,6 +72,9 @@ pub(crate) struct LocalBatch {
     /// Side of one field of the batch: T + 2r, rounded up to the model's
     /// `spatial_multiple` (the extra cells lie beyond the halo).
     pub side: usize,
+    /// Cells per field whose delta the model computes: `side * side`, or
+    /// `T * T` when the backend returns the interior alone.
+    computed: usize,
     /// Active tiles of the last successful step, sorted by (y, x): the
     /// layout of `summary`. Empty when no step has completed.
     pub keys: Vec<TileKey>,
@@ -124,6 +127,7 @@ impl LocalBatch {
             ring: 0,
             written: 0,
             side: (t + 2 * r).div_ceil(m) * m,
+            computed: 0,
             keys: Vec::new(),
             summary: Vec::new(),
             delta: Vec::new(),
@@ -367,6 +371,13 @@ impl LocalBatch {
         let b = self.slots.len();
         let fl = 2 * d * side * side;
         let hs = t + 2 * r;
+        // A backend that can skip the halo's work returns each field's
+        // interior (the tile alone, `[2D, T, T]`): the halo's cells, which
+        // the step drops anyway, are never computed. Otherwise it returns
+        // the whole field and staging reads the tile out of it.
+        let interior = r > 0 && side == hs && cx.backend.computes_interior(r);
+        let dl = if interior { 2 * d * area } else { fl };
+        self.computed = dl / (2 * d);
         let chunk = self.chunk_fields(d, cx.forward_bytes).min(b.max(1));
         // Entry j of the batch is staged at j % ring: with the ring a
         // multiple of the chunk (or the whole batch) no chunk wraps.
@@ -410,13 +421,14 @@ impl LocalBatch {
 
             // The forward runs here, on the stepping thread, never in a pool.
             let tf = Instant::now();
-            cx.backend
-                .forward(
-                    &self.input[..n * fl],
-                    BatchShape::new(n, 2 * d, side, side),
-                    &mut self.delta[..n * fl],
-                )
-                .map_err(|e| cx.fail(e))?;
+            let (input, shape) = (&self.input[..n * fl], BatchShape::new(n, 2 * d, side, side));
+            if interior {
+                cx.backend
+                    .forward_interior(input, shape, r, &mut self.delta[..n * dl])
+            } else {
+                cx.backend.forward(input, shape, &mut self.delta[..n * dl])
+            }
+            .map_err(|e| cx.fail(e))?;
             forward += tf.elapsed();
 
             let ts = Instant::now();
@@ -431,15 +443,19 @@ impl LocalBatch {
                             .par_chunks_mut(PLANES * area),
                     )
                     .zip(self.checks[b0..b0 + n].par_iter_mut())
-                    .zip(self.delta[..n * fl].par_chunks(fl))
+                    .zip(self.delta[..n * dl].par_chunks(dl))
                     .zip(self.reach.par_chunks(area))
                     .zip(self.slots[b0..b0 + n].par_iter())
                     .for_each(
                         |((((((stage, occ), summary), check), delta), reach), &slot)| {
                             let tile = &st.data[slot as usize * tl..][..tl];
-                            *check = stage_tile(
-                                tile, delta, reach, &params, t, r, side, stage, occ, summary,
-                            );
+                            let field = if interior {
+                                Field::Tile(delta)
+                            } else {
+                                Field::WithHalo { delta, r, side }
+                            };
+                            *check =
+                                stage_tile(tile, field, reach, &params, t, stage, occ, summary);
                         },
                     )
             });
@@ -547,7 +563,7 @@ impl LocalBatch {
             occupied_cells: staged.total,
             active_tiles: b,
             staged_tiles: self.ring,
-            model_cells: b * self.side * self.side,
+            model_cells: b * self.computed,
             window: None,
             gather: staged.gather,
             forward: staged.forward,
@@ -693,6 +709,19 @@ fn reach_mask(halo: &[u8], hmax: &mut [u8], reach: &mut [u8], t: usize, r: usize
     }
 }
 
+/// One tile's delta as the model returned it.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    /// The tile alone, `[2D, T, T]` (`ComputeBackend::forward_interior`).
+    Tile(&'a [f32]),
+    /// The whole field, `[2D, side, side]`, the tile at (r, r).
+    WithHalo {
+        delta: &'a [f32],
+        r: usize,
+        side: usize,
+    },
+}
+
 /// Stages one tile: checks its delta (without the halo) for non-finite
 /// values, records |delta| per cell, and writes the updated tile and its
 /// occupancy into `stage` and `occ`. Cells outside the light cone become
@@ -700,12 +729,10 @@ fn reach_mask(halo: &[u8], hmax: &mut [u8], reach: &mut [u8], t: usize, r: usize
 #[allow(clippy::too_many_arguments)]
 fn stage_tile(
     tile: &[f32],
-    delta: &[f32],
+    field: Field<'_>,
     reach: &[u8],
     params: &UpdateParams,
     t: usize,
-    r: usize,
-    side: usize,
     stage: &mut [f32],
     occ: &mut [u8],
     summary: &mut [f32],
@@ -714,14 +741,20 @@ fn stage_tile(
     SCRATCH.with_borrow_mut(|scratch| {
         scratch.resize(d2 * area + area, 0.0);
         let (compact, norm) = scratch.split_at_mut(d2 * area);
-        // The interior of the field, as whole-tile planes: the update then
-        // runs on T * T cells at a time rather than on rows of T.
-        for c in 0..d2 {
-            for ly in 0..t {
-                compact[c * area + ly * t..][..t]
-                    .copy_from_slice(&delta[c * side * side + (ly + r) * side + r..][..t]);
+        // The tile's delta as whole-tile planes: the update then runs on
+        // T * T cells at a time rather than on rows of T.
+        let compact: &[f32] = match field {
+            Field::Tile(delta) => delta,
+            Field::WithHalo { delta, r, side } => {
+                for c in 0..d2 {
+                    for ly in 0..t {
+                        compact[c * area + ly * t..][..t]
+                            .copy_from_slice(&delta[c * side * side + (ly + r) * side + r..][..t]);
+                    }
+                }
+                compact
             }
-        }
+        };
         let run = PlaneRun {
             ptr: compact.as_ptr(),
             stride: area,
