@@ -85,8 +85,9 @@ pub use backend_candle as candle;
 pub use backend_onnx as onnx;
 pub use backends::BackendKind;
 pub use engine_api::{
-    check_threads, max_threads, Architecture, BackendOptions, BatchShape, ComputeBackend, Device,
-    Error, MemoryTensor, ModelFile, ModelPackage, ModelSpec, Result, Runtime, UpdateRule,
+    check_threads, interior_shape, max_threads, Architecture, BackendOptions, BatchShape,
+    ComputeBackend, Device, Error, MemoryTensor, ModelFile, ModelPackage, ModelSpec, Result,
+    Runtime, UpdateRule,
 };
 pub use instruments::{Metrics, ScheduledTool, Tool, Viz, VizMap};
 pub use simulation::{

@@ -125,13 +125,7 @@ pub trait ComputeBackend: Send + Sync {
     /// unless it fails. Not meant to be overridden: implement [`run`](Self::run).
     fn forward(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         check_forward_args(self.spec(), input, shape, output)?;
-        let spec = self.spec();
-        if spec.is_recurrent() {
-            return Err(crate::Error::InvalidArgument(format!(
-                "model `{}` ({}) is recurrent: call forward_with_memory with its memory",
-                spec.name, spec.architecture
-            )));
-        }
+        refuse_recurrent(self.spec())?;
         if input.is_empty() {
             return Ok(());
         }
@@ -238,13 +232,7 @@ pub trait ComputeBackend: Send + Sync {
         output: &mut [f32],
     ) -> Result<()> {
         check_interior_args(self.spec(), input, shape, margin, output)?;
-        let spec = self.spec();
-        if spec.is_recurrent() {
-            return Err(crate::Error::InvalidArgument(format!(
-                "model `{}` ({}) is recurrent: call forward_with_memory with its memory",
-                spec.name, spec.architecture
-            )));
-        }
+        refuse_recurrent(self.spec())?;
         if input.is_empty() {
             return Ok(());
         }
@@ -305,6 +293,18 @@ pub fn check_forward_args(
             "batch {shape} needs {len} values but input has {} and output {}",
             input.len(),
             output.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The error of a forward without memory asked of a recurrent law, which
+/// must be stepped with its memory.
+fn refuse_recurrent(spec: &ModelSpec) -> Result<()> {
+    if spec.is_recurrent() {
+        return Err(crate::Error::InvalidArgument(format!(
+            "model `{}` ({}) is recurrent: call forward_with_memory with its memory",
+            spec.name, spec.architecture
         )));
     }
     Ok(())

@@ -174,6 +174,18 @@ impl SparseEngine {
         }
     }
 
+    /// The margin a local law's forward drops from each field of a chunk
+    /// (`ComputeBackend::forward_interior`): `Some(r)` when the backend
+    /// computes each tile alone, without its halo; `None` when it returns
+    /// whole fields of [`SparseEngine::full_chunk`]'s shape, and for a
+    /// global law.
+    pub fn chunk_margin(&self) -> Option<usize> {
+        match &self.mode {
+            Mode::Local(b) => b.interior_margin(self.tiles.t, self.backend.as_ref()),
+            Mode::Global(_) => None,
+        }
+    }
+
     /// True when the model is global and steps run on one dense window.
     pub fn is_global(&self) -> bool {
         matches!(self.mode, Mode::Global(_))

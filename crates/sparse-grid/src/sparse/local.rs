@@ -150,6 +150,16 @@ impl LocalBatch {
         }
     }
 
+    /// The margin each field's forward drops: `Some(r)` when the backend
+    /// can skip the halo's work, so that it returns each field's interior,
+    /// the tile alone (`[2D, T, T]`), and the halo's cells, which the step
+    /// drops anyway, are never computed; `None` when it returns the whole
+    /// field and staging reads the tile out of it.
+    pub fn interior_margin(&self, t: usize, backend: &dyn ComputeBackend) -> Option<usize> {
+        let r = self.r;
+        (r > 0 && self.side == t + 2 * r && backend.computes_interior(r)).then_some(r)
+    }
+
     /// Fields in one full chunk of the model's input: as many as
     /// `forward_bytes` holds, at least one.
     pub fn chunk_fields(&self, d: usize, forward_bytes: usize) -> usize {
@@ -371,11 +381,7 @@ impl LocalBatch {
         let b = self.slots.len();
         let fl = 2 * d * side * side;
         let hs = t + 2 * r;
-        // A backend that can skip the halo's work returns each field's
-        // interior (the tile alone, `[2D, T, T]`): the halo's cells, which
-        // the step drops anyway, are never computed. Otherwise it returns
-        // the whole field and staging reads the tile out of it.
-        let interior = r > 0 && side == hs && cx.backend.computes_interior(r);
+        let interior = self.interior_margin(t, cx.backend).is_some();
         let dl = if interior { 2 * d * area } else { fl };
         self.computed = dl / (2 * d);
         let chunk = self.chunk_fields(d, cx.forward_bytes).min(b.max(1));
@@ -393,7 +399,7 @@ impl LocalBatch {
         self.checks.truncate(from);
         self.checks.resize(b, TileCheck::default());
         self.input.resize(chunk * fl, 0.0);
-        self.delta.resize(chunk * fl, 0.0);
+        self.delta.resize(chunk * dl, 0.0);
         self.reach.resize(chunk * area, 0);
         self.halo.resize(chunk * hs * hs, 0);
         self.hmax.resize(chunk * hs * t, 0);

@@ -262,11 +262,12 @@ fn print_sparse(rows: &[Value]) {
             .unwrap_or(&Value::Null)
     );
     out!(
-        "{:<17} {:<7} {:>7} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
+        "{:<17} {:<7} {:>7} {:>6} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
         "config",
         "backend",
         "cells",
         "tiles",
+        "halo",
         "ms/step",
         "gather",
         "forward",
@@ -282,11 +283,12 @@ fn print_sparse(rows: &[Value]) {
         let ms = &r["ms_per_step"];
         let num = |v: &Value, p: usize| f(v).map_or("-".into(), |x| format!("{x:.p$}"));
         out!(
-            "{:<17} {:<7} {:>7} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
+            "{:<17} {:<7} {:>7} {:>6} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
             s(&r["config"]),
             s(&r["backend"]),
             sp["occupied_cells"].to_string(),
             sp["active_tiles"].to_string(),
+            f(&sp["halo_work"]).map_or("-".into(), |x| format!("{x:.2}x")),
             num(&ms["total"], 1),
             num(&ms["gather"], 1),
             num(&ms["forward"], 1),

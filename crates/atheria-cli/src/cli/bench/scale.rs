@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use atheria::{
-    BackendKind, BackendOptions, ComputeBackend, SparseEngine, SparseOptions, StepTimes,
+    interior_shape, BackendKind, BackendOptions, ComputeBackend, SparseEngine, SparseOptions,
+    StepTimes,
 };
 use serde_json::{json, Value};
 use tracing::info;
@@ -131,8 +132,18 @@ fn one_chunk_mib(e: &SparseEngine) -> f64 {
     // Not zeros: a zeroed allocation is not resident until written, and
     // the engine's input is written.
     let input = vec![1e-3f32; shape.len()];
-    let mut delta = vec![0.0f32; shape.len()];
-    if let Err(e) = e.backend().forward(&input, shape, &mut delta) {
+    // The forward the step makes: the tiles alone where the backend can.
+    let margin = e.chunk_margin();
+    let out = margin
+        .and_then(|m| interior_shape(shape, m))
+        .unwrap_or(shape);
+    let mut delta = vec![0.0f32; out.len()];
+    let backend = e.backend();
+    let done = match margin {
+        Some(m) => backend.forward_interior(&input, shape, m, &mut delta),
+        None => backend.forward(&input, shape, &mut delta),
+    };
+    if let Err(e) = done {
         tracing::warn!("scale: the chunk's forward failed: {e}");
         return f64::NAN;
     }
