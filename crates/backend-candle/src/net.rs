@@ -90,9 +90,12 @@ impl Network {
 }
 
 impl Network {
-    /// Whether [`Network::forward_interior`] computes only the interior: a
-    /// 3x3 on the Winograd path, the per-cell MLP and the neighbour-sum law
-    /// do; a U-Net (global) and a narrow 3x3 (im2col) compute every cell.
+    /// Whether [`Network::forward_interior`] skips the margin's work: a 3x3
+    /// on the Winograd path computes only the interior, the per-cell MLP
+    /// runs on the cropped input, and the neighbour-sum law sums the whole
+    /// field (8 multiply-adds per channel and cell) but runs its MLP, the
+    /// bulk of its work, on the interior; a U-Net (global) and a narrow 3x3
+    /// (im2col) compute every cell.
     pub fn has_interior(&self) -> bool {
         match self {
             Network::Conv(conv) => conv.has_interior(),
@@ -102,10 +105,10 @@ impl Network {
     }
 
     /// [`Network::forward`]'s output without its outer `margin` rows and
-    /// columns, into `out` (`[b, c, h - 2 margin, w - 2 margin]`), computing
-    /// only those cells: the 3x3 convolutions skip the margin's Winograd
-    /// tiles, and the per-cell layers run on the interior alone. Inside the
-    /// backend's pool; needs [`Network::has_interior`].
+    /// columns, into `out` (`[b, c, h - 2 margin, w - 2 margin]`): the 3x3
+    /// convolution skips the margin's Winograd tiles, and the per-cell
+    /// layers run on the interior alone. Inside the backend's pool; needs
+    /// [`Network::has_interior`].
     pub fn forward_interior(
         &self,
         x: &[f32],

@@ -204,8 +204,8 @@ pub trait ComputeBackend: Send + Sync {
 
     /// Whether [`forward_interior`](Self::forward_interior) with this
     /// `margin` computes less than [`forward`](Self::forward): `true` when
-    /// the backend's kernels skip the margin's work (candle's Winograd 3x3
-    /// convolution and the per-cell laws), so that an engine which drops
+    /// the backend's kernels skip (most of) the margin's work (candle's
+    /// Winograd 3x3 convolution and per-cell layers), so that an engine which drops
     /// every field's halo (the sparse engine) asks for the interior alone.
     /// The default, `false`, tells the engine to call `forward` and read
     /// the interior itself, which costs the same and allocates nothing.
@@ -311,9 +311,12 @@ fn refuse_recurrent(spec: &ModelSpec) -> Result<()> {
 }
 
 /// The shape of [`ComputeBackend::forward_interior`]'s output: `shape`
-/// without `margin` rows and columns on each side (`None` when nothing
-/// would be left).
+/// without `margin` rows and columns on each side (`None` when a margin
+/// would leave nothing; a margin of 0 is the shape itself, even an empty one).
 pub fn interior_shape(shape: BatchShape, margin: usize) -> Option<BatchShape> {
+    if margin == 0 {
+        return Some(shape);
+    }
     let cut = margin.checked_mul(2)?;
     if cut >= shape.height || cut >= shape.width {
         return None;

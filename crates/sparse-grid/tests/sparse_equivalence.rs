@@ -166,6 +166,11 @@ proptest! {
         candle in any::<bool>(),
     ) {
         let mut rng = Rng::new(seed);
+        // With D = 8 on candle the two engines' Winograd tiles start at
+        // different cells (each sparse tile's origin, the dense grid's), so
+        // values differ by float32 roundings (~1e-7, within `tol`); occupancy
+        // could differ only for a norm within that of the threshold, which
+        // none of 3000 cases (PROPTEST_CASES=3000) produced.
         let rule = if unitary { UpdateRule::Unitary } else { UpdateRule::Additive };
         let reference = Reference::conv3x3(d, rule, scale, seed);
         let backend: Arc<dyn ComputeBackend> = if candle {

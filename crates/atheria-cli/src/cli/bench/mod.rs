@@ -394,10 +394,10 @@ fn bench_one(
         "forward_share": t.forward_share(),
         "sgemm_gflops_median": (!t.probe_windows.is_empty()).then(|| timing::median(&t.probe_windows)),
     });
-    // The conv3x3's arithmetic rate: the FLOPs of the cells the model ran
-    // on (a sparse step runs it on each active tile, or block of tiles,
-    // with its halo) per second of forward, window by window against the
-    // sgemm that followed.
+    // The conv3x3's arithmetic rate: the FLOPs of the cells the model
+    // computed (for a sparse step each active tile with its halo, or the
+    // tile alone where the backend skips the halo) per second of forward,
+    // window by window against the sgemm that followed.
     let tile = args.tile;
     let model_cells = t.last.model_cells;
     if cfg.arch == "conv3x3" && t.forward > std::time::Duration::ZERO {
