@@ -1,0 +1,87 @@
+//! Times the conv3x3 law (D = 64) per output cell on the shapes the
+//! engines hand it: one large image (the dense engine) against batches of
+//! small fields whose halo is dropped (`ComputeBackend::forward_interior`,
+//! the sparse engine's step).
+//!
+//! `cargo run --release -p backend-candle --example interior_speed -- [threads]`
+//!
+//! The shapes run in interleaved rounds and each figure is the fastest of
+//! all its runs, since the machine may be shared.
+
+use std::time::Instant;
+
+use backend_candle::CandleBackend;
+use engine_api::{
+    interior_shape, Architecture, BackendOptions, BatchShape, ComputeBackend, ModelFiles,
+    ModelSpec, UpdateRule,
+};
+
+/// Complex channels: the bench's conv3x3 law.
+const D: usize = 64;
+/// (fields, side, margin): the dense engine's 512 x 512 grid; the sparse
+/// engine's chunk of 16-cell tiles with a halo of 1, and the same tiles
+/// without one; 32-cell tiles; large fields.
+const CASES: [(usize, usize, usize); 5] = [
+    (1, 512, 0),
+    (404, 18, 1),
+    (404, 16, 0),
+    (101, 34, 1),
+    (16, 130, 1),
+];
+
+fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    sparse_grid::rng::Rng::new(seed).uniform_vec(n, -scale, scale)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let threads: usize = std::env::args().nth(1).map_or(Ok(2), |s| s.parse())?;
+    let c = 2 * D;
+    let spec = ModelSpec {
+        format: engine_api::MODEL_FORMAT.into(),
+        name: format!("conv3x3_d{D}"),
+        architecture: Architecture::Conv3x3,
+        d_state: D,
+        hidden_channels: None,
+        update: UpdateRule::Additive,
+        receptive_radius: Some(1),
+        spatial_multiple: 1,
+        files: ModelFiles::default(),
+        memory: Vec::new(),
+    };
+    let weight = values(1, c * c * 9, 1.0 / (c as f32 * 9.0).sqrt());
+    let backend = CandleBackend::from_tensors(
+        spec,
+        vec![
+            ("conv.weight".into(), vec![c, c, 3, 3], weight),
+            ("conv.bias".into(), vec![c], values(2, c, 0.1)),
+        ],
+        &BackendOptions::default().with_threads(threads),
+    )?;
+    let mut best = [f64::MAX; CASES.len()];
+    for _round in 0..4 {
+        for (i, &(n, side, margin)) in CASES.iter().enumerate() {
+            let shape = BatchShape::new(n, c, side, side);
+            let out = interior_shape(shape, margin).ok_or("a margin that leaves cells")?;
+            let x = values(3, shape.len(), 1.0);
+            let mut y = vec![0.0f32; out.len()];
+            for _ in 0..10 {
+                let t = Instant::now();
+                backend.forward_interior(&x, shape, margin, &mut y)?;
+                best[i] = best[i].min(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    println!("conv3x3 D={D}, {threads} threads: fastest forward per output cell");
+    let dense = best[0] / (512.0 * 512.0);
+    for (&(n, side, margin), &secs) in CASES.iter().zip(&best) {
+        let inner = side - 2 * margin;
+        let per_cell = secs / (n * inner * inner) as f64;
+        println!(
+            "{n:4} fields of {side:3} x {side:<3} margin {margin}: {:7.1} ms, {:6.1} ns per output cell ({:.2}x the 512 x 512 image's)",
+            secs * 1e3,
+            per_cell * 1e9,
+            per_cell / dense
+        );
+    }
+    Ok(())
+}
