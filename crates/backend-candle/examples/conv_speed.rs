@@ -17,27 +17,10 @@ use std::time::Instant;
 
 use backend_candle::CandleBackend;
 use candle_core::{Device, Tensor};
-use engine_api::{
-    Architecture, BackendOptions, BatchShape, ComputeBackend, ModelFiles, ModelSpec, UpdateRule,
-};
+use engine_api::{Architecture, BackendOptions, BatchShape, ComputeBackend, ModelSpec};
 
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     sparse_grid::rng::Rng::new(seed).uniform_vec(n, -scale, scale)
-}
-
-fn spec(d: usize) -> ModelSpec {
-    ModelSpec {
-        format: engine_api::MODEL_FORMAT.into(),
-        name: format!("conv3x3_d{d}"),
-        architecture: Architecture::Conv3x3,
-        d_state: d,
-        hidden_channels: None,
-        update: UpdateRule::Additive,
-        receptive_radius: Some(1),
-        spatial_multiple: 1,
-        files: ModelFiles::default(),
-        memory: Vec::new(),
-    }
 }
 
 /// Fastest milliseconds of `reps` runs of `f` after two warm-ups: the
@@ -77,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let weight = values(1, c * c * 9, 1.0 / (c as f32 * 9.0).sqrt());
         let bias = values(2, c, 0.1);
         let backend = CandleBackend::from_tensors(
-            spec(d),
+            ModelSpec::for_architecture(format!("conv3x3_d{d}"), Architecture::Conv3x3, d, None)?,
             vec![
                 ("conv.weight".into(), vec![c, c, 3, 3], weight.clone()),
                 ("conv.bias".into(), vec![c], bias.clone()),

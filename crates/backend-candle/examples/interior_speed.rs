@@ -12,8 +12,7 @@ use std::time::Instant;
 
 use backend_candle::CandleBackend;
 use engine_api::{
-    interior_shape, Architecture, BackendOptions, BatchShape, ComputeBackend, ModelFiles,
-    ModelSpec, UpdateRule,
+    interior_shape, Architecture, BackendOptions, BatchShape, ComputeBackend, ModelSpec,
 };
 
 /// Complex channels: the bench's conv3x3 law.
@@ -36,18 +35,8 @@ fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = std::env::args().nth(1).map_or(Ok(2), |s| s.parse())?;
     let c = 2 * D;
-    let spec = ModelSpec {
-        format: engine_api::MODEL_FORMAT.into(),
-        name: format!("conv3x3_d{D}"),
-        architecture: Architecture::Conv3x3,
-        d_state: D,
-        hidden_channels: None,
-        update: UpdateRule::Additive,
-        receptive_radius: Some(1),
-        spatial_multiple: 1,
-        files: ModelFiles::default(),
-        memory: Vec::new(),
-    };
+    let spec =
+        ModelSpec::for_architecture(format!("conv3x3_d{D}"), Architecture::Conv3x3, D, None)?;
     let weight = values(1, c * c * 9, 1.0 / (c as f32 * 9.0).sqrt());
     let backend = CandleBackend::from_tensors(
         spec,

@@ -12,10 +12,7 @@
 
 use std::sync::Arc;
 
-use engine_api::{
-    Architecture, BatchShape, ComputeBackend, Device, ModelFiles, ModelSpec, Result, UpdateRule,
-    MODEL_FORMAT,
-};
+use engine_api::{Architecture, BatchShape, ComputeBackend, Device, Error, ModelSpec, Result};
 use sparse_grid::{DenseState, SparseEngine, SparseOptions, StepTimes};
 
 const D: usize = 64;
@@ -89,18 +86,8 @@ fn main() -> Result<()> {
     let cells: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let pattern = args.get(2).map_or("blob", String::as_str);
     let steps: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let spec = ModelSpec {
-        format: MODEL_FORMAT.into(),
-        name: "depthwise-identity".into(),
-        architecture: Architecture::Conv3x3,
-        d_state: D,
-        hidden_channels: None,
-        update: UpdateRule::Additive,
-        receptive_radius: Some(1),
-        spatial_multiple: 1,
-        files: ModelFiles::default(),
-        memory: Vec::new(),
-    };
+    let spec = ModelSpec::for_architecture("depthwise-identity", Architecture::Conv3x3, D, None)
+        .map_err(Error::InvalidArgument)?;
     // At threshold 0.2 a vacuum cell needs |delta| = 0.02 x (matter neighbours)
     // >= 0.2: impossible, so the pattern is stationary and the figures are
     // those of the requested cell count.

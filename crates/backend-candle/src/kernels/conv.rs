@@ -92,8 +92,8 @@ impl Conv2d {
             self.has_interior(),
             "forward_interior needs the Winograd path"
         );
-        let inner = Dims::new(d.b, d.c, d.h - 2 * margin, d.w - 2 * margin);
-        self.forward_planned(x, d, margin, out, winograd::target_columns(inner.plane()));
+        let plane = (d.h - 2 * margin) * (d.w - 2 * margin);
+        self.forward_planned(x, d, margin, out, winograd::target_columns(plane));
     }
 
     fn depth(&self) -> usize {

@@ -144,30 +144,25 @@ pub unsafe fn band(
                     let src = &plane[y as usize * w..][..w];
                     ai.fill(0.0);
                     bi.fill(0.0);
-                    if margin == 0 {
-                        // bi[k] = src[2k], ai[k + 1] = src[2k + 1]; zeros past the row.
-                        let pairs = src.chunks_exact(2);
-                        if let Some(&last) = pairs.remainder().first() {
-                            bi[w / 2] = last;
-                        }
-                        for ((even, odd), pair) in bi.iter_mut().zip(&mut ai[1..]).zip(pairs) {
-                            *even = pair[0];
-                            *odd = pair[1];
-                        }
+                    // The row's pairs of image columns from column
+                    // margin - 1 on: without a margin the padding zero comes
+                    // first, so they fill (bi[k], ai[k + 1]); with one they
+                    // start inside the row and fill (ai[k], bi[k]). Zeros
+                    // past the row.
+                    let (first, second, row): (&mut [f32], &mut [f32], &[f32]) = if margin == 0 {
+                        (bi, &mut ai[1..], src)
                     } else {
-                        // The padded row starts inside the image: ai[k] =
-                        // src[2k + margin - 1], bi[k] = src[2k + margin].
-                        let inner = &src[margin - 1..];
-                        let pairs = inner.chunks_exact(2);
-                        if let (Some(&last), Some(a_last)) =
-                            (pairs.remainder().first(), ai.get_mut(inner.len() / 2))
-                        {
-                            *a_last = last;
-                        }
-                        for ((even, odd), pair) in ai.iter_mut().zip(bi.iter_mut()).zip(pairs) {
-                            *even = pair[0];
-                            *odd = pair[1];
-                        }
+                        (ai, bi, &src[margin - 1..])
+                    };
+                    let pairs = row.chunks_exact(2);
+                    if let (Some(&last), Some(slot)) =
+                        (pairs.remainder().first(), first.get_mut(row.len() / 2))
+                    {
+                        *slot = last;
+                    }
+                    for ((p, q), pair) in first.iter_mut().zip(second.iter_mut()).zip(pairs) {
+                        *p = pair[0];
+                        *q = pair[1];
                     }
                 }
                 // B^T d down the columns: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
