@@ -72,9 +72,6 @@ pub(crate) struct LocalBatch {
     /// Side of one field of the batch: T + 2r, rounded up to the model's
     /// `spatial_multiple` (the extra cells lie beyond the halo).
     pub side: usize,
-    /// Cells per field whose delta the model computes: `side * side`, or
-    /// `T * T` when the backend returns the interior alone.
-    computed: usize,
     /// Active tiles of the last successful step, sorted by (y, x): the
     /// layout of `summary`. Empty when no step has completed.
     pub keys: Vec<TileKey>,
@@ -127,7 +124,6 @@ impl LocalBatch {
             ring: 0,
             written: 0,
             side: (t + 2 * r).div_ceil(m) * m,
-            computed: 0,
             keys: Vec::new(),
             summary: Vec::new(),
             delta: Vec::new(),
@@ -158,6 +154,15 @@ impl LocalBatch {
     pub fn interior_margin(&self, t: usize, backend: &dyn ComputeBackend) -> Option<usize> {
         let r = self.r;
         (r > 0 && self.side == t + 2 * r && backend.computes_interior(r)).then_some(r)
+    }
+
+    /// Cells per field whose delta the forward returns: the tile alone
+    /// (`T * T`) when [`Self::interior_margin`] says so, else the field.
+    fn delta_cells(&self, t: usize, backend: &dyn ComputeBackend) -> usize {
+        match self.interior_margin(t, backend) {
+            Some(_) => t * t,
+            None => self.side * self.side,
+        }
     }
 
     /// Fields in one full chunk of the model's input: as many as
@@ -382,8 +387,7 @@ impl LocalBatch {
         let fl = 2 * d * side * side;
         let hs = t + 2 * r;
         let interior = self.interior_margin(t, cx.backend).is_some();
-        let dl = if interior { 2 * d * area } else { fl };
-        self.computed = dl / (2 * d);
+        let dl = 2 * d * self.delta_cells(t, cx.backend);
         let chunk = self.chunk_fields(d, cx.forward_bytes).min(b.max(1));
         // Entry j of the batch is staged at j % ring: with the ring a
         // multiple of the chunk (or the whole batch) no chunk wraps.
@@ -569,7 +573,7 @@ impl LocalBatch {
             occupied_cells: staged.total,
             active_tiles: b,
             staged_tiles: self.ring,
-            model_cells: b * self.computed,
+            model_cells: b * self.delta_cells(store.t, cx.backend),
             window: None,
             gather: staged.gather,
             forward: staged.forward,
