@@ -234,6 +234,105 @@ forward_equivalence! {
     forward_unet_unitary_d2_h8_agrees_across_backends: "unet_unitary_d2_h8", 4;
 }
 
+/// Runs one input through every backend's
+/// [`forward_interior`](ComputeBackend::forward_interior) with `margin` and
+/// compares each with the first backend's whole forward, cropped: a backend
+/// that computes the interior alone (ONNX Runtime's graph without padding,
+/// candle's Winograd band) must return the cells a whole forward would.
+fn check_interior(
+    case: &'static str,
+    batch: usize,
+    side: (usize, usize),
+    margin: usize,
+    values: Values,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let backends = loaded(case);
+    let spec = backends[0].1.spec();
+    let shape = BatchShape::new(batch, 2 * spec.d_state, side.0, side.1);
+    let Some(inner) = atheria::interior_shape(shape, margin) else {
+        return Ok(());
+    };
+    let x = input(shape, values, seed);
+    let mut whole = vec![f32::NAN; x.len()];
+    let (first, reference) = &backends[0];
+    reference
+        .forward(&x, shape, &mut whole)
+        .map_err(|e| TestCaseError::fail(format!("{first} {case} {shape}: {e}")))?;
+    let mut want = vec![f32::NAN; inner.len()];
+    engine_api::copy_interior(&whole, shape, margin, &mut want);
+    for (kind, backend) in backends.iter() {
+        let mut got = vec![f32::NAN; inner.len()];
+        backend
+            .forward_interior(&x, shape, margin, &mut got)
+            .map_err(|e| {
+                TestCaseError::fail(format!("{kind} {case} {shape} margin {margin}: {e}"))
+            })?;
+        let bad = got.iter().zip(&want).position(|(p, q)| {
+            !within(
+                (p - q).abs(),
+                FORWARD_TOL + FORWARD_TOL * p.abs().max(q.abs()),
+            )
+        });
+        if let Some(k) = bad {
+            return Err(TestCaseError::fail(format!(
+                "{case} interior of {shape} with margin {margin} ({values:?}, seed {seed}): {kind} gives {} where {first}'s \
+                 forward gives {} (value {k} of {inner}; computes the interior itself: {})",
+                got[k],
+                want[k],
+                backend.computes_interior(margin)
+            )));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #[test]
+    fn every_backends_interior_is_its_whole_forward_cropped(
+        case in prop::sample::select(vec!["conv3x3_d4", "conv3x3_identity_d4", "mlp_d2_h8", "deep_qca_d2_h8"]),
+        batch in 1usize..=3,
+        height in 3usize..=14,
+        width in 3usize..=14,
+        margin in 1usize..=2,
+        values in values(),
+        seed in any::<u64>(),
+    ) {
+        check_interior(case, batch, (height, width), margin, values, seed)?;
+    }
+}
+
+/// Which backends skip the halo's work: ONNX Runtime for every golden law
+/// whose graph is a chain of padded convolutions, at its receptive radius
+/// only (what the sparse engine asks for); never for a U-Net.
+#[test]
+fn onnx_computes_the_interior_of_padded_convolution_chains() {
+    if !backends().contains(&BackendKind::Onnx) {
+        eprintln!("SKIPPED: onnx is not compiled in");
+        return;
+    }
+    for (case, at_radius) in [
+        ("conv3x3_d4", true),
+        ("conv3x3_identity_d4", true),
+        ("deep_qca_d2_h8", true),
+        ("mlp_d2_h8", false),
+        ("unet_d2_h8", false),
+    ] {
+        let backend = load(BackendKind::Onnx, case);
+        assert_eq!(
+            backend.computes_interior(1),
+            at_radius,
+            "{case}: {}",
+            backend.describe()
+        );
+        assert!(
+            !backend.computes_interior(2),
+            "{case}: margin 2 is not its radius"
+        );
+    }
+}
+
 /// The seeded initial state of the runs: normalised random cells, all matter,
 /// placed off the origin and across tile edges.
 fn run_state(d_state: usize) -> DenseState {

@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use engine_api::pool::{Factory, Pool};
 use engine_api::{
-    BackendOptions, BatchShape, ComputeBackend, Device, Error, LoadRequest, ModelFile,
-    ModelPackage, ModelSpec, Result, Runtime,
+    copy_interior, interior_shape, run_interior_by_crop, BackendOptions, BatchShape,
+    ComputeBackend, Device, Error, LoadRequest, ModelFile, ModelPackage, ModelSpec, Result,
+    Runtime,
 };
 use ort::session::builder::{BuilderResult, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
+use crate::interior;
 use crate::provider;
 use crate::runtime::{runtime, OrtRuntime};
 
@@ -32,6 +34,18 @@ pub struct OnnxBackend {
     /// The graph's names for a recurrent law's field, delta and memory
     /// (found at load); `None` for a law without memory.
     memory_io: Option<MemoryIo>,
+    /// The graph rewritten to return each field's interior (module
+    /// `interior`), when the law is a chain of padded convolutions and the
+    /// rewritten graph agreed with the original at load.
+    interior: Option<Interior>,
+}
+
+/// Sessions of the graph without its convolutions' padding, which return
+/// each field's interior without its outer `margin` cells.
+struct Interior {
+    /// The law's receptive radius: the cells the graph trims on every side.
+    margin: usize,
+    pool: Pool<Session>,
 }
 
 /// A recurrent law's graph: which input is the field and which output the
@@ -128,19 +142,19 @@ impl OnnxBackend {
             verify(&mut first, request.spec(), &recipe.origin)?;
             None
         };
-        let factory_recipe = recipe.clone();
-        let factory: Factory<Session> = Box::new(move || {
-            // The runtime is initialised by now; `runtime()` only reads it.
-            build_session(runtime()?, &factory_recipe).map(|(session, _)| session)
-        });
+        let interior = match memory_io {
+            None => prepare_interior(rt, &recipe, &mut first, request.spec()),
+            Some(_) => None,
+        };
         Ok(Self {
             spec: request.spec().clone(),
             device: recipe.device,
             provider,
             threads: recipe.threads,
             version: &rt.version,
-            pool: Pool::new(first, factory, Pool::<Session>::default_max()),
+            pool: session_pool(first, recipe.clone()),
             memory_io,
+            interior,
         })
     }
 
@@ -165,20 +179,29 @@ impl ComputeBackend for OnnxBackend {
 
     fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         let mut session = self.pool.checkout()?;
-        run_into(&mut session, input, shape, output).map_err(|failure| match failure {
-            RunFailure::Ort(message) => {
-                Error::backend("onnx", format!("forward on {shape} failed: {message}"))
-            }
-            RunFailure::Shape(got) => Error::backend(
-                "onnx",
-                format!("the model returned {got:?} for input {shape}; it must return the input's shape"),
-            ),
-            // Only `run_memory_into` reports memory outputs.
-            RunFailure::MemoryShape { output, .. } => Error::backend(
-                "onnx",
-                format!("the model returned memory `{output}` to a forward without memory"),
-            ),
-        })
+        run_into(&mut session, input, shape, shape, output)
+            .map_err(|failure| forward_error(shape, shape, failure))
+    }
+
+    fn computes_interior(&self, margin: usize) -> bool {
+        self.interior.as_ref().is_some_and(|i| i.margin == margin)
+    }
+
+    fn run_interior(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        margin: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        let interior = self.interior.as_ref().filter(|i| i.margin == margin);
+        // forward_interior checked that the margin leaves cells.
+        let (Some(interior), Some(inner)) = (interior, interior_shape(shape, margin)) else {
+            return run_interior_by_crop(self, input, shape, margin, output);
+        };
+        let mut session = interior.pool.checkout()?;
+        run_into(&mut session, input, shape, inner, output)
+            .map_err(|failure| forward_error(shape, inner, failure))
     }
 
     fn run_with_memory(
@@ -230,14 +253,138 @@ impl ComputeBackend for OnnxBackend {
             Some(n) => format!("{n} intra-op threads"),
             None => "intra-op threads: one per core".to_string(),
         };
+        let interior = match &self.interior {
+            Some(i) => format!(
+                ", interiors by a graph without padding (margin {})",
+                i.margin
+            ),
+            None => String::new(),
+        };
         format!(
-            "onnx on {} ({}, onnxruntime {}, {threads}, up to {} sessions)",
+            "onnx on {} ({}, onnxruntime {}, {threads}, up to {} sessions{interior})",
             self.device,
             self.provider,
             self.version,
             self.pool.max()
         )
     }
+}
+
+/// The pool of sessions a backend runs `recipe` on, starting from `first`.
+fn session_pool(first: Session, recipe: Recipe) -> Pool<Session> {
+    let factory: Factory<Session> = Box::new(move || {
+        // The runtime is initialised by now; `runtime()` only reads it.
+        build_session(runtime()?, &recipe).map(|(session, _)| session)
+    });
+    Pool::new(first, factory, Pool::<Session>::default_max())
+}
+
+/// A forward's failure as the one-line error the caller sees: `shape` the
+/// input, `want` the output it should have returned.
+fn forward_error(shape: BatchShape, want: BatchShape, failure: RunFailure) -> Error {
+    match failure {
+        RunFailure::Ort(message) => {
+            Error::backend("onnx", format!("forward on {shape} failed: {message}"))
+        }
+        RunFailure::Shape(got) => Error::backend(
+            "onnx",
+            format!("the model returned {got:?} for input {shape}; it must return {want}"),
+        ),
+        // Only `run_memory_into` reports memory outputs.
+        RunFailure::MemoryShape { output, .. } => Error::backend(
+            "onnx",
+            format!("the model returned memory `{output}` to a forward without memory"),
+        ),
+    }
+}
+
+/// The law's graph rewritten to return each field's interior (module
+/// `interior`), if the law is local and its graph a chain of padded
+/// convolutions, and if the rewritten graph returns what `full` returns on
+/// the interior of a probe batch. `None` otherwise: the backend then crops
+/// `full`'s output, as every backend may.
+fn prepare_interior(
+    rt: &OrtRuntime,
+    recipe: &Recipe,
+    full: &mut Session,
+    spec: &ModelSpec,
+) -> Option<Interior> {
+    let radius = spec.receptive_radius.filter(|&r| r > 0)?;
+    let rewritten = match interior::rewrite(&recipe.model) {
+        Ok(rewritten) => rewritten,
+        Err(why) => {
+            tracing::debug!("onnx: fields are cropped after the forward: {why}");
+            return None;
+        }
+    };
+    if rewritten.margin != radius {
+        tracing::debug!(
+            "onnx: fields are cropped after the forward: the graph's convolutions pad {} cells, \
+             model.json's receptive radius is {radius}",
+            rewritten.margin
+        );
+        return None;
+    }
+    let recipe = Recipe {
+        model: rewritten.model.into(),
+        ..recipe.clone()
+    };
+    let checked = build_session(rt, &recipe).and_then(|(mut session, _)| {
+        check_interior(full, &mut session, spec, radius).map(|()| session)
+    });
+    match checked {
+        Ok(session) => Some(Interior {
+            margin: radius,
+            pool: session_pool(session, recipe),
+        }),
+        Err(e) => {
+            tracing::warn!("onnx: fields are cropped after the forward: the graph without padding failed its check: {e}");
+            None
+        }
+    }
+}
+
+/// Runs a probe batch through the full graph and the graph without padding
+/// and checks that the latter returns the former's interior (within float32
+/// rounding: ONNX Runtime may pick another convolution algorithm for the
+/// smaller output).
+fn check_interior(
+    full: &mut Session,
+    inner: &mut Session,
+    spec: &ModelSpec,
+    margin: usize,
+) -> Result<()> {
+    let m = spec.spatial_multiple.max(1);
+    // Room for the margin on both sides and an interior that is not square.
+    let side = |extra: usize| (2 * margin + extra).div_ceil(m) * m;
+    let shape = BatchShape::new(2, spec.channels(), side(3), side(5));
+    let Some(want) = interior_shape(shape, margin) else {
+        return Err(Error::backend("onnx", format!("{shape} has no interior")));
+    };
+    // Varied values with no short period, so that a shifted crop differs.
+    let input: Vec<f32> = (0..shape.len())
+        .map(|i| ((i * 7919 % 1031) as f32 / 1031.0 - 0.5) * 2.0)
+        .collect();
+    let mut whole = vec![0.0f32; shape.len()];
+    run_into(full, &input, shape, shape, &mut whole).map_err(|f| forward_error(shape, shape, f))?;
+    let mut cropped = vec![0.0f32; want.len()];
+    copy_interior(&whole, shape, margin, &mut cropped);
+    let mut got = vec![0.0f32; want.len()];
+    run_into(inner, &input, shape, want, &mut got).map_err(|f| forward_error(shape, want, f))?;
+    let worst = cropped
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+        // A NaN anywhere fails too (f32::max would skip it).
+        .map(|d| if d.is_nan() { f32::INFINITY } else { d })
+        .fold(0.0f32, f32::max);
+    if worst > 1e-4 {
+        return Err(Error::backend(
+            "onnx",
+            format!("on {shape} it differs from the full graph's interior by {worst:e} (relative)"),
+        ));
+    }
+    Ok(())
 }
 
 /// One session with the backend's settings, and the provider it runs on.
@@ -306,7 +453,7 @@ fn verify(session: &mut Session, spec: &ModelSpec, path: &Path) -> Result<()> {
         .map(|i| ((i * 7 % 13) as f32 - 6.0) / 12.0)
         .collect();
     let mut output = vec![0.0f32; shape.len()];
-    match run_into(session, &input, shape, &mut output) {
+    match run_into(session, &input, shape, shape, &mut output) {
         Ok(()) => {}
         Err(RunFailure::Ort(message)) => {
             return Err(Error::model(
@@ -657,7 +804,8 @@ fn run_memory_into(
     Ok(())
 }
 
-/// Runs `input` through `session` and copies the single output into `output`.
+/// Runs `input` (`shape`) through `session` and copies the single output,
+/// which must have shape `want`, into `output`.
 ///
 /// The input tensor borrows the caller's slice (no copy); the output lives in
 /// ONNX Runtime's memory and is copied once.
@@ -665,11 +813,12 @@ fn run_into(
     session: &mut Session,
     input: &[f32],
     shape: BatchShape,
+    want: BatchShape,
     output: &mut [f32],
 ) -> std::result::Result<(), RunFailure> {
     let ort = |e: ort::Error| RunFailure::Ort(e.to_string());
-    let dims = shape.dims_i64();
-    let tensor = TensorRef::from_array_view((dims, input)).map_err(ort)?;
+    let tensor = TensorRef::from_array_view((shape.dims_i64(), input)).map_err(ort)?;
+    let dims = want.dims_i64();
     let outputs = session.run(ort::inputs![tensor]).map_err(ort)?;
     let value = outputs
         .values()

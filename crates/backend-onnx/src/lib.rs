@@ -12,6 +12,10 @@
 //! - [`check`], [`library_candidates`], [`set_library`]: finding and
 //!   initialising the library (module `runtime`).
 //! - module `provider`: CPU, or CUDA with the `cuda` feature.
+//! - module `interior`: a local law's graph without its convolutions'
+//!   padding, so that [`engine_api::ComputeBackend::forward_interior`]
+//!   computes a field's interior alone (the sparse engine's tiles without
+//!   their halo); checked against the full graph at load.
 //!
 //! # Where the library comes from
 //! A process loads ONNX Runtime once; [`set_library`] chooses where from,
@@ -50,6 +54,7 @@
 //! [`ComputeBackend::forward_with_memory`]: engine_api::ComputeBackend::forward_with_memory
 
 mod backend;
+mod interior;
 mod provider;
 mod runtime;
 
