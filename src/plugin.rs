@@ -24,10 +24,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use engine_api::plugin::{
-    error_from_parts, AbiFn, CheckFn, DescribeFn, ForwardFn, ForwardMemoryFn, FreeErrorFn, FreeFn,
-    FreeStringFn, LoadFn, NameFn, PluginError, SetLoggerFn, ABI, ABI_SYMBOL, CHECK_SYMBOL,
-    DESCRIBE_SYMBOL, DEVICE_CPU, DEVICE_CUDA, FORWARD_MEMORY_SYMBOL, FORWARD_SYMBOL,
-    FREE_ERROR_SYMBOL, FREE_STRING_SYMBOL, FREE_SYMBOL, LOAD_SYMBOL, LOG_DEBUG, LOG_ERROR,
+    error_from_parts, AbiFn, CheckFn, DescribeFn, ForwardFn, ForwardInteriorFn, ForwardMemoryFn,
+    FreeErrorFn, FreeFn, FreeStringFn, InteriorMarginFn, LoadFn, NameFn, PluginError, SetLoggerFn,
+    ABI, ABI_SYMBOL, CHECK_SYMBOL, DESCRIBE_SYMBOL, DEVICE_CPU, DEVICE_CUDA,
+    FORWARD_INTERIOR_SYMBOL, FORWARD_MEMORY_SYMBOL, FORWARD_SYMBOL, FREE_ERROR_SYMBOL,
+    FREE_STRING_SYMBOL, FREE_SYMBOL, INTERIOR_MARGIN_SYMBOL, LOAD_SYMBOL, LOG_DEBUG, LOG_ERROR,
     LOG_INFO, LOG_OFF, LOG_TRACE, LOG_WARN, NAME_SYMBOL, SET_LOGGER_SYMBOL,
 };
 use engine_api::{
@@ -103,6 +104,8 @@ pub(crate) struct Api {
     load: LoadFn,
     forward: ForwardFn,
     forward_memory: ForwardMemoryFn,
+    interior_margin: InteriorMarginFn,
+    forward_interior: ForwardInteriorFn,
     describe: DescribeFn,
     free: FreeFn,
     free_string: FreeStringFn,
@@ -244,6 +247,8 @@ fn entry_points(
             load: get(library, LOAD_SYMBOL)?,
             forward: get(library, FORWARD_SYMBOL)?,
             forward_memory: get(library, FORWARD_MEMORY_SYMBOL)?,
+            interior_margin: get(library, INTERIOR_MARGIN_SYMBOL)?,
+            forward_interior: get(library, FORWARD_INTERIOR_SYMBOL)?,
             describe: get(library, DESCRIBE_SYMBOL)?,
             free: get(library, FREE_SYMBOL)?,
             free_string: get(library, FREE_STRING_SYMBOL)?,
@@ -445,11 +450,14 @@ impl Runtime for PluginRuntime {
         let handle = NonNull::new(handle).ok_or_else(|| {
             Error::backend(api.backend, "the library reported success but no backend")
         })?;
+        // SAFETY: a live handle, just made.
+        let interior_margin = unsafe { (api.interior_margin)(handle.as_ptr()) };
         Ok(Arc::new(PluginBackend {
             api,
             handle,
             spec: request.spec().clone(),
             device: request.device(),
+            interior_margin,
         }))
     }
 }
@@ -460,6 +468,9 @@ struct PluginBackend {
     handle: NonNull<c_void>,
     spec: ModelSpec,
     device: Device,
+    /// The margin whose interior the library computes alone, 0 for none
+    /// (asked once at load: the library fixes it then).
+    interior_margin: usize,
 }
 
 // SAFETY: the handle is the library's `Send + Sync` backend (the ABI allows
@@ -494,6 +505,41 @@ impl ComputeBackend for PluginBackend {
                 shape.channels,
                 shape.height,
                 shape.width,
+                output.as_mut_ptr(),
+                output.len(),
+            )
+        };
+        // SAFETY: what the library returned, freed once.
+        match unsafe { self.api.take_error(error) } {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    fn computes_interior(&self, margin: usize) -> bool {
+        margin > 0 && margin == self.interior_margin
+    }
+
+    fn run_interior(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        margin: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        // The library crops a whole forward itself for other margins.
+        // SAFETY: a live handle; `input` and `output` are valid, distinct
+        // buffers of the lengths passed, for the duration of the call.
+        let error = unsafe {
+            (self.api.forward_interior)(
+                self.handle.as_ptr(),
+                input.as_ptr(),
+                input.len(),
+                shape.batch,
+                shape.channels,
+                shape.height,
+                shape.width,
+                margin,
                 output.as_mut_ptr(),
                 output.len(),
             )

@@ -303,33 +303,40 @@ proptest! {
     }
 }
 
-/// Which backends skip the halo's work: ONNX Runtime for every golden law
-/// whose graph is a chain of padded convolutions, at its receptive radius
-/// only (what the sparse engine asks for); never for a U-Net.
+/// Which backends skip the halo's work: ONNX Runtime (its graph without
+/// padding) and tch (the module's layers without padding) for every golden
+/// law made of padded convolutions and ELUs, at its receptive radius only
+/// (what the sparse engine asks for); never for a per-cell MLP (nothing to
+/// skip) or a U-Net (global).
 #[test]
-fn onnx_computes_the_interior_of_padded_convolution_chains() {
-    if !backends().contains(&BackendKind::Onnx) {
-        eprintln!("SKIPPED: onnx is not compiled in");
-        return;
+fn onnx_and_tch_compute_the_interior_of_padded_convolution_chains() {
+    let kinds: Vec<BackendKind> = backends()
+        .into_iter()
+        .filter(|k| matches!(k, BackendKind::Onnx | BackendKind::Tch))
+        .collect();
+    if kinds.is_empty() {
+        eprintln!("SKIPPED: neither onnx nor tch is compiled in");
     }
-    for (case, at_radius) in [
-        ("conv3x3_d4", true),
-        ("conv3x3_identity_d4", true),
-        ("deep_qca_d2_h8", true),
-        ("mlp_d2_h8", false),
-        ("unet_d2_h8", false),
-    ] {
-        let backend = load(BackendKind::Onnx, case);
-        assert_eq!(
-            backend.computes_interior(1),
-            at_radius,
-            "{case}: {}",
-            backend.describe()
-        );
-        assert!(
-            !backend.computes_interior(2),
-            "{case}: margin 2 is not its radius"
-        );
+    for kind in kinds {
+        for (case, at_radius) in [
+            ("conv3x3_d4", true),
+            ("conv3x3_identity_d4", true),
+            ("deep_qca_d2_h8", true),
+            ("mlp_d2_h8", false),
+            ("unet_d2_h8", false),
+        ] {
+            let backend = load(kind, case);
+            assert_eq!(
+                backend.computes_interior(1),
+                at_radius,
+                "{kind} {case}: {}",
+                backend.describe()
+            );
+            assert!(
+                !backend.computes_interior(2),
+                "{kind} {case}: margin 2 is not its radius"
+            );
+        }
     }
 }
 

@@ -181,6 +181,56 @@ pub unsafe extern "C" fn atheria_backend_forward(
     })
 }
 
+/// The margin whose interior [`atheria_backend_forward_interior`] computes
+/// alone ([`ComputeBackend::computes_interior`]), 0 for none.
+///
+/// # Safety
+/// `backend` must be a live handle from [`atheria_backend_load`] (or null,
+/// which answers 0).
+#[no_mangle]
+pub unsafe extern "C" fn atheria_backend_interior_margin(backend: *const c_void) -> usize {
+    // SAFETY: a live handle (a `Box<TchBackend>`) or null, by the caller's contract.
+    let Some(backend) = (unsafe { backend.cast::<TchBackend>().as_ref() }) else {
+        return 0;
+    };
+    catch_unwind(AssertUnwindSafe(|| backend.interior_margin().unwrap_or(0))).unwrap_or(0)
+}
+
+/// One forward of an NCHW batch of shape `[n, c, h, w]` that writes each
+/// field's interior without its outer `margin` cells
+/// ([`ComputeBackend::forward_interior`]) into `output`, of shape
+/// `[n, c, h - 2 margin, w - 2 margin]`.
+///
+/// # Safety
+/// As [`atheria_backend_forward`].
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn atheria_backend_forward_interior(
+    backend: *const c_void,
+    input: *const f32,
+    input_len: usize,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    margin: usize,
+    output: *mut f32,
+    output_len: usize,
+) -> *mut PluginError {
+    guarded("forward_interior", || {
+        // SAFETY: a live handle (a `Box<TchBackend>`), by the caller's contract.
+        let backend = unsafe { backend.cast::<TchBackend>().as_ref() }
+            .ok_or_else(|| null_argument("backend"))?;
+        // SAFETY: the buffers' lengths and exclusivity, by the caller's contract.
+        let input = unsafe { slice_or_empty(input, input_len) }?;
+        // SAFETY: as above.
+        let output = unsafe { slice_mut_or_empty(output, output_len, "output") }?;
+        // `forward_interior` checks the lengths against the shape and the
+        // margin before anything reads the buffers.
+        backend.forward_interior(input, BatchShape::new(n, c, h, w), margin, output)
+    })
+}
+
 /// One forward of a recurrent law on an NCHW batch of shape `[n, c, h, w]`:
 /// reads `memory` (the model's memory tensors one after another, in
 /// model.json order) and writes the delta into `output` and the next memory

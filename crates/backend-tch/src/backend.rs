@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use engine_api::pool::Pool;
 use engine_api::{
-    BackendOptions, BatchShape, ComputeBackend, Device, Error, LoadRequest, MemoryTensor,
-    ModelFile, ModelPackage, ModelSpec, Result, Runtime,
+    interior_shape, run_interior_by_crop, BackendOptions, BatchShape, ComputeBackend, Device,
+    Error, LoadRequest, MemoryTensor, ModelFile, ModelPackage, ModelSpec, Result, Runtime,
 };
 use tch::{CModule, IValue, Kind, Tensor};
 
 use crate::error::{run_error, torch_message, NAME};
+use crate::interior::Chain;
 use crate::pool::{load_module, module_pool, Slot, Staged};
 use crate::runtime::{apply_threads, intra_op_threads, torch_device, LIBTORCH_VERSION};
 
@@ -27,6 +28,10 @@ pub struct TchBackend {
     threads: Option<i32>,
     output: OutputKind,
     pool: Pool<Slot>,
+    /// The margin whose interior the module's layers run without padding
+    /// compute alone (module `interior`), when the law's layers are known
+    /// and agreed with its forward at load.
+    interior_margin: Option<usize>,
 }
 
 /// The tch [`Runtime`] in a program that links libtorch (this crate's tests
@@ -108,6 +113,10 @@ impl TchBackend {
         } else {
             probe(&module, request.spec(), torch_device, path)?
         };
+        let interior_margin = match output {
+            OutputKind::Tensor => interior_margin(&module, request.spec(), torch_device),
+            _ => None,
+        };
         Ok(Self {
             spec: request.spec().clone(),
             device: request.device(),
@@ -121,6 +130,7 @@ impl TchBackend {
                 path.to_path_buf(),
                 max_modules,
             ),
+            interior_margin,
         })
     }
 
@@ -133,6 +143,15 @@ impl TchBackend {
     /// The most modules the pool will load.
     pub fn max_modules(&self) -> usize {
         self.pool.max()
+    }
+
+    /// The margin whose interior
+    /// [`forward_interior`](ComputeBackend::forward_interior) computes alone
+    /// (the law's layers without padding), if any: what
+    /// [`computes_interior`](ComputeBackend::computes_interior) answers
+    /// `true` for.
+    pub fn interior_margin(&self) -> Option<usize> {
+        self.interior_margin
     }
 }
 
@@ -163,6 +182,52 @@ impl ComputeBackend for TchBackend {
             Layout::ChannelsLast,
         )?;
         let result = run_module(&slot.module, staged, self.output)?;
+        check_output(&result, dims)?;
+        copy_out(&result, output, dims)
+    }
+
+    fn computes_interior(&self, margin: usize) -> bool {
+        self.interior_margin == Some(margin)
+    }
+
+    fn run_interior(
+        &self,
+        input: &[f32],
+        shape: BatchShape,
+        margin: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        // forward_interior checked that the margin leaves cells.
+        let inner = interior_shape(shape, margin).filter(|_| self.computes_interior(margin));
+        let Some(inner) = inner else {
+            return run_interior_by_crop(self, input, shape, margin, output);
+        };
+        apply_threads(self.threads);
+        let mut slot = self.pool.checkout()?;
+        let Slot {
+            module,
+            input: staged,
+            chain,
+            ..
+        } = &mut *slot;
+        let _no_grad = tch::no_grad_guard();
+        let staged = stage_input(
+            staged,
+            input,
+            shape.dims_i64(),
+            self.torch_device,
+            Layout::ChannelsLast,
+        )?;
+        let chain = match chain {
+            Some(chain) => chain,
+            None => {
+                chain.insert(Chain::of(module, &self.spec).map_err(|e| Error::backend(NAME, e))?)
+            }
+        };
+        let result = chain
+            .forward(staged)
+            .map_err(|e| run_error("interior forward failed", &e))?;
+        let dims = inner.dims_i64();
         check_output(&result, dims)?;
         copy_out(&result, output, dims)
     }
@@ -241,12 +306,45 @@ impl ComputeBackend for TchBackend {
         let threads = self
             .threads
             .map_or_else(|| "default".to_string(), |n| n.to_string());
+        let interior = match self.interior_margin {
+            Some(m) => format!(", interiors by its layers without padding (margin {m})"),
+            None => String::new(),
+        };
         format!(
-            "tch (libtorch {LIBTORCH_VERSION}) on {}, intra-op threads {threads}, {} pooled module(s) of at most {}",
+            "tch (libtorch {LIBTORCH_VERSION}) on {}, intra-op threads {threads}, {} pooled module(s) of at most {}{interior}",
             self.device,
             self.pool.live(),
             self.pool.max()
         )
+    }
+}
+
+/// The margin whose interior `module`'s layers without padding compute
+/// ([`Chain`]): the law's receptive radius, if its layers are known and
+/// agree with its forward on a probe batch. `None` otherwise (the backend
+/// then crops the forward's output, as every backend may).
+fn interior_margin(module: &CModule, spec: &ModelSpec, device: tch::Device) -> Option<usize> {
+    let radius = spec.receptive_radius.filter(|&r| r > 0)?;
+    let chain = match Chain::of(module, spec) {
+        Ok(chain) => chain,
+        Err(why) => {
+            tracing::debug!("tch: fields are cropped after the forward: {why}");
+            return None;
+        }
+    };
+    if chain.margin() != radius {
+        tracing::debug!(
+            "tch: fields are cropped after the forward: the layers trim {} cells, model.json's receptive radius is {radius}",
+            chain.margin()
+        );
+        return None;
+    }
+    match chain.check(module, spec, device) {
+        Ok(()) => Some(radius),
+        Err(why) => {
+            tracing::warn!("tch: fields are cropped after the forward: the layers without padding failed their check: {why}");
+            None
+        }
     }
 }
 

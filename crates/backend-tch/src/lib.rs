@@ -8,6 +8,10 @@
 //! - `pool`: the module pool ([`engine_api::pool::Pool`], bounded) that makes
 //!   the backend `Sync` without a lock around every forward.
 //! - `error`: libtorch errors as one-line Atheria errors.
+//! - `interior`: a local law's layers run without padding, so that
+//!   `forward_interior` computes a field's interior alone (the sparse
+//!   engine's tiles without their halo); checked against the module's
+//!   forward at load.
 //!
 //! # Building by hand
 //! tch 0.26 needs libtorch 2.13.0. Use the project venv's PyTorch wheel
@@ -120,6 +124,7 @@
 
 mod backend;
 mod error;
+mod interior;
 mod pool;
 mod runtime;
 

@@ -18,6 +18,7 @@ use engine_api::Result;
 use tch::{CModule, Device, Tensor};
 
 use crate::error::{load_error, torch_message};
+use crate::interior::Chain;
 
 /// A reusable input tensor and the shape it was made for.
 pub(crate) type Staged = Option<([i64; 4], Tensor)>;
@@ -33,6 +34,9 @@ pub(crate) struct Slot {
     /// model.json order (empty until the first such forward), reused the
     /// same way.
     pub memory: Vec<Staged>,
+    /// The module's layers without padding ([`Chain`]), built on this
+    /// module's first interior forward when the backend computes interiors.
+    pub chain: Option<Chain>,
 }
 
 impl Slot {
@@ -42,6 +46,7 @@ impl Slot {
             module,
             input: None,
             memory: Vec::new(),
+            chain: None,
         }
     }
 }

@@ -51,6 +51,12 @@
 //!                                        const float *memory, size_t memory_len,
 //!                                        float *output, size_t output_len,
 //!                                        float *next_memory, size_t next_memory_len);
+//! size_t         atheria_backend_interior_margin(const void *backend);
+//! atheria_error *atheria_backend_forward_interior(const void *backend,
+//!                                        const float *input, size_t input_len,
+//!                                        size_t n, size_t c, size_t h, size_t w,
+//!                                        size_t margin,
+//!                                        float *output, size_t output_len);
 //! char          *atheria_backend_describe(const void *backend);
 //! void           atheria_backend_free(void *backend);
 //! void           atheria_backend_free_string(char *string);
@@ -70,11 +76,17 @@
 //! `[n, channels, h / stride, w / stride]`; the library reads it without
 //! changing it and writes the next memory, laid out the same way, into
 //! `next_memory`. The library checks these lengths again too; for a law
-//! without memory both are 0 and the call is `forward`. The handle may be
+//! without memory both are 0 and the call is `forward`. `interior_margin`
+//! is the margin whose interior the backend computes alone
+//! ([`ComputeBackend::computes_interior`]), 0 for none, fixed at load;
+//! `forward_interior` is [`ComputeBackend::forward_interior`], writing the
+//! `[n, c, h - 2 margin, w - 2 margin]` interior. The handle may be
 //! used from several threads at once (the backend is `Send + Sync`) until
 //! it is freed.
 //!
 //! [`ComputeBackend::forward_with_memory`]: crate::ComputeBackend::forward_with_memory
+//! [`ComputeBackend::computes_interior`]: crate::ComputeBackend::computes_interior
+//! [`ComputeBackend::forward_interior`]: crate::ComputeBackend::forward_interior
 //!
 //! The host reads [`ABI_SYMBOL`] first and uses nothing else unless the
 //! string equals its own [`ABI`]. The host never unloads a library.
@@ -98,6 +110,10 @@ pub const LOAD_SYMBOL: &[u8] = b"atheria_backend_load\0";
 pub const FORWARD_SYMBOL: &[u8] = b"atheria_backend_forward\0";
 /// `atheria_backend_forward_memory`: [`ForwardMemoryFn`].
 pub const FORWARD_MEMORY_SYMBOL: &[u8] = b"atheria_backend_forward_memory\0";
+/// `atheria_backend_interior_margin`: [`InteriorMarginFn`].
+pub const INTERIOR_MARGIN_SYMBOL: &[u8] = b"atheria_backend_interior_margin\0";
+/// `atheria_backend_forward_interior`: [`ForwardInteriorFn`].
+pub const FORWARD_INTERIOR_SYMBOL: &[u8] = b"atheria_backend_forward_interior\0";
 /// `atheria_backend_describe`: [`DescribeFn`].
 pub const DESCRIBE_SYMBOL: &[u8] = b"atheria_backend_describe\0";
 /// `atheria_backend_free`: [`FreeFn`].
@@ -110,7 +126,7 @@ pub const FREE_ERROR_SYMBOL: &[u8] = b"atheria_backend_free_error\0";
 /// The interface version both sides must agree on. It names the set of
 /// functions above, their C signatures and the meaning of every code; change
 /// the number whenever any of them changes.
-pub const ABI: &CStr = c"atheria-backend-plugin/2 (C ABI)";
+pub const ABI: &CStr = c"atheria-backend-plugin/3 (C ABI)";
 
 /// An error returned by the library: allocated by it, freed by
 /// `atheria_backend_free_error`.
@@ -210,6 +226,23 @@ pub type ForwardMemoryFn = unsafe extern "C" fn(
     output_len: usize,
     next_memory: *mut f32,
     next_memory_len: usize,
+) -> *mut PluginError;
+/// `atheria_backend_interior_margin`: the margin whose interior
+/// `forward_interior` computes alone, 0 for none.
+pub type InteriorMarginFn = unsafe extern "C" fn(backend: *const c_void) -> usize;
+/// `atheria_backend_forward_interior`: one forward of an NCHW batch that
+/// writes each field's interior without its outer `margin` cells.
+pub type ForwardInteriorFn = unsafe extern "C" fn(
+    backend: *const c_void,
+    input: *const f32,
+    input_len: usize,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    margin: usize,
+    output: *mut f32,
+    output_len: usize,
 ) -> *mut PluginError;
 /// `atheria_backend_describe`: a one-line description, to free with
 /// `atheria_backend_free_string`.
