@@ -480,6 +480,19 @@ unsafe impl Send for PluginBackend {}
 // SAFETY: as above.
 unsafe impl Sync for PluginBackend {}
 
+impl PluginBackend {
+    /// Calls one of the library's fallible entry points with this backend's
+    /// handle and turns the error it returns, if any, into ours.
+    fn call(&self, entry: impl FnOnce(*mut c_void) -> *mut PluginError) -> Result<()> {
+        let error = entry(self.handle.as_ptr());
+        // SAFETY: what the library returned, freed once.
+        match unsafe { self.api.take_error(error) } {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
 impl ComputeBackend for PluginBackend {
     fn name(&self) -> &'static str {
         self.api.backend
@@ -496,9 +509,9 @@ impl ComputeBackend for PluginBackend {
     fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         // SAFETY: a live handle; `input` and `output` are valid, distinct
         // buffers of the lengths passed, for the duration of the call.
-        let error = unsafe {
+        self.call(|handle| unsafe {
             (self.api.forward)(
-                self.handle.as_ptr(),
+                handle,
                 input.as_ptr(),
                 input.len(),
                 shape.batch,
@@ -508,12 +521,7 @@ impl ComputeBackend for PluginBackend {
                 output.as_mut_ptr(),
                 output.len(),
             )
-        };
-        // SAFETY: what the library returned, freed once.
-        match unsafe { self.api.take_error(error) } {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
+        })
     }
 
     fn computes_interior(&self, margin: usize) -> bool {
@@ -530,9 +538,9 @@ impl ComputeBackend for PluginBackend {
         // The library crops a whole forward itself for other margins.
         // SAFETY: a live handle; `input` and `output` are valid, distinct
         // buffers of the lengths passed, for the duration of the call.
-        let error = unsafe {
+        self.call(|handle| unsafe {
             (self.api.forward_interior)(
-                self.handle.as_ptr(),
+                handle,
                 input.as_ptr(),
                 input.len(),
                 shape.batch,
@@ -543,12 +551,7 @@ impl ComputeBackend for PluginBackend {
                 output.as_mut_ptr(),
                 output.len(),
             )
-        };
-        // SAFETY: what the library returned, freed once.
-        match unsafe { self.api.take_error(error) } {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
+        })
     }
 
     fn run_with_memory(
@@ -562,9 +565,9 @@ impl ComputeBackend for PluginBackend {
         // SAFETY: a live handle; the four buffers are valid and distinct
         // (two shared borrows, two exclusive ones) for the lengths passed,
         // for the duration of the call.
-        let error = unsafe {
+        self.call(|handle| unsafe {
             (self.api.forward_memory)(
-                self.handle.as_ptr(),
+                handle,
                 input.as_ptr(),
                 input.len(),
                 shape.batch,
@@ -578,12 +581,7 @@ impl ComputeBackend for PluginBackend {
                 next_memory.as_mut_ptr(),
                 next_memory.len(),
             )
-        };
-        // SAFETY: what the library returned, freed once.
-        match unsafe { self.api.take_error(error) } {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
+        })
     }
 
     fn describe(&self) -> String {

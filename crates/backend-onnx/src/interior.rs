@@ -212,6 +212,160 @@ mod tests {
         assert!(pads(&qca.model).iter().all(|p| p == &[0, 0, 0, 0]));
     }
 
+    /// An attribute of integers.
+    fn ints(name: &str, values: &[i64]) -> onnx_protobuf::AttributeProto {
+        onnx_protobuf::AttributeProto {
+            name: name.into(),
+            type_: AttributeType::INTS.into(),
+            ints: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// A Conv node from `input` to `output` with weight `<output>.w`.
+    fn conv(
+        input: &str,
+        output: &str,
+        kernel: i64,
+        pads: &[i64],
+        stride: i64,
+        dilation: i64,
+    ) -> NodeProto {
+        NodeProto {
+            name: output.into(),
+            op_type: "Conv".into(),
+            input: vec![input.into(), format!("{output}.w")],
+            output: vec![output.into()],
+            attribute: vec![
+                ints("kernel_shape", &[kernel, kernel]),
+                ints("pads", pads),
+                ints("strides", &[stride, stride]),
+                ints("dilations", &[dilation, dilation]),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn op(op_type: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            name: output.into(),
+            op_type: op_type.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    /// A model of `nodes` from graph input `x` to graph output `y`, every
+    /// Conv's weight an initializer.
+    fn model(nodes: Vec<NodeProto>) -> Vec<u8> {
+        let value = |name: &str| onnx_protobuf::ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        };
+        let initializer = nodes
+            .iter()
+            .filter(|n| n.op_type == "Conv")
+            .map(|n| onnx_protobuf::TensorProto {
+                name: format!("{}.w", n.output[0]),
+                ..Default::default()
+            })
+            .collect();
+        let graph = onnx_protobuf::GraphProto {
+            node: nodes,
+            input: vec![value("x")],
+            output: vec![value("y")],
+            initializer,
+            ..Default::default()
+        };
+        ModelProto {
+            graph: Some(graph).into(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap()
+    }
+
+    #[test]
+    fn the_margin_is_the_sum_of_the_kernels_reaches() {
+        let chain = model(vec![
+            conv("x", "a", 3, &[1, 1, 1, 1], 1, 1),
+            op("Relu", &["a"], "b"),
+            conv("b", "c", 5, &[2, 2, 2, 2], 1, 1),
+            // Dilation 2 reaches 2 cells with a 3x3 kernel.
+            conv("c", "y", 3, &[2, 2, 2, 2], 1, 2),
+        ]);
+        let rewritten = rewrite(&chain).unwrap();
+        assert_eq!(rewritten.margin, 5);
+        assert!(pads(&rewritten.model).iter().all(|p| p == &[0, 0, 0, 0]));
+    }
+
+    #[test]
+    fn convolutions_that_do_not_pad_their_reach_are_refused() {
+        let refused = |node: NodeProto, why: &str| {
+            let err = rewrite(&model(vec![node])).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        };
+        refused(conv("x", "y", 3, &[1, 1, 1, 1], 2, 1), "stride-1");
+        refused(
+            conv("x", "y", 3, &[1, 0, 1, 0], 1, 1),
+            "does not pad its reach",
+        );
+        refused(
+            conv("x", "y", 3, &[2, 2, 2, 2], 1, 1),
+            "does not pad its reach",
+        );
+        refused(
+            conv("x", "y", 2, &[1, 1, 1, 1], 1, 1),
+            "does not pad its reach",
+        );
+        let mut same = conv("x", "y", 3, &[], 1, 1);
+        same.attribute.push(onnx_protobuf::AttributeProto {
+            name: "auto_pad".into(),
+            type_: AttributeType::STRING.into(),
+            s: b"SAME_UPPER".to_vec(),
+            ..Default::default()
+        });
+        refused(same, "auto_pad");
+    }
+
+    #[test]
+    fn anything_but_a_single_chain_is_refused() {
+        let refused = |nodes: Vec<NodeProto>, why: &str| {
+            let err = rewrite(&model(nodes)).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        };
+        // A residual connection: the field and the convolution added.
+        refused(
+            vec![
+                conv("x", "a", 3, &[1, 1, 1, 1], 1, 1),
+                op("Add", &["x", "a"], "y"),
+            ],
+            "chain",
+        );
+        // A second branch from the graph input.
+        refused(
+            vec![
+                conv("x", "a", 3, &[1, 1, 1, 1], 1, 1),
+                op("Relu", &["x"], "y"),
+            ],
+            "chain",
+        );
+        // A weight computed by a node rather than stored.
+        refused(
+            vec![op("Constant", &[], "w"), op("Conv", &["x", "w"], "y")],
+            "chain",
+        );
+        // A spatial operator between the convolutions.
+        refused(
+            vec![
+                conv("x", "a", 3, &[1, 1, 1, 1], 1, 1),
+                op("MaxPool", &["a"], "y"),
+            ],
+            "neither a convolution nor elementwise",
+        );
+    }
+
     #[test]
     fn graphs_without_a_padded_chain_are_left_alone() {
         let mlp = rewrite(&golden("mlp_d2_h8")).unwrap_err();

@@ -146,6 +146,31 @@ pub unsafe extern "C" fn atheria_backend_load(
     })
 }
 
+/// The backend and the input and output buffers of a forward call, from
+/// their pointers; null pointers with non-zero lengths are errors.
+///
+/// # Safety
+/// `backend` must be null or a live handle from [`atheria_backend_load`];
+/// `input` must point to `input_len` readable f32 and `output` to
+/// `output_len` writable f32 that overlap nothing else while the returned
+/// borrows live.
+unsafe fn forward_args<'a>(
+    backend: *const c_void,
+    input: *const f32,
+    input_len: usize,
+    output: *mut f32,
+    output_len: usize,
+) -> Result<(&'a TchBackend, &'a [f32], &'a mut [f32])> {
+    // SAFETY: a live handle (a `Box<TchBackend>`) or null, by the caller's contract.
+    let backend =
+        unsafe { backend.cast::<TchBackend>().as_ref() }.ok_or_else(|| null_argument("backend"))?;
+    // SAFETY: the buffers' lengths and exclusivity, by the caller's contract.
+    let input = unsafe { slice_or_empty(input, input_len) }?;
+    // SAFETY: as above.
+    let output = unsafe { slice_mut_or_empty(output, output_len, "output") }?;
+    Ok((backend, input, output))
+}
+
 /// One forward of an NCHW batch of shape `[n, c, h, w]`.
 ///
 /// # Safety
@@ -168,13 +193,9 @@ pub unsafe extern "C" fn atheria_backend_forward(
     output_len: usize,
 ) -> *mut PluginError {
     guarded("forward", || {
-        // SAFETY: a live handle (a `Box<TchBackend>`), by the caller's contract.
-        let backend = unsafe { backend.cast::<TchBackend>().as_ref() }
-            .ok_or_else(|| null_argument("backend"))?;
-        // SAFETY: the buffers' lengths and exclusivity, by the caller's contract.
-        let input = unsafe { slice_or_empty(input, input_len) }?;
-        // SAFETY: as above.
-        let output = unsafe { slice_mut_or_empty(output, output_len, "output") }?;
+        // SAFETY: the caller's contract, as `forward_args` needs it.
+        let (backend, input, output) =
+            unsafe { forward_args(backend, input, input_len, output, output_len) }?;
         // `forward` checks the lengths against the shape before anything
         // reads the buffers.
         backend.forward(input, BatchShape::new(n, c, h, w), output)
@@ -218,13 +239,9 @@ pub unsafe extern "C" fn atheria_backend_forward_interior(
     output_len: usize,
 ) -> *mut PluginError {
     guarded("forward_interior", || {
-        // SAFETY: a live handle (a `Box<TchBackend>`), by the caller's contract.
-        let backend = unsafe { backend.cast::<TchBackend>().as_ref() }
-            .ok_or_else(|| null_argument("backend"))?;
-        // SAFETY: the buffers' lengths and exclusivity, by the caller's contract.
-        let input = unsafe { slice_or_empty(input, input_len) }?;
-        // SAFETY: as above.
-        let output = unsafe { slice_mut_or_empty(output, output_len, "output") }?;
+        // SAFETY: the caller's contract, as `forward_args` needs it.
+        let (backend, input, output) =
+            unsafe { forward_args(backend, input, input_len, output, output_len) }?;
         // `forward_interior` checks the lengths against the shape and the
         // margin before anything reads the buffers.
         backend.forward_interior(input, BatchShape::new(n, c, h, w), margin, output)

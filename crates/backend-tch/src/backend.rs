@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use engine_api::pool::Pool;
 use engine_api::{
-    interior_shape, run_interior_by_crop, BackendOptions, BatchShape, ComputeBackend, Device,
-    Error, LoadRequest, MemoryTensor, ModelFile, ModelPackage, ModelSpec, Result, Runtime,
+    check_interior_rewrite, interior_shape, run_interior_by_crop, BackendOptions, BatchShape,
+    ComputeBackend, Device, Error, LoadRequest, MemoryTensor, ModelFile, ModelPackage, ModelSpec,
+    Result, Runtime,
 };
 use tch::{CModule, IValue, Kind, Tensor};
 
@@ -182,7 +183,7 @@ impl ComputeBackend for TchBackend {
             Layout::ChannelsLast,
         )?;
         let result = run_module(&slot.module, staged, self.output)?;
-        check_output(&result, dims)?;
+        check_output(&result, dims, dims)?;
         copy_out(&result, output, dims)
     }
 
@@ -228,7 +229,7 @@ impl ComputeBackend for TchBackend {
             .forward(staged)
             .map_err(|e| run_error("interior forward failed", &e))?;
         let dims = inner.dims_i64();
-        check_output(&result, dims)?;
+        check_output(&result, shape.dims_i64(), dims)?;
         copy_out(&result, output, dims)
     }
 
@@ -281,7 +282,7 @@ impl ComputeBackend for TchBackend {
         let (delta, next) = results
             .split_first()
             .ok_or_else(|| Error::backend(NAME, "forward returned an empty tuple"))?;
-        check_output(delta, dims)?;
+        check_output(delta, dims, dims)?;
         copy_out(delta, output, dims)?;
         let mut offset = 0;
         for (tensor, result) in spec.memory.iter().zip(next) {
@@ -339,7 +340,41 @@ fn interior_margin(module: &CModule, spec: &ModelSpec, device: tch::Device) -> O
         );
         return None;
     }
-    match chain.check(module, spec, device) {
+    // Staged as every forward stages its input (channels-last), so the
+    // probe runs the kernels the forwards will.
+    // `margin` 0 for the whole forward, whose output is the input's shape.
+    let run = |x: &[f32],
+               shape: BatchShape,
+               margin: usize,
+               y: &mut [f32],
+               of: &dyn Fn(&Tensor) -> Result<Tensor>| {
+        let _no_grad = tch::no_grad_guard();
+        let dims = shape.dims_i64();
+        let mut staged = None;
+        let staged = stage_input(&mut staged, x, dims, device, Layout::ChannelsLast)?;
+        let result = of(staged)?;
+        let want = interior_shape(shape, margin)
+            .ok_or_else(|| Error::backend(NAME, format!("{shape} has no interior")))?;
+        check_output(&result, dims, want.dims_i64())?;
+        copy_out(&result, y, want.dims_i64())
+    };
+    let checked = check_interior_rewrite(
+        spec,
+        radius,
+        |x, shape, y| {
+            run(x, shape, 0, y, &|t| {
+                run_module(module, t, OutputKind::Tensor)
+            })
+        },
+        |x, shape, y| {
+            run(x, shape, radius, y, &|t| {
+                chain
+                    .forward(t)
+                    .map_err(|e| run_error("interior forward failed", &e))
+            })
+        },
+    );
+    match checked {
         Ok(()) => Some(radius),
         Err(why) => {
             tracing::warn!("tch: fields are cropped after the forward: the layers without padding failed their check: {why}");
@@ -727,13 +762,20 @@ fn run_module(module: &CModule, input: &Tensor, kind: OutputKind) -> Result<Tens
     }
 }
 
-/// Checks that the output has the input's shape and a floating-point type.
-fn check_output(result: &Tensor, dims: [i64; 4]) -> Result<()> {
+/// Checks that the output has the shape `want` (the input's, `dims`, for a
+/// whole forward; its interior's for an interior forward) and a
+/// floating-point type.
+fn check_output(result: &Tensor, dims: [i64; 4], want: [i64; 4]) -> Result<()> {
     let size = result.size();
-    if size[..] != dims[..] {
+    if size[..] != want[..] {
+        let rule = if want == dims {
+            "it must keep the shape".to_string()
+        } else {
+            format!("its interior forward must return {want:?}")
+        };
         return Err(Error::backend(
             NAME,
-            format!("the model returned shape {size:?} for input {dims:?}; it must keep the shape"),
+            format!("the model returned shape {size:?} for input {dims:?}; {rule}"),
         ));
     }
     let kind = result

@@ -11,7 +11,8 @@
 //! module's own parameters and no padding: every convolution shrinks the
 //! field by its radius, and the output is exactly the interior. The load
 //! checks the chain against the module's forward on a probe batch
-//! ([`Chain::check`]); any other law keeps the module's forward, cropped.
+//! (`engine_api::check_interior_rewrite`, input staged as every forward
+//! stages it); any other law keeps the module's forward, cropped.
 //!
 //! [`ComputeBackend::forward_interior`]: engine_api::ComputeBackend::forward_interior
 
@@ -142,54 +143,5 @@ impl Chain {
             };
         }
         Ok(x)
-    }
-
-    /// Checks the chain against `module`'s forward (a tensor out) on a
-    /// varied probe batch: the chain must return the forward's interior
-    /// within float32 rounding (libtorch may pick another convolution
-    /// algorithm for the unpadded shape).
-    pub(crate) fn check(
-        &self,
-        module: &CModule,
-        spec: &ModelSpec,
-        device: tch::Device,
-    ) -> Result<(), String> {
-        let _no_grad = tch::no_grad_guard();
-        let m = self.margin() as i64;
-        let c = spec.channels() as i64;
-        let fail = |e: tch::TchError| format!("the probe forward failed: {e}");
-        // Non-square, with room for the margin on both sides; values with no
-        // short period, so that a shifted crop differs.
-        let (h, w) = (2 * m + 3, 2 * m + 5);
-        let n = 2 * c * h * w;
-        let x = (Tensor::f_arange(n, (tch::Kind::Float, device)).map_err(fail)? * 7919.0)
-            .fmod(1031.0)
-            / 1031.0
-            - 0.5;
-        let x = x.f_reshape([2, c, h, w]).map_err(fail)?;
-        let whole = module.forward_ts(&[&x]).map_err(fail)?;
-        let want = whole
-            .f_narrow(2, m, h - 2 * m)
-            .and_then(|t| t.f_narrow(3, m, w - 2 * m))
-            .map_err(fail)?;
-        let got = self.forward(&x).map_err(fail)?;
-        if got.size() != want.size() {
-            return Err(format!(
-                "the chain returns {:?} where the forward's interior is {:?}",
-                got.size(),
-                want.size()
-            ));
-        }
-        let worst = ((&got - &want).abs() / (want.abs() + 1.0))
-            .max()
-            .double_value(&[]);
-        // NaN compares false: a NaN anywhere fails.
-        if worst <= 1e-4 {
-            Ok(())
-        } else {
-            Err(format!(
-                "the chain differs from the forward's interior by {worst:e} (relative)"
-            ))
-        }
     }
 }

@@ -205,7 +205,8 @@ pub trait ComputeBackend: Send + Sync {
     /// Whether [`forward_interior`](Self::forward_interior) with this
     /// `margin` computes less than [`forward`](Self::forward): `true` when
     /// the backend's kernels skip (most of) the margin's work (candle's
-    /// Winograd 3x3 convolution and per-cell layers), so that an engine which drops
+    /// Winograd 3x3 convolution and per-cell layers; ONNX Runtime's graph and
+    /// tch's layers without padding), so that an engine which drops
     /// every field's halo (the sparse engine) asks for the interior alone.
     /// The default, `false`, tells the engine to call `forward` and read
     /// the interior itself, which costs the same and allocates nothing.
@@ -379,6 +380,50 @@ pub fn copy_interior(full: &[f32], shape: BatchShape, margin: usize, output: &mu
             dst.copy_from_slice(&row[margin..margin + iw]);
         }
     }
+}
+
+/// Checks, at load, a backend's own way of computing interiors (a rewritten
+/// graph, a law's layers without padding) against its whole forward: both
+/// run on one probe batch (two fields of `spec`'s channels, non-square,
+/// with room for `margin` on every side, varied values with no short
+/// period), and every interior value must lie within 1e-4 relative of the
+/// whole forward's, cropped ([`copy_interior`]). `whole` and `interior` get
+/// the input, its shape and an output buffer of the right length. Returns
+/// why not in one line: the backend then keeps cropping.
+pub fn check_interior_rewrite(
+    spec: &ModelSpec,
+    margin: usize,
+    whole: impl FnOnce(&[f32], BatchShape, &mut [f32]) -> Result<()>,
+    interior: impl FnOnce(&[f32], BatchShape, &mut [f32]) -> Result<()>,
+) -> std::result::Result<(), String> {
+    let m = spec.spatial_multiple.max(1);
+    let side = |extra: usize| (2 * margin + extra).div_ceil(m) * m;
+    let shape = BatchShape::new(2, spec.channels(), side(3), side(5));
+    let inner = interior_shape(shape, margin).ok_or_else(|| format!("{shape} has no interior"))?;
+    let input: Vec<f32> = (0..shape.len())
+        .map(|i| ((i * 7919 % 1031) as f32 / 1031.0 - 0.5) * 2.0)
+        .collect();
+    let mut full = vec![0.0f32; shape.len()];
+    whole(&input, shape, &mut full)
+        .map_err(|e| format!("the whole forward on {shape} failed: {e}"))?;
+    let mut want = vec![0.0f32; inner.len()];
+    copy_interior(&full, shape, margin, &mut want);
+    let mut got = vec![0.0f32; inner.len()];
+    interior(&input, shape, &mut got)
+        .map_err(|e| format!("the interior forward on {shape} failed: {e}"))?;
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+        // A NaN anywhere fails too (f32::max would skip it).
+        .map(|d| if d.is_nan() { f32::INFINITY } else { d })
+        .fold(0.0f32, f32::max);
+    if worst > 1e-4 {
+        return Err(format!(
+            "on {shape} it differs from the whole forward's interior by {worst:e} (relative)"
+        ));
+    }
+    Ok(())
 }
 
 /// [`ComputeBackend::run_interior`]'s default: `backend.run` into a buffer

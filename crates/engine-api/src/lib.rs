@@ -42,9 +42,9 @@ mod runtime;
 mod spec;
 
 pub use backend::{
-    check_forward_args, check_interior_args, check_memory_args, check_threads, copy_interior,
-    interior_shape, max_threads, run_interior_by_crop, BackendOptions, ComputeBackend,
-    MIN_THREAD_CAP, THREADS_PER_CORE_CAP,
+    check_forward_args, check_interior_args, check_interior_rewrite, check_memory_args,
+    check_threads, copy_interior, interior_shape, max_threads, run_interior_by_crop,
+    BackendOptions, ComputeBackend, MIN_THREAD_CAP, THREADS_PER_CORE_CAP,
 };
 pub use batch::BatchShape;
 pub use device::Device;

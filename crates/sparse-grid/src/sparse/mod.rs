@@ -43,7 +43,8 @@
 //! A backend that returns the whole field computes (T + 2r)^2 / T^2 of the
 //! useful work (1.27 at T = 16, r = 1); one that can skip the halo's work
 //! (`ComputeBackend::computes_interior`: candle's Winograd 3x3 and per-cell
-//! layers) is asked for the tiles alone and computes T^2 per tile. The rest
+//! layers, ONNX Runtime's graph and tch's layers without padding) is asked
+//! for the tiles alone and computes T^2 per tile. The rest
 //! of a step is copying (gather, scatter) and the update.
 //! Memory is counted in tiles: each holds T^2 cells whatever its matter, and
 //! a step stages the updated active tiles beside the current ones (that is
