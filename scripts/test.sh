@@ -18,6 +18,17 @@ export ATHERIA_REQUIRE_BACKENDS=all
 # (tens of GB over weeks): drop those not rebuilt for 3 days; cargo relinks
 # any it still needs.
 find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -perm -u+x ! -name '*.*' -mtime +3 -delete 2>/dev/null || true
+# A day of many builds fills the disk too (54 GB once, and the Python setup
+# then failed for want of space): of each test program and example, keep
+# only the three newest builds (`name-<hash>`, newest first; two crates may
+# have test programs of one name).
+for dir in "$CARGO_TARGET_DIR/debug/deps" "$CARGO_TARGET_DIR/debug/examples"; do
+  [[ -d $dir ]] || continue
+  find "$dir" -maxdepth 1 -type f -perm -u+x ! -name '*.*' -printf '%T@ %f\n' \
+    | sort -rn \
+    | awk '{ name = $2; sub(/-[0-9a-f]+$/, "", name); if (++seen[name] > 3) print $2 }' \
+    | while read -r old; do rm -f "$dir/$old"; done
+done
 # Incremental compilation caches grow by gigabytes per change in the shared
 # target directory and do not speed up a one-shot test build: off here.
 export CARGO_INCREMENTAL=0
