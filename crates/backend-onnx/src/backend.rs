@@ -340,10 +340,7 @@ fn prepare_interior(
                 |x, shape, y| {
                     run_into(full, x, shape, shape, y).map_err(|f| forward_error(shape, shape, f))
                 },
-                |x, shape, y| {
-                    let Some(inner) = interior_shape(shape, radius) else {
-                        return Err(Error::backend("onnx", format!("{shape} has no interior")));
-                    };
+                |x, shape, inner, y| {
                     run_into(&mut session, x, shape, inner, y)
                         .map_err(|f| forward_error(shape, inner, f))
                 },

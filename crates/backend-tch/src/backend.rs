@@ -171,20 +171,21 @@ impl ComputeBackend for TchBackend {
 
     fn run(&self, input: &[f32], shape: BatchShape, output: &mut [f32]) -> Result<()> {
         apply_threads(self.threads);
-        let dims = shape.dims_i64();
         let mut slot = self.pool.checkout()?;
-        let slot = &mut *slot;
-        let _no_grad = tch::no_grad_guard();
-        let staged = stage_input(
-            &mut slot.input,
+        let Slot {
+            module,
+            input: staged,
+            ..
+        } = &mut *slot;
+        let io = Io {
             input,
-            dims,
-            self.torch_device,
-            Layout::ChannelsLast,
-        )?;
-        let result = run_module(&slot.module, staged, self.output)?;
-        check_output(&result, dims, dims)?;
-        copy_out(&result, output, dims)
+            shape,
+            want: shape,
+            output,
+        };
+        forward_staged(staged, io, self.torch_device, |x| {
+            run_module(module, x, self.output)
+        })
     }
 
     fn computes_interior(&self, margin: usize) -> bool {
@@ -211,26 +212,19 @@ impl ComputeBackend for TchBackend {
             chain,
             ..
         } = &mut *slot;
-        let _no_grad = tch::no_grad_guard();
-        let staged = stage_input(
-            staged,
-            input,
-            shape.dims_i64(),
-            self.torch_device,
-            Layout::ChannelsLast,
-        )?;
         let chain = match chain {
             Some(chain) => chain,
             None => {
                 chain.insert(Chain::of(module, &self.spec).map_err(|e| Error::backend(NAME, e))?)
             }
         };
-        let result = chain
-            .forward(staged)
-            .map_err(|e| run_error("interior forward failed", &e))?;
-        let dims = inner.dims_i64();
-        check_output(&result, shape.dims_i64(), dims)?;
-        copy_out(&result, output, dims)
+        let io = Io {
+            input,
+            shape,
+            want: inner,
+            output,
+        };
+        forward_staged(staged, io, self.torch_device, |x| run_chain(chain, x))
     }
 
     fn run_with_memory(
@@ -342,36 +336,28 @@ fn interior_margin(module: &CModule, spec: &ModelSpec, device: tch::Device) -> O
     }
     // Staged as every forward stages its input (channels-last), so the
     // probe runs the kernels the forwards will.
-    // `margin` 0 for the whole forward, whose output is the input's shape.
-    let run = |x: &[f32],
-               shape: BatchShape,
-               margin: usize,
-               y: &mut [f32],
-               of: &dyn Fn(&Tensor) -> Result<Tensor>| {
-        let _no_grad = tch::no_grad_guard();
-        let dims = shape.dims_i64();
-        let mut staged = None;
-        let staged = stage_input(&mut staged, x, dims, device, Layout::ChannelsLast)?;
-        let result = of(staged)?;
-        let want = interior_shape(shape, margin)
-            .ok_or_else(|| Error::backend(NAME, format!("{shape} has no interior")))?;
-        check_output(&result, dims, want.dims_i64())?;
-        copy_out(&result, y, want.dims_i64())
-    };
     let checked = check_interior_rewrite(
         spec,
         radius,
-        |x, shape, y| {
-            run(x, shape, 0, y, &|t| {
-                run_module(module, t, OutputKind::Tensor)
+        |input, shape, output| {
+            let io = Io {
+                input,
+                shape,
+                want: shape,
+                output,
+            };
+            forward_staged(&mut None, io, device, |x| {
+                run_module(module, x, OutputKind::Tensor)
             })
         },
-        |x, shape, y| {
-            run(x, shape, radius, y, &|t| {
-                chain
-                    .forward(t)
-                    .map_err(|e| run_error("interior forward failed", &e))
-            })
+        |input, shape, inner, output| {
+            let io = Io {
+                input,
+                shape,
+                want: inner,
+                output,
+            };
+            forward_staged(&mut None, io, device, |x| run_chain(&chain, x))
         },
     );
     match checked {
@@ -736,6 +722,42 @@ fn stage_input<'a>(
         .f_copy_(&src)
         .map_err(|e| run_error("cannot copy the input to libtorch", &e))?;
     Ok(staged)
+}
+
+/// A forward's input (NCHW `shape`) and its output buffer, which the result
+/// must fill in shape `want`: the input's for a whole forward, its
+/// interior's for an interior forward.
+struct Io<'a> {
+    input: &'a [f32],
+    shape: BatchShape,
+    want: BatchShape,
+    output: &'a mut [f32],
+}
+
+/// One forward without gradients: stages the input channels-last in
+/// `staged` ([`stage_input`]), runs `forward` on it, checks the result
+/// ([`check_output`]) and copies it into the output buffer.
+fn forward_staged(
+    staged: &mut Staged,
+    io: Io<'_>,
+    device: tch::Device,
+    forward: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<()> {
+    let _no_grad = tch::no_grad_guard();
+    let dims = io.shape.dims_i64();
+    let staged = stage_input(staged, io.input, dims, device, Layout::ChannelsLast)?;
+    let result = forward(staged)?;
+    let want = io.want.dims_i64();
+    check_output(&result, dims, want)?;
+    copy_out(&result, io.output, want)
+}
+
+/// The law's layers without padding ([`Chain::forward`]), errors worded as
+/// the backend's.
+fn run_chain(chain: &Chain, input: &Tensor) -> Result<Tensor> {
+    chain
+        .forward(input)
+        .map_err(|e| run_error("interior forward failed", &e))
 }
 
 /// Runs the module's forward and returns the output tensor.

@@ -387,14 +387,16 @@ pub fn copy_interior(full: &[f32], shape: BatchShape, margin: usize, output: &mu
 /// run on one probe batch (two fields of `spec`'s channels, non-square,
 /// with room for `margin` on every side, varied values with no short
 /// period), and every interior value must lie within 1e-4 relative of the
-/// whole forward's, cropped ([`copy_interior`]). `whole` and `interior` get
-/// the input, its shape and an output buffer of the right length. Returns
-/// why not in one line: the backend then keeps cropping.
+/// whole forward's, cropped ([`copy_interior`]). `whole` gets the input,
+/// its shape and an output buffer of that shape; `interior` the input, its
+/// shape, the interior's shape ([`interior_shape`]) and an output buffer of
+/// the interior's shape. Returns why not in one line: the backend then
+/// keeps cropping.
 pub fn check_interior_rewrite(
     spec: &ModelSpec,
     margin: usize,
     whole: impl FnOnce(&[f32], BatchShape, &mut [f32]) -> Result<()>,
-    interior: impl FnOnce(&[f32], BatchShape, &mut [f32]) -> Result<()>,
+    interior: impl FnOnce(&[f32], BatchShape, BatchShape, &mut [f32]) -> Result<()>,
 ) -> std::result::Result<(), String> {
     let m = spec.spatial_multiple.max(1);
     let side = |extra: usize| (2 * margin + extra).div_ceil(m) * m;
@@ -409,7 +411,7 @@ pub fn check_interior_rewrite(
     let mut want = vec![0.0f32; inner.len()];
     copy_interior(&full, shape, margin, &mut want);
     let mut got = vec![0.0f32; inner.len()];
-    interior(&input, shape, &mut got)
+    interior(&input, shape, inner, &mut got)
         .map_err(|e| format!("the interior forward on {shape} failed: {e}"))?;
     let worst = want
         .iter()
