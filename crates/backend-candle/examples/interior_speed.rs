@@ -1,7 +1,8 @@
 //! Times the conv3x3 law (D = 64) per output cell on the shapes the
 //! engines hand it: one large image (the dense engine) against batches of
-//! small fields whose halo is dropped (`ComputeBackend::forward_interior`,
-//! the sparse engine's step).
+//! fields whose halo is dropped (`ComputeBackend::forward_interior`, the
+//! sparse engine's step): 16-cell tiles one per field, and strips of 4, 8
+//! (the sparse engine's) and 16 tiles side by side.
 //!
 //! `cargo run --release -p backend-candle --example interior_speed -- [threads]`
 //!
@@ -17,15 +18,15 @@ use engine_api::{
 
 /// Complex channels: the bench's conv3x3 law.
 const D: usize = 64;
-/// (fields, side, margin): the dense engine's 512 x 512 grid; the sparse
-/// engine's chunk of 16-cell tiles with a halo of 1, and the same tiles
-/// without one; 32-cell tiles; large fields.
-const CASES: [(usize, usize, usize); 5] = [
-    (1, 512, 0),
-    (404, 18, 1),
-    (404, 16, 0),
-    (101, 34, 1),
-    (16, 130, 1),
+/// (fields, rows, columns, margin): the dense engine's 512 x 512 grid; a
+/// chunk of 404 16-cell tiles with a halo of 1 one per field, then in
+/// strips of 4, 8 and 16 tiles.
+const CASES: [(usize, usize, usize, usize); 5] = [
+    (1, 512, 512, 0),
+    (404, 18, 18, 1),
+    (101, 18, 66, 1),
+    (50, 18, 130, 1),
+    (25, 18, 258, 1),
 ];
 
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
@@ -48,8 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let mut best = [f64::MAX; CASES.len()];
     for _round in 0..4 {
-        for (i, &(n, side, margin)) in CASES.iter().enumerate() {
-            let shape = BatchShape::new(n, c, side, side);
+        for (i, &(n, rows, cols, margin)) in CASES.iter().enumerate() {
+            let shape = BatchShape::new(n, c, rows, cols);
             let out = interior_shape(shape, margin).ok_or("a margin that leaves cells")?;
             let x = values(3, shape.len(), 1.0);
             let mut y = vec![0.0f32; out.len()];
@@ -62,11 +63,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("conv3x3 D={D}, {threads} threads: fastest forward per output cell");
     let dense = best[0] / (512.0 * 512.0);
-    for (&(n, side, margin), &secs) in CASES.iter().zip(&best) {
-        let inner = side - 2 * margin;
-        let per_cell = secs / (n * inner * inner) as f64;
+    for (&(n, rows, cols, margin), &secs) in CASES.iter().zip(&best) {
+        let per_cell = secs / (n * (rows - 2 * margin) * (cols - 2 * margin)) as f64;
         println!(
-            "{n:4} fields of {side:3} x {side:<3} margin {margin}: {:7.1} ms, {:6.1} ns per output cell ({:.2}x the 512 x 512 image's)",
+            "{n:4} fields of {rows:3} x {cols:<3} margin {margin}: {:7.1} ms, {:6.1} ns per output cell ({:.2}x the 512 x 512 image's)",
             secs * 1e3,
             per_cell * 1e9,
             per_cell / dense

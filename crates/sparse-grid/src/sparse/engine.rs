@@ -94,7 +94,13 @@ impl SparseEngine {
             threshold: Some(options.threshold),
         };
         let mode = match spec.receptive_radius {
-            Some(r) => Mode::Local(LocalBatch::new(r, options.tile, spec.spatial_multiple)),
+            Some(r) => Mode::Local(LocalBatch::new(
+                r,
+                options.tile,
+                spec.spatial_multiple,
+                spec.d_state,
+                options.forward_bytes,
+            )),
             None => Mode::Global(WindowBatch::new(spec.spatial_multiple)),
         };
         Ok(Self {
@@ -160,15 +166,16 @@ impl SparseEngine {
     }
 
     /// The batch a local law's step hands the backend in one full chunk:
-    /// as many tiles with their halo as [`SparseOptions::forward_bytes`]
-    /// holds (a step's last chunk may be smaller). `None` for a global law,
-    /// which steps one window.
+    /// as many strips of tiles with their halo as
+    /// [`SparseOptions::forward_bytes`] holds (a step's last chunk may hold
+    /// fewer, and a step of a few tiles narrower strips). `None` for a
+    /// global law, which steps one window.
     pub fn full_chunk(&self) -> Option<BatchShape> {
         match &self.mode {
             Mode::Local(b) => {
                 let d = self.d_state();
                 let n = b.chunk_fields(d, self.options.forward_bytes);
-                Some(BatchShape::new(n, 2 * d, b.side, b.side))
+                Some(BatchShape::new(n, 2 * d, b.side, b.width))
             }
             Mode::Global(_) => None,
         }

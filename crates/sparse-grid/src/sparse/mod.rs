@@ -39,13 +39,15 @@
 //! committed with the step, and exported and imported with its window.
 //!
 //! # Cost
-//! A local step runs the model on every active tile plus a halo of r cells.
-//! A backend that returns the whole field computes (T + 2r)^2 / T^2 of the
-//! useful work (1.27 at T = 16, r = 1); one that can skip the halo's work
-//! (`ComputeBackend::computes_interior`: candle's Winograd 3x3 and per-cell
-//! layers, ONNX Runtime's graph and tch's layers without padding) is asked
-//! for the tiles alone and computes T^2 per tile. The rest
-//! of a step is copying (gather, scatter) and the update.
+//! A local step runs the model on every active tile plus a halo of r cells,
+//! laid out in strips of up to 8 tiles side by side (neighbours in a row
+//! share their halo columns; `local`'s "Strips"). A backend that returns the
+//! whole field computes the halo rows and columns too; one that can skip
+//! the halo's work (`ComputeBackend::computes_interior`: candle's Winograd
+//! 3x3 and per-cell layers, ONNX Runtime's graph and tch's layers without
+//! padding) is asked for the interior, T rows of the strip, and computes
+//! about T^2 per tile (`StepStats::model_cells`). The rest of a step is
+//! copying (gather, scatter) and the update.
 //! Memory is counted in tiles: each holds T^2 cells whatever its matter, and
 //! a step stages the updated active tiles beside the current ones (that is
 //! what makes it all-or-nothing; with [`SparseOptions::atomic_steps`] off
