@@ -15,9 +15,10 @@ pub struct StepStats {
     /// for the dense engines and a global law's window.
     pub staged_tiles: usize,
     /// Cells whose delta the model computed: the grid or window, or for
-    /// the sparse engine each active tile with its halo, or the tile alone
-    /// when the backend skips the halo's work
-    /// (`ComputeBackend::computes_interior`).
+    /// the sparse engine its strips of active tiles with their halo, or
+    /// without it (the tiles' rows) when the backend skips the halo's work
+    /// (`ComputeBackend::computes_interior`); either way with the columns
+    /// between runs of tiles and the empty end of a strip.
     pub model_cells: usize,
     /// The dense window a global model ran on, or the dense grid (rows, columns).
     pub window: Option<(usize, usize)>,

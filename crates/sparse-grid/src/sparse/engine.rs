@@ -183,7 +183,7 @@ impl SparseEngine {
 
     /// The margin a local law's forward drops from each field of a chunk
     /// (`ComputeBackend::forward_interior`): `Some(r)` when the backend
-    /// computes each tile alone, without its halo; `None` when it returns
+    /// computes the tiles alone, without the halo; `None` when it returns
     /// whole fields of [`SparseEngine::full_chunk`]'s shape, and for a
     /// global law.
     pub fn chunk_margin(&self) -> Option<usize> {

@@ -5,7 +5,9 @@
 //!
 //! # Strips
 //! A field of the batch is not one tile but a strip: up to
-//! [`STRIP_TILES`] tiles side by side, `T + 2r` rows by `8T + 2r` columns.
+//! [`STRIP_TILES`] tiles side by side, `T + 2r` rows by up to `8T + 2r`
+//! columns (fewer when a quarter of a chunk holds fewer, or when the step
+//! has fewer tiles than 8 full strips).
 //! Tiles that neighbour each other in a row of the lattice share their
 //! halo columns there (one window of `mT + 2r` columns for a run of m);
 //! a run that does not fit the rest of a field goes on in the next, and
@@ -18,7 +20,8 @@
 //! rows of 128 cells instead of 16 (measured on candle's conv3x3, D = 64:
 //! 1.01x the cost per output cell of one 512 x 512 image, against 1.29x
 //! on separate 18 x 18 fields). Fields of a model whose sizes must be a
-//! multiple of something other than 1 stay one tile each.
+//! multiple of something other than 1 stay one tile each (a strip's width
+//! and its windows' columns would not be multiples of it).
 //!
 //! # Staging, atomic or rolling
 //! Each chunk's updated tiles are staged, not written, because tiles still
@@ -40,6 +43,11 @@ use engine_api::{BatchShape, ComputeBackend, Error, Result};
 use rayon::prelude::*;
 
 use super::tiles::{TileKey, TileStore};
+use super::Vacuum;
+use crate::pool::LoopPool;
+use crate::summary::{summarize, PLANES};
+use crate::update::{first_non_finite, update_run, PlaneRun, UpdateParams};
+use crate::StepStats;
 
 /// Tiles side by side in one field of the batch, at most (see "Strips").
 pub const STRIP_TILES: usize = 8;
@@ -47,11 +55,6 @@ pub const STRIP_TILES: usize = 8;
 /// Fields a step's tiles are laid out in, at least, when there are as many
 /// tiles (see "Strips").
 const MIN_FIELDS: usize = 8;
-use super::Vacuum;
-use crate::pool::LoopPool;
-use crate::summary::{summarize, PLANES};
-use crate::update::{first_non_finite, update_run, PlaneRun, UpdateParams};
-use crate::StepStats;
 
 /// What a step needs besides the tiles and the batch buffers.
 pub(crate) struct StepContext<'a> {
@@ -160,8 +163,8 @@ thread_local! {
 impl LocalBatch {
     /// An empty batch for radius `r`, tiles of side `t` and `d` complex
     /// channels, whose chunks of model input hold at most `forward_bytes`
-    /// (a chunk holds at least four strips, so that small chunks hold as
-    /// many tiles as separate fields would).
+    /// (a strip is at most a quarter of a chunk, so that small chunks hold
+    /// about as many tiles as separate fields would).
     pub fn new(
         r: usize,
         t: usize,
@@ -175,7 +178,7 @@ impl LocalBatch {
         // at most STRIP_TILES.
         let columns = forward_bytes / (4 * 2 * d.max(1) * side) / 4;
         let fits = columns.saturating_sub(2 * r) / t;
-        let strip = if side == t + 2 * r {
+        let strip = if m == 1 {
             fits.clamp(1, STRIP_TILES)
         } else {
             1
@@ -211,7 +214,7 @@ impl LocalBatch {
 
     /// The margin each field's forward drops: `Some(r)` when the backend
     /// can skip the halo's work, so that it returns each field's interior
-    /// (`[2D, T, width - 2r]`, the tiles' cells and the columns between
+    /// (`[2D, T, step width - 2r]`, the tiles' cells and the columns between
     /// runs), and the outer halo's cells, which the step drops anyway, are
     /// never computed; `None` when it returns the whole field and staging
     /// reads the tiles out of it.
@@ -1152,6 +1155,10 @@ mod tests {
     fn a_model_with_a_spatial_multiple_keeps_one_tile_per_field() {
         let b = LocalBatch::new(1, 16, 8, 64, crate::sparse::DEFAULT_FORWARD_BYTES);
         assert_eq!((b.side, b.width), (24, 24));
+        // Even where T + 2r is a multiple (18 of 6): a strip of 18 + 16k
+        // columns would not be.
+        let b = LocalBatch::new(1, 16, 6, 64, crate::sparse::DEFAULT_FORWARD_BYTES);
+        assert_eq!((b.side, b.width), (18, 18));
     }
 
     #[test]
