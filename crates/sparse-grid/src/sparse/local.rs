@@ -262,7 +262,7 @@ impl LocalBatch {
                 let (px, py) = self.wanted[j - 1];
                 py == y && px as i64 + 1 == x as i64
             };
-            let x0 = if follows && end > 0 && end + t <= width {
+            let x0 = if follows && end + t <= width {
                 // The run goes on: this window overlaps the last by 2r.
                 end - 2 * r
             } else {
@@ -846,26 +846,13 @@ fn gather_field(
                 blocks.push(gap(end, x0 - end));
             }
             let (ox, oy) = store.origin(key);
-            let (fx0, fy0) = (ox - r as i64 + skip as i64, oy - r as i64);
-            let (fx1, fy1) = (ox - r as i64 + side as i64, fy0 + side as i64);
-            for ty in fy0.div_euclid(t)..=(fy1 - 1).div_euclid(t) {
-                let (ya, yb) = (fy0.max(ty * t), fy1.min((ty + 1) * t));
-                for tx in fx0.div_euclid(t)..=(fx1 - 1).div_euclid(t) {
-                    let (xa, xb) = (fx0.max(tx * t), fx1.min((tx + 1) * t));
-                    blocks.push(Block {
-                        slot: store.key_in_range(tx, ty).and_then(|k| store.slot(k)),
-                        vacuum: true,
-                        fy: (ya - fy0) as usize,
-                        fx: x0 + skip + (xa - fx0) as usize,
-                        ly: (ya - ty * t) as usize,
-                        lx: (xa - tx * t) as usize,
-                        rows: (yb - ya) as usize,
-                        len: (xb - xa) as usize,
-                        x: xa,
-                        y: ya,
-                    });
-                }
-            }
+            let corner = (ox - r as i64 + skip as i64, oy - r as i64);
+            tile_blocks(store, corner, side - skip, side, |b| {
+                blocks.push(Block {
+                    fx: x0 + skip + b.fx,
+                    ..b
+                })
+            });
             end = x0 + side;
         }
         if end < width {
@@ -920,28 +907,52 @@ fn gather_field(
 /// cells, starting r cells up and left of the tile) into `halo`, 0 where
 /// there is no tile.
 fn gather_occupancy(store: &TileStore, key: TileKey, r: usize, halo: &mut [u8]) {
-    let (t, area) = (store.t as i64, store.area());
-    let hs = t as usize + 2 * r;
+    let (t, area) = (store.t, store.area());
+    let hs = t + 2 * r;
     let (ox, oy) = store.origin(key);
-    let (fx0, fy0) = (ox - r as i64, oy - r as i64);
-    let (fx1, fy1) = (fx0 + hs as i64, fy0 + hs as i64);
+    tile_blocks(store, (ox - r as i64, oy - r as i64), hs, hs, |b| {
+        for k in 0..b.rows {
+            let h = &mut halo[(b.fy + k) * hs + b.fx..][..b.len];
+            match b.slot {
+                Some(s) => {
+                    h.copy_from_slice(&store.occ[s * area + (b.ly + k) * t + b.lx..][..b.len])
+                }
+                None => h.fill(0),
+            }
+        }
+    });
+}
+
+/// Cuts the `w` x `h` rectangle of the lattice whose first cell is
+/// `corner` into its parts within one tile each, and hands each to `f` as
+/// a [`Block`] placed relative to the rectangle (`fx`, `fy`), with the
+/// tile's slot (`None` where there is none) and `vacuum` set.
+fn tile_blocks(
+    store: &TileStore,
+    corner: (i64, i64),
+    w: usize,
+    h: usize,
+    mut f: impl FnMut(Block),
+) {
+    let t = store.t as i64;
+    let (fx0, fy0) = corner;
+    let (fx1, fy1) = (fx0 + w as i64, fy0 + h as i64);
     for ty in fy0.div_euclid(t)..=(fy1 - 1).div_euclid(t) {
         let (ya, yb) = (fy0.max(ty * t), fy1.min((ty + 1) * t));
         for tx in fx0.div_euclid(t)..=(fx1 - 1).div_euclid(t) {
             let (xa, xb) = (fx0.max(tx * t), fx1.min((tx + 1) * t));
-            let len = (xb - xa) as usize;
-            let slot = store.key_in_range(tx, ty).and_then(|k| store.slot(k));
-            let (fxa, lxa) = ((xa - fx0) as usize, (xa - tx * t) as usize);
-            for y in ya..yb {
-                let (fy, ly) = ((y - fy0) as usize, (y - ty * t) as usize);
-                let h = &mut halo[fy * hs + fxa..][..len];
-                match slot {
-                    Some(s) => {
-                        h.copy_from_slice(&store.occ[s * area + ly * t as usize + lxa..][..len])
-                    }
-                    None => h.fill(0),
-                }
-            }
+            f(Block {
+                slot: store.key_in_range(tx, ty).and_then(|k| store.slot(k)),
+                vacuum: true,
+                fy: (ya - fy0) as usize,
+                fx: (xa - fx0) as usize,
+                ly: (ya - ty * t) as usize,
+                lx: (xa - tx * t) as usize,
+                rows: (yb - ya) as usize,
+                len: (xb - xa) as usize,
+                x: xa,
+                y: ya,
+            });
         }
     }
 }
