@@ -33,20 +33,24 @@ pub(crate) struct PlaneRun<P> {
     pub stride: usize,
 }
 
-/// Updates `n` cells of psi in place from their delta, then normalises each
-/// cell, writing 1 (matter) or 0 (vacuum) per cell to `occupied` when a
-/// threshold is set. `norm` is scratch of at least `n` values.
+/// Updates `n` cells of psi from their delta, then normalises each cell,
+/// writing 1 (matter) or 0 (vacuum) per cell to `occupied` when a threshold
+/// is set. `norm` is scratch of at least `n` values. The state before the
+/// step is read from `from` when given (the sparse engine stages a tile's
+/// new values beside its old ones), else from `psi` itself (in place).
 ///
 /// Steps 3 to 5 of the physics (ARCHITECTURE.md), in two sweeps over the
 /// channels so that the inner loops are plain, vectorisable arrays.
 ///
 /// # Safety
 /// For every channel c < 2D, `psi.ptr + c * psi.stride .. + n` must be valid
-/// for reads and writes and `delta.ptr + c * delta.stride .. + n` valid for
-/// reads, and no other thread may touch those psi cells during the call.
+/// for reads and writes, `delta.ptr + c * delta.stride .. + n` valid for
+/// reads, and likewise `from`'s, which must not overlap psi's; no other
+/// thread may touch those psi cells during the call.
 pub(crate) unsafe fn update_run(
     psi: PlaneRun<*mut f32>,
     delta: PlaneRun<*const f32>,
+    from: Option<PlaneRun<*const f32>>,
     n: usize,
     p: &UpdateParams,
     norm: &mut [f32],
@@ -57,9 +61,21 @@ pub(crate) unsafe fn update_run(
     let occupied = &mut occupied[..n];
     norm.fill(0.0);
     let decay = p.gamma > 0.0;
+    // psi + delta of one cell, from psi = a + ib and delta = u + iv.
+    let cell = |a: f32, b: f32, mut u: f32, mut v: f32| {
+        if p.rule == UpdateRule::Unitary {
+            (u, v) = (u * a - v * b, u * b + v * a);
+        }
+        if decay {
+            u -= p.gamma * a;
+            v -= p.gamma * b;
+        }
+        (a + u, b + v)
+    };
     for c in 0..d {
         // SAFETY: the caller guarantees these ranges; real and imaginary
-        // planes of one channel never overlap (c < D <= c + D).
+        // planes of one channel never overlap (c < D <= c + D), nor do
+        // `from`'s and psi's.
         let (pr, pi, dr, di) = unsafe {
             (
                 std::slice::from_raw_parts_mut(psi.ptr.add(c * psi.stride), n),
@@ -68,20 +84,28 @@ pub(crate) unsafe fn update_run(
                 std::slice::from_raw_parts(delta.ptr.add((c + d) * delta.stride), n),
             )
         };
-        for i in 0..n {
-            let (a, b) = (pr[i], pi[i]);
-            let (mut u, mut v) = (dr[i], di[i]);
-            if p.rule == UpdateRule::Unitary {
-                (u, v) = (u * a - v * b, u * b + v * a);
+        match from {
+            None => {
+                for i in 0..n {
+                    let (a, b) = cell(pr[i], pi[i], dr[i], di[i]);
+                    (pr[i], pi[i]) = (a, b);
+                    norm[i] += a * a + b * b;
+                }
             }
-            if decay {
-                u -= p.gamma * a;
-                v -= p.gamma * b;
+            Some(from) => {
+                // SAFETY: as above.
+                let (fr, fi) = unsafe {
+                    (
+                        std::slice::from_raw_parts(from.ptr.add(c * from.stride), n),
+                        std::slice::from_raw_parts(from.ptr.add((c + d) * from.stride), n),
+                    )
+                };
+                for i in 0..n {
+                    let (a, b) = cell(fr[i], fi[i], dr[i], di[i]);
+                    (pr[i], pi[i]) = (a, b);
+                    norm[i] += a * a + b * b;
+                }
             }
-            let (a, b) = (a + u, b + v);
-            pr[i] = a;
-            pi[i] = b;
-            norm[i] += a * a + b * b;
         }
     }
     for i in 0..n {
@@ -175,6 +199,7 @@ pub fn update_field(
                 ptr: delta.as_ptr(),
                 stride: n,
             },
+            None,
             n,
             p,
             norm,
@@ -231,6 +256,7 @@ pub fn update_rows(
                         ptr: r.delta.add(y * width),
                         stride: n,
                     },
+                    None,
                     width,
                     p,
                     norm,
@@ -319,6 +345,24 @@ mod tests {
             for (got, want) in psi.iter().zip(&want) {
                 prop_assert!((got - want).abs() <= 1e-5 + 1e-5 * want.abs(), "{got} vs {want}");
             }
+            // Beside the old values (as sparse staging runs it): the same
+            // values bit for bit, and the old ones untouched.
+            let mut beside = vec![f32::NAN; psi.len()];
+            let mut occ_beside = vec![9; n];
+            // SAFETY: every slice holds 2d planes of n values.
+            unsafe {
+                update_run(
+                    PlaneRun { ptr: beside.as_mut_ptr(), stride: n },
+                    PlaneRun { ptr: delta.as_ptr(), stride: n },
+                    Some(PlaneRun { ptr: psi0.as_ptr(), stride: n }),
+                    n,
+                    &p,
+                    &mut norm,
+                    &mut occ_beside,
+                )
+            };
+            prop_assert_eq!(&beside, &psi);
+            prop_assert_eq!(&occ_beside, &occ);
             for i in 0..n {
                 let sq: f32 = (0..2 * d).map(|c| psi[c * n + i].powi(2)).sum();
                 if occ[i] == 1 {

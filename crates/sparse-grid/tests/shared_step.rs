@@ -154,6 +154,38 @@ fn a_failed_agreement_leaves_the_engine_as_it_was() {
 }
 
 #[test]
+fn a_shared_step_leaves_the_tiles_it_does_not_own_as_they_were() {
+    let backend: Arc<dyn ComputeBackend> =
+        Arc::new(Reference::conv3x3(2, UpdateRule::Additive, 0.3, 5).candle());
+    let mut e = engine(&backend);
+    // A row of matter across tiles x = 0..4 (tile 8); the engine owns
+    // tiles 0 and 1, the rest are another process's halo.
+    for x in 0..32 {
+        e.insert(x, 3, &[(1.0, 0.5), (-0.25, 2.0)]).unwrap();
+    }
+    let halo = |c: &Vec<(i32, i32, Vec<u32>)>| -> Vec<_> {
+        c.iter().filter(|c| c.0 >= 16).cloned().collect()
+    };
+    let before = cells(&e);
+    let owns = |tx: i32, _: i32| tx < 2;
+    let mut yes = |_: Option<&Error>| Ok(());
+    for _ in 0..2 {
+        e.step_shared(&mut SharedStep {
+            owns: &owns,
+            agree: &mut yes,
+        })
+        .unwrap();
+        let after = cells(&e);
+        assert_eq!(halo(&after), halo(&before), "the halo tiles changed");
+        let own = |c: &Vec<(i32, i32, Vec<u32>)>| c.iter().filter(|c| c.0 < 16).count();
+        assert!(
+            own(&after) > own(&before),
+            "the owned tiles were not stepped"
+        );
+    }
+}
+
+#[test]
 fn a_nan_staged_early_fails_the_shared_step_through_the_agreement() {
     let mut reference = Reference::conv3x3(2, UpdateRule::Additive, 0.3, 6);
     // Channel 0 holding 0.5 makes the model's output there NaN.

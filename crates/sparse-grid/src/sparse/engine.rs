@@ -35,6 +35,9 @@ macro_rules! context {
 }
 
 /// How a step runs, decided by the model's receptive radius.
+// One per engine, so its size does not matter; boxing would add a hop to
+// every step's buffers.
+#[allow(clippy::large_enum_variant)]
 enum Mode {
     /// A local model: tiles with halos, batched.
     Local(LocalBatch),

@@ -26,9 +26,12 @@
 //! # Staging, atomic or rolling
 //! Each chunk's updated tiles are staged, not written, because tiles still
 //! to be gathered read the old values of their neighbours. An atomic step
-//! (the default) stages every active tile and writes them all once every
+//! (the default) stages every active tile and commits them all once every
 //! chunk has been checked: a failure anywhere changes nothing, and the
-//! staging is a second copy of the active tiles. A rolling step
+//! staging is a second copy of the store (back buffers laid out as its
+//! slots), which the commit swaps with it rather than copying each tile
+//! back. Staging reads a tile's old values and writes the new ones beside
+//! them, never in place. A rolling step
 //! ([`super::SparseOptions::atomic_steps`] off) uses that the active tiles
 //! are gathered in row order and a gather reads at most `ceil(r / T)` tile
 //! rows above its own: after each chunk it writes the staged tiles of every
@@ -96,6 +99,9 @@ pub(crate) struct LocalBatch {
     ring: usize,
     /// Active tiles (a prefix of `wanted`) already written this step.
     written: usize,
+    /// Whether this step stages into the ring (`stage`) and writes rows of
+    /// tiles as it goes, rather than into `back`.
+    rolling: bool,
     /// Rows of one field of the batch: T + 2r, rounded up to the model's
     /// `spatial_multiple` (the extra cells lie beyond the halo); also the
     /// width of one tile's window in it.
@@ -131,8 +137,14 @@ pub(crate) struct LocalBatch {
     reach_hi: Vec<i64>,
     input: Vec<f32>,
     delta: Vec<f32>,
+    /// A rolling step's staged tiles: a ring of `ring` tiles.
     stage: Vec<f32>,
     stage_occ: Vec<u8>,
+    /// An atomic step's staged tiles: planes and masks laid out as the
+    /// store's, each tile at its own slot, which the commit swaps with the
+    /// store's (see "Staging, atomic or rolling").
+    back: Vec<f32>,
+    back_occ: Vec<u8>,
     checks: Vec<TileCheck>,
     slot_batch: Vec<u32>,
 }
@@ -188,6 +200,7 @@ impl LocalBatch {
             rows_up: r.div_ceil(t),
             ring: 0,
             written: 0,
+            rolling: false,
             side,
             width: side + (strip - 1) * t,
             step_width: side,
@@ -207,6 +220,8 @@ impl LocalBatch {
             input: Vec::new(),
             stage: Vec::new(),
             stage_occ: Vec::new(),
+            back: Vec::new(),
+            back_occ: Vec::new(),
             checks: Vec::new(),
             slot_batch: Vec::new(),
         }
@@ -514,14 +529,17 @@ impl LocalBatch {
         let chunk = chunk.min((fields - f_from).max(1));
         // Entry j of the batch is staged at j % ring: the entries staged and
         // not yet written are at most `ring` consecutive ones.
+        // An atomic step stages into the back buffers, as long as the
+        // store's (which may have grown above).
         self.ring = if rolling { self.ring_len(chunk) } else { b };
-        let staged = self.ring.checked_mul(tl).ok_or_else(|| {
-            cx.fail(Error::InvalidArgument(format!(
-                "{b} active tiles are too many to batch"
-            )))
-        })?;
-        self.stage.resize(staged, 0.0);
-        self.stage_occ.resize(self.ring * area, 0);
+        self.rolling = rolling;
+        if rolling {
+            self.stage.resize(self.ring * tl, 0.0);
+            self.stage_occ.resize(self.ring * area, 0);
+        } else {
+            self.back.resize(store.data.len(), 0.0);
+            self.back_occ.resize(store.occ.len(), 0);
+        }
         self.summary.resize(b * PLANES * area, 0.0);
         self.checks.truncate(from);
         self.checks.resize(b, TileCheck::default());
@@ -571,52 +589,56 @@ impl LocalBatch {
 
             let ts = Instant::now();
             let params = cx.params;
-            // This chunk's entries are staged at q0.. in the ring, wrapping
-            // to its start.
-            let q0 = j0 % self.ring;
-            let first = nt.min(self.ring - q0);
-            let (stage_lo, stage_hi) = self.stage.split_at_mut(q0 * tl);
-            let (occ_lo, occ_hi) = self.stage_occ.split_at_mut(q0 * area);
-            let delta = &self.delta[..n * dl];
+            let to = if rolling {
+                StageTo {
+                    planes: self.stage.as_mut_ptr(),
+                    occ: self.stage_occ.as_mut_ptr(),
+                    ring: Some(self.ring),
+                    tl,
+                    area,
+                }
+            } else {
+                StageTo {
+                    planes: self.back.as_mut_ptr(),
+                    occ: self.back_occ.as_mut_ptr(),
+                    ring: None,
+                    tl,
+                    area,
+                }
+            };
+            let (delta, slots) = (&self.delta[..n * dl], &self.slots);
             cx.pool.run(|| {
-                stage_hi[..first * tl]
-                    .par_chunks_mut(tl)
-                    .chain(stage_lo[..(nt - first) * tl].par_chunks_mut(tl))
-                    .zip(
-                        occ_hi[..first * area]
-                            .par_chunks_mut(area)
-                            .chain(occ_lo[..(nt - first) * area].par_chunks_mut(area)),
-                    )
-                    .zip(
-                        self.summary[j0 * PLANES * area..(j0 + nt) * PLANES * area]
-                            .par_chunks_mut(PLANES * area),
-                    )
+                self.summary[j0 * PLANES * area..(j0 + nt) * PLANES * area]
+                    .par_chunks_mut(PLANES * area)
                     .zip(self.checks[j0..j0 + nt].par_iter_mut())
-                    .zip(place[j0..j0 + nt].par_iter())
-                    .zip(self.slots[j0..j0 + nt].par_iter())
-                    .zip(wanted[j0..j0 + nt].par_iter())
-                    .for_each(
-                        |((((((stage, occ), summary), check), &(f, x0)), &slot), &key)| {
-                            let tile = &st.data[slot as usize * tl..][..tl];
-                            let field = &delta[(f as usize - f0) * dl..][..dl];
-                            let cells = TileDelta {
-                                delta: &field[view.first + x0 as usize..],
-                                plane: view.rows * view.cols,
-                                row: view.cols,
-                            };
-                            REACH.with_borrow_mut(|scratch| {
-                                // Read now, not at the gather: a rolling
-                                // step has written no row this tile reads.
-                                scratch.resize(hs * hs + hs * t + area, 0);
-                                let (halo, rest) = scratch.split_at_mut(hs * hs);
-                                let (hmax, reach) = rest.split_at_mut(hs * t);
-                                gather_occupancy(st, key, r, halo);
-                                reach_mask(halo, hmax, reach, t, r);
-                                *check =
-                                    stage_tile(tile, cells, reach, &params, t, stage, occ, summary);
-                            })
-                        },
-                    )
+                    .enumerate()
+                    .for_each(|(i, (summary, check))| {
+                        let j = j0 + i;
+                        let (slot, key, (f, x0)) = (slots[j] as usize, wanted[j], place[j]);
+                        let tile = &st.data[slot * tl..][..tl];
+                        // SAFETY: the entries of one chunk have distinct
+                        // slots and, in a ring at least as long as the
+                        // chunk, distinct places; nothing else reads or
+                        // writes the staging buffers during the chunk.
+                        let (stage, occ) = unsafe { to.at(j, slot) };
+                        let field = &delta[(f as usize - f0) * dl..][..dl];
+                        let cells = TileDelta {
+                            delta: &field[view.first + x0 as usize..],
+                            plane: view.rows * view.cols,
+                            row: view.cols,
+                        };
+                        REACH.with_borrow_mut(|scratch| {
+                            // Read now, not at the gather: a rolling step
+                            // has written no row this tile reads.
+                            scratch.resize(hs * hs + hs * t + area, 0);
+                            let (halo, rest) = scratch.split_at_mut(hs * hs);
+                            let (hmax, reach) = rest.split_at_mut(hs * t);
+                            gather_occupancy(st, key, r, halo);
+                            reach_mask(halo, hmax, reach, t, r);
+                            *check =
+                                stage_tile(tile, cells, reach, &params, t, stage, occ, summary);
+                        })
+                    })
             });
             if let Some((j, (ly, lx, c))) = self.checks[j0..j0 + nt]
                 .iter()
@@ -718,7 +740,21 @@ impl LocalBatch {
     fn commit(&mut self, store: &mut TileStore, cx: &StepContext, staged: Staged) -> StepStats {
         let ts = Instant::now();
         let b = self.slots.len();
-        self.write(store, cx, b);
+        if self.rolling {
+            self.write(store, cx, b);
+        } else {
+            let checks = &self.checks;
+            cx.pool.run(|| {
+                store.swap_in(
+                    &self.slots,
+                    |j| checks[j].count,
+                    &mut self.back,
+                    &mut self.back_occ,
+                    &mut self.slot_batch,
+                )
+            });
+            self.written = b;
+        }
         StepStats {
             step: cx.step + 1,
             occupied_cells: staged.total,
@@ -770,6 +806,45 @@ pub struct SharedStep<'a> {
     /// `Ok` commits the step; an error (the failing process's) leaves
     /// every tile as it was. It must fail when given an error.
     pub agree: &'a mut dyn FnMut(Option<&Error>) -> Result<()>,
+}
+
+/// Where staging writes an entry's updated planes and mask: a rolling
+/// step's ring (entry j at `j % ring`) or an atomic step's back buffers
+/// (at the entry's slot, as in the store).
+#[derive(Clone, Copy)]
+struct StageTo {
+    planes: *mut f32,
+    occ: *mut u8,
+    /// The ring's length, or `None` for the back buffers.
+    ring: Option<usize>,
+    tl: usize,
+    area: usize,
+}
+
+// SAFETY: a `StageTo` is shared by the workers of one chunk's staging, each
+// of which writes only its own entry's place (see `at`).
+unsafe impl Send for StageTo {}
+unsafe impl Sync for StageTo {}
+
+impl StageTo {
+    /// The planes and mask that entry `j`, in `slot`, is staged into.
+    ///
+    /// # Safety
+    /// The place must lie within the buffers (a ring of `ring` tiles, or
+    /// back buffers as long as the store), and no other reference to it may
+    /// live meanwhile: distinct entries of one chunk have distinct slots,
+    /// and distinct places in a ring at least as long as the chunk.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn at(&self, j: usize, slot: usize) -> (&mut [f32], &mut [u8]) {
+        let k = self.ring.map_or(slot, |ring| j % ring);
+        // SAFETY: the caller's promise.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(self.planes.add(k * self.tl), self.tl),
+                std::slice::from_raw_parts_mut(self.occ.add(k * self.area), self.area),
+            )
+        }
+    }
 }
 
 /// A field of the batch: `side` rows of `width` columns per plane.
@@ -994,8 +1069,8 @@ struct TileDelta<'a> {
 }
 
 /// Stages one tile: checks its delta (without the halo) for non-finite
-/// values, records |delta| per cell, and writes the updated tile and its
-/// occupancy into `stage` and `occ`. Cells outside the light cone become
+/// values, records |delta| per cell, and writes the updated tile (read from
+/// `tile`, which stays as it was) and its occupancy into `stage` and `occ`. Cells outside the light cone become
 /// vacuum (zeros) whatever the model said.
 #[allow(clippy::too_many_arguments)]
 fn stage_tile(
@@ -1039,9 +1114,8 @@ fn stage_tile(
                 count: 0,
             };
         }
-        stage.copy_from_slice(tile);
-        // SAFETY: `stage` and `compact` hold 2D planes of `area` cells each;
-        // `stage` is exclusively borrowed.
+        // SAFETY: `stage`, `tile` and `compact` hold 2D planes of `area`
+        // cells each; `stage` is exclusively borrowed, so apart from both.
         unsafe {
             update_run(
                 PlaneRun {
@@ -1049,6 +1123,10 @@ fn stage_tile(
                     stride: area,
                 },
                 run,
+                Some(PlaneRun {
+                    ptr: tile.as_ptr(),
+                    stride: area,
+                }),
                 area,
                 params,
                 norm,

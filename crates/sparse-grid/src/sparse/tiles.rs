@@ -106,6 +106,51 @@ impl TileStore {
             });
     }
 
+    /// Makes `back` and `back_occ` (planes and masks laid out as the
+    /// store's) the store's, after a step staged the tiles in `slots` into
+    /// them: those tiles take their staged values, with `count(j)` cells of
+    /// matter for entry j, and every other live tile (another process's
+    /// halo) keeps its own, copied across first. The store's old buffers
+    /// come back in `back` and `back_occ`, for the next step to stage into.
+    /// A swap rather than a copy of every stepped tile: the atomic local
+    /// step's commit.
+    pub fn swap_in(
+        &mut self,
+        slots: &[u32],
+        count: impl Fn(usize) -> u32 + Sync,
+        back: &mut Vec<f32>,
+        back_occ: &mut Vec<u8>,
+        batch_of: &mut Vec<u32>,
+    ) {
+        use rayon::prelude::*;
+        assert!(back.len() == self.data.len() && back_occ.len() == self.occ.len());
+        batch_of.clear();
+        batch_of.resize(self.slots(), NOT_ACTIVE);
+        for (j, &s) in slots.iter().enumerate() {
+            batch_of[s as usize] = j as u32;
+        }
+        let (tl, area) = (self.tile_len(), self.area());
+        let before: usize = slots.iter().map(|&s| self.count[s as usize] as usize).sum();
+        back.par_chunks_mut(tl)
+            .zip(back_occ.par_chunks_mut(area))
+            .zip(self.data.par_chunks(tl).zip(self.occ.par_chunks(area)))
+            .zip(self.live.par_iter().zip(batch_of.par_iter()))
+            .for_each(|(((to, to_occ), (tile, occ)), (&live, &j))| {
+                if live && j == NOT_ACTIVE {
+                    to.copy_from_slice(tile);
+                    to_occ.copy_from_slice(occ);
+                }
+            });
+        std::mem::swap(&mut self.data, back);
+        std::mem::swap(&mut self.occ, back_occ);
+        let mut after = 0;
+        for (j, &s) in slots.iter().enumerate() {
+            self.count[s as usize] = count(j);
+            after += count(j) as usize;
+        }
+        self.occupied = self.occupied - before + after;
+    }
+
     /// Slots in the slab, live or free.
     pub fn slots(&self) -> usize {
         self.keys.len()
