@@ -313,8 +313,8 @@ fn a_backend_that_computes_the_interior_skips_the_halo() {
         let (tiles, side, width) = (with_candle.active_tiles, tile + 2, field.width);
         assert_eq!(
             (field.height, width),
-            (side, 8 * tile + 2),
-            "strips of 8 tiles"
+            (side, 8 * tile + 4),
+            "strips of 8 tiles, with room for two windows' halos"
         );
         // Both engines lay the tiles out alike: in fewer fields than tiles,
         // as the pattern has runs of neighbouring tiles.

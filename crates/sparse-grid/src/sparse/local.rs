@@ -5,7 +5,7 @@
 //!
 //! # Strips
 //! A field of the batch is not one tile but a strip: up to
-//! [`STRIP_TILES`] tiles side by side, `T + 2r` rows by up to `8T + 2r`
+//! [`STRIP_TILES`] tiles side by side, `T + 2r` rows by up to `8T + 4r`
 //! columns (fewer when a quarter of a chunk holds fewer, or when the step
 //! has fewer tiles than 8 full strips).
 //! Tiles that neighbour each other in a row of the lattice share their
@@ -14,7 +14,14 @@
 //! the next run starts on the next even column after the last (so every
 //! tile's output starts on an even column, as in a field of its own:
 //! Winograd's 2 x 2 blocks cover a tile's cells the same way wherever it
-//! lies). The columns between runs and after the last are zeros. A local
+//! lies). A strip of m tiles has room for two windows' halos (`mT + 4r`)
+//! when that lays a step out in fewer columns than room for one (`mT +
+//! 2r`): then the field where one run ends and the next begins still holds
+//! m tiles (with room for one, those fields, most of a disc of matter,
+//! held one tile fewer: the computed cells were 1.10x the tiles' on a disc
+//! of 124 tiles, 1.05x with room for two), while runs that fill whole
+//! strips (a small disc in strips of 2) waste nothing with room for one.
+//! The columns between runs and after the last are zeros. A local
 //! model's output at a tile's cells depends only on its window, so a strip
 //! computes what separate fields would, while a convolution runs along
 //! rows of 128 cells instead of 16 (measured on candle's conv3x3, D = 64:
@@ -106,9 +113,11 @@ pub(crate) struct LocalBatch {
     /// `spatial_multiple` (the extra cells lie beyond the halo); also the
     /// width of one tile's window in it.
     pub side: usize,
-    /// Columns of one field in a full chunk: a strip of up to
-    /// [`STRIP_TILES`] tiles' windows when `side` is T + 2r, else `side`
-    /// (one tile per field).
+    /// Tiles in one strip of a full chunk: up to [`STRIP_TILES`] when
+    /// `side` is T + 2r, else 1.
+    strip: usize,
+    /// Columns of one field in a full chunk: [`strip_width`] of `strip`
+    /// tiles.
     pub width: usize,
     /// Columns of one field in this step's batch: `width`, or narrower
     /// when a few tiles would leave a strip mostly empty.
@@ -147,6 +156,17 @@ pub(crate) struct LocalBatch {
     back_occ: Vec<u8>,
     checks: Vec<TileCheck>,
     slot_batch: Vec<u32>,
+}
+
+/// Columns of a field of `strip` tiles (see "Strips"): one window of
+/// `side` for one; room for m tiles and one window's halo, or two (`two`)
+/// for more.
+fn strip_width(strip: usize, side: usize, t: usize, r: usize, two: bool) -> usize {
+    match (strip, two) {
+        (1, _) => side,
+        (m, false) => m * t + 2 * r,
+        (m, true) => m * t + 4 * r,
+    }
 }
 
 /// Fields of `floats` values each that `bytes` holds, at least one.
@@ -189,12 +209,11 @@ impl LocalBatch {
         // Tiles per strip: as many as a quarter of one chunk's input holds,
         // at most STRIP_TILES.
         let columns = forward_bytes / (4 * 2 * d.max(1) * side) / 4;
-        let fits = columns.saturating_sub(2 * r) / t;
-        let strip = if m == 1 {
-            fits.clamp(1, STRIP_TILES)
-        } else {
-            1
-        };
+        let fits = (2..=STRIP_TILES)
+            .rev()
+            .find(|&k| strip_width(k, side, t, r, true) <= columns)
+            .unwrap_or(1);
+        let strip = if m == 1 { fits } else { 1 };
         Self {
             r,
             rows_up: r.div_ceil(t),
@@ -202,7 +221,8 @@ impl LocalBatch {
             written: 0,
             rolling: false,
             side,
-            width: side + (strip - 1) * t,
+            strip,
+            width: strip_width(strip, side, t, r, true),
             step_width: side,
             place: Vec::new(),
             field_start: Vec::new(),
@@ -261,9 +281,30 @@ impl LocalBatch {
         fields_in(forward_bytes, 2 * d * self.side * self.width)
     }
 
+    /// Lays the entries `wanted[from..]` out in strips of up to `strip`
+    /// tiles, with room for one window's halo or two, whichever computes
+    /// fewer cells (see "Strips"): sets `step_width` and packs.
+    fn lay_out(&mut self, from: usize, strip: usize, t: usize) {
+        let (side, r) = (self.side, self.r);
+        let before = self.field_start.partition_point(|&s| (s as usize) < from);
+        let columns = |b: &mut Self, width: usize| {
+            b.step_width = width;
+            b.pack(from, t);
+            (b.field_start.len() - 1 - before) * width
+        };
+        let (one, two) = (
+            strip_width(strip, side, t, r, false),
+            strip_width(strip, side, t, r, true),
+        );
+        let narrow = columns(self, one);
+        if two > one && columns(self, two) >= narrow {
+            columns(self, one);
+        }
+    }
+
     /// Lays the entries `wanted[from..]` out in fields ("Strips" in the
-    /// module docs), after the fields of the entries before `from`: fills
-    /// `place` and `field_start`.
+    /// module docs) of `step_width` columns, after the fields of the
+    /// entries before `from`: fills `place` and `field_start`.
     fn pack(&mut self, from: usize, t: usize) {
         let (r, side, width) = (self.r, self.side, self.step_width);
         let strips = width > side;
@@ -510,11 +551,10 @@ impl LocalBatch {
         // At least MIN_FIELDS fields when there are that many tiles: the
         // last field of a step is partly empty, which matters when it is
         // one of a few.
-        let strip = (self.width - side) / t + 1;
         let tiles = (self.wanted.len() - from).max(1);
-        self.step_width = side + (strip.min(tiles.div_ceil(MIN_FIELDS)) - 1) * t;
+        let strip = self.strip.min(tiles.div_ceil(MIN_FIELDS));
+        self.lay_out(from, strip, t);
         let width = self.step_width;
-        self.pack(from, t);
         let (area, tl) = (store.area(), store.tile_len());
         let b = self.slots.len();
         let fl = 2 * d * side * width;
@@ -1192,7 +1232,7 @@ mod tests {
     /// with `wanted` as given, laid out from its first entry.
     fn packed(wanted: &[TileKey], step_width: usize) -> LocalBatch {
         let mut b = LocalBatch::new(1, 16, 1, 64, crate::sparse::DEFAULT_FORWARD_BYTES);
-        assert_eq!((b.side, b.width), (18, 8 * 16 + 2));
+        assert_eq!((b.side, b.width), (18, 8 * 16 + 4));
         b.step_width = step_width;
         b.wanted = wanted.to_vec();
         b.pack(0, 16);
@@ -1204,9 +1244,9 @@ mod tests {
         // A run of 10 tiles, then a tile of the next row.
         let mut wanted: Vec<TileKey> = (0..10).map(|x| (x, 0)).collect();
         wanted.push((0, 1));
-        let b = packed(&wanted, 130);
+        let b = packed(&wanted, 132);
         // Eight windows overlapping by 2 columns fill the first field
-        // (16 * 8 + 2 = 130); the run's last two go on in the second.
+        // (16 * 8 + 2 = 130 of 132); the run's last two go on in the second.
         let first: Vec<(u32, u32)> = (0..8).map(|k| (0, 16 * k)).collect();
         assert_eq!(b.place[..8], first[..]);
         assert_eq!(b.place[8..10], [(1, 0), (1, 16)]);
@@ -1219,9 +1259,9 @@ mod tests {
     #[test]
     fn a_window_that_does_not_fit_starts_a_new_field() {
         // Separate tiles (not neighbours): 7 windows of 18 columns fit in
-        // 130 (126), the eighth does not.
+        // 132 (126), the eighth does not.
         let wanted: Vec<TileKey> = (0..8).map(|x| (2 * x, 0)).collect();
-        let b = packed(&wanted, 130);
+        let b = packed(&wanted, 132);
         let first: Vec<(u32, u32)> = (0..7).map(|k| (0, 18 * k)).collect();
         assert_eq!(b.place[..7], first[..]);
         assert_eq!(b.place[7], (1, 0));
@@ -1229,7 +1269,34 @@ mod tests {
         assert!(b
             .place
             .iter()
-            .all(|&(_, x0)| x0 % 2 == 0 && x0 as usize + 18 <= 130));
+            .all(|&(_, x0)| x0 % 2 == 0 && x0 as usize + 18 <= 132));
+    }
+
+    #[test]
+    fn the_field_where_one_run_ends_and_the_next_begins_holds_eight_tiles() {
+        // Two runs of 4 tiles in two rows: windows of 66 columns each, on
+        // columns 0 and 66, fill one field of 132.
+        let wanted: Vec<TileKey> = (0..8).map(|k| (k % 4, k / 4)).collect();
+        let b = packed(&wanted, 132);
+        let second = [(0, 66), (0, 82), (0, 98), (0, 114)];
+        assert_eq!(b.place[..4], [(0, 0), (0, 16), (0, 32), (0, 48)]);
+        assert_eq!(b.place[4..], second);
+        assert_eq!(b.field_start, [0, 8]);
+    }
+
+    #[test]
+    fn a_step_takes_room_for_two_halos_only_where_it_saves_columns() {
+        let mut b = LocalBatch::new(1, 16, 1, 64, crate::sparse::DEFAULT_FORWARD_BYTES);
+        // Two runs of 4: one field of 132 columns, against two of 130
+        // (the second run's last tile does not fit the first).
+        b.wanted = (0..8).map(|k| (k % 4, k / 4)).collect();
+        b.lay_out(0, 8, 16);
+        assert_eq!((b.step_width, &b.field_start[..]), (132, &[0, 8][..]));
+        // Pairs of neighbours in strips of 2: one pair a field either way,
+        // so 34 columns, not 36.
+        b.wanted = vec![(0, 0), (1, 0), (3, 0), (4, 0)];
+        b.lay_out(0, 2, 16);
+        assert_eq!((b.step_width, &b.field_start[..]), (34, &[0, 2, 4][..]));
     }
 
     #[test]
@@ -1252,11 +1319,12 @@ mod tests {
 
     #[test]
     fn a_chunk_holds_at_least_four_strips() {
-        // 4 x 2D x 18 bytes per column: a chunk of 4 strips of 34 columns.
-        let b = LocalBatch::new(1, 16, 1, 2, 4 * 4 * 18 * 4 * 34);
-        assert_eq!(b.width, 34);
-        assert_eq!(b.chunk_fields(2, 4 * 4 * 18 * 4 * 34), 4);
+        // 4 x 2D x 18 bytes per column: a chunk of 4 strips of 36 columns
+        // (two tiles and two windows' halos).
+        let b = LocalBatch::new(1, 16, 1, 2, 4 * 4 * 18 * 4 * 36);
+        assert_eq!(b.width, 36);
+        assert_eq!(b.chunk_fields(2, 4 * 4 * 18 * 4 * 36), 4);
         // Too small for two tiles a strip: one tile per field.
-        assert_eq!(LocalBatch::new(1, 16, 1, 2, 4 * 4 * 18 * 100).width, 18);
+        assert_eq!(LocalBatch::new(1, 16, 1, 2, 4 * 4 * 18 * 4 * 35).width, 18);
     }
 }
