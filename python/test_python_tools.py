@@ -753,8 +753,17 @@ class ConvErrorTest(unittest.TestCase):
         for a, b in zip(fresh["cases"], committed["cases"], strict=True):
             self.assertEqual(a.keys(), b.keys())
             for key in a:
-                if isinstance(a[key], float):
-                    # Sums and errors of the same values: only threading may reorder PyTorch's sums.
+                if key.startswith("torch_f32_"):
+                    # PyTorch's float32 error depends on the kernels oneDNN picks for this CPU,
+                    # not only on the values: the fixture's, from an Intel Xeon with AVX-512,
+                    # are 3.9e-7 / 5.3e-8 (max / mean) on conv3x3_d64, and an AMD EPYC with
+                    # AVX2 gives 2.0e-6 / 1.3e-7. The fixture keeps the stricter bound; a rerun
+                    # must still measure a float32 rounding error of that size, not zero or
+                    # a wrong reference's.
+                    self.assertGreater(a[key], b[key] / 10, key)
+                    self.assertLess(a[key], b[key] * 10, key)
+                elif isinstance(a[key], float):
+                    # Sums of the same values in float64: only threading may reorder them.
                     self.assertAlmostEqual(a[key], b[key], delta=1e-9 * max(1.0, abs(b[key])), msg=key)
                 else:
                     self.assertEqual(a[key], b[key], key)
