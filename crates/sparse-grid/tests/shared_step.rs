@@ -34,6 +34,16 @@ fn halves(tx: i32, _: i32) -> usize {
     (tx >= 0) as usize
 }
 
+/// One shared step of the tiles `owns` keeps, agreed by every process.
+fn step_agreed(e: &mut SparseEngine, owns: &(dyn Fn(i32, i32) -> bool + Sync)) {
+    let mut yes = |_: Option<&Error>| Ok(());
+    e.step_shared(&mut SharedStep {
+        owns,
+        agree: &mut yes,
+    })
+    .unwrap();
+}
+
 fn engine(backend: &Arc<dyn ComputeBackend>) -> SparseEngine {
     let mut options = SparseOptions::default();
     options.tile = 8;
@@ -143,12 +153,7 @@ fn a_failed_agreement_leaves_the_engine_as_it_was() {
     for i in 0..20 {
         fresh.insert(i * 3, 7, &[(1.0, 0.5), (-0.25, 2.0)]).unwrap();
     }
-    let mut yes = |_: Option<&Error>| Ok(());
-    e.step_shared(&mut SharedStep {
-        owns: &owns,
-        agree: &mut yes,
-    })
-    .unwrap();
+    step_agreed(&mut e, &owns);
     fresh.step().unwrap();
     assert_eq!(cells(&e), cells(&fresh));
 }
@@ -168,13 +173,8 @@ fn a_shared_step_leaves_the_tiles_it_does_not_own_as_they_were() {
     };
     let before = cells(&e);
     let owns = |tx: i32, _: i32| tx < 2;
-    let mut yes = |_: Option<&Error>| Ok(());
     for _ in 0..2 {
-        e.step_shared(&mut SharedStep {
-            owns: &owns,
-            agree: &mut yes,
-        })
-        .unwrap();
+        step_agreed(&mut e, &owns);
         let after = cells(&e);
         assert_eq!(halo(&after), halo(&before), "the halo tiles changed");
         let own = |c: &Vec<(i32, i32, Vec<u32>)>| c.iter().filter(|c| c.0 < 16).count();

@@ -754,24 +754,17 @@ impl LocalBatch {
         }
         let (area, tl) = (store.area(), store.tile_len());
         let slots = &self.slots[lo..upto];
-        // Tiles outside the step (another process's halo) keep their count.
-        let before: usize = slots
-            .iter()
-            .map(|&s| store.count[s as usize] as usize)
-            .sum();
-        let checks = &self.checks[lo..upto];
-        let after: usize = checks.iter().map(|k| k.count as usize).sum();
         let (stage, stage_occ) = (&self.stage, &self.stage_occ);
         let slot_batch = &mut self.slot_batch;
         cx.pool.run(|| {
-            store.commit(slots, slot_batch, |j, tile, occ, count| {
+            store.commit(slots, slot_batch, |j, tile, occ, _| {
                 let q = (lo + j) % ring;
                 tile.copy_from_slice(&stage[q * tl..(q + 1) * tl]);
                 occ.copy_from_slice(&stage_occ[q * area..(q + 1) * area]);
-                *count = checks[j].count;
             })
         });
-        store.occupied = store.occupied - before + after;
+        let checks = &self.checks[lo..upto];
+        store.set_counts(slots, |j| checks[j].count);
         self.written = upto;
     }
 
@@ -783,16 +776,16 @@ impl LocalBatch {
         if self.rolling {
             self.write(store, cx, b);
         } else {
-            let checks = &self.checks;
             cx.pool.run(|| {
                 store.swap_in(
                     &self.slots,
-                    |j| checks[j].count,
                     &mut self.back,
                     &mut self.back_occ,
                     &mut self.slot_batch,
                 )
             });
+            let checks = &self.checks;
+            store.set_counts(&self.slots, |j| checks[j].count);
             self.written = b;
         }
         StepStats {
@@ -1110,8 +1103,9 @@ struct TileDelta<'a> {
 
 /// Stages one tile: checks its delta (without the halo) for non-finite
 /// values, records |delta| per cell, and writes the updated tile (read from
-/// `tile`, which stays as it was) and its occupancy into `stage` and `occ`. Cells outside the light cone become
-/// vacuum (zeros) whatever the model said.
+/// `tile`, which stays as it was) and its occupancy into `stage` and `occ`.
+/// Cells outside the light cone become vacuum (zeros) whatever the model
+/// said.
 #[allow(clippy::too_many_arguments)]
 fn stage_tile(
     tile: &[f32],

@@ -108,16 +108,14 @@ impl TileStore {
 
     /// Makes `back` and `back_occ` (planes and masks laid out as the
     /// store's) the store's, after a step staged the tiles in `slots` into
-    /// them: those tiles take their staged values, with `count(j)` cells of
-    /// matter for entry j, and every other live tile (another process's
-    /// halo) keeps its own, copied across first. The store's old buffers
-    /// come back in `back` and `back_occ`, for the next step to stage into.
-    /// A swap rather than a copy of every stepped tile: the atomic local
-    /// step's commit.
+    /// them: those tiles take their staged values, and every other live
+    /// tile (another process's halo) keeps its own, copied across first.
+    /// The store's old buffers come back in `back` and `back_occ`, for the
+    /// next step to stage into. A swap rather than a copy of every stepped
+    /// tile: the atomic local step's commit (its counts: [`Self::set_counts`]).
     pub fn swap_in(
         &mut self,
         slots: &[u32],
-        count: impl Fn(usize) -> u32 + Sync,
         back: &mut Vec<f32>,
         back_occ: &mut Vec<u8>,
         batch_of: &mut Vec<u32>,
@@ -130,7 +128,6 @@ impl TileStore {
             batch_of[s as usize] = j as u32;
         }
         let (tl, area) = (self.tile_len(), self.area());
-        let before: usize = slots.iter().map(|&s| self.count[s as usize] as usize).sum();
         back.par_chunks_mut(tl)
             .zip(back_occ.par_chunks_mut(area))
             .zip(self.data.par_chunks(tl).zip(self.occ.par_chunks(area)))
@@ -143,12 +140,18 @@ impl TileStore {
             });
         std::mem::swap(&mut self.data, back);
         std::mem::swap(&mut self.occ, back_occ);
-        let mut after = 0;
+    }
+
+    /// Gives the tile in `slots[j]` `count(j)` cells of matter, keeping
+    /// `occupied` the sum of every count (tiles not in `slots`, another
+    /// process's halo, keep theirs): how a local step's commit, by copy or
+    /// by swap, records what staging counted.
+    pub fn set_counts(&mut self, slots: &[u32], count: impl Fn(usize) -> u32) {
         for (j, &s) in slots.iter().enumerate() {
-            self.count[s as usize] = count(j);
-            after += count(j) as usize;
+            let c = &mut self.count[s as usize];
+            self.occupied = self.occupied - *c as usize + count(j) as usize;
+            *c = count(j);
         }
-        self.occupied = self.occupied - before + after;
     }
 
     /// Slots in the slab, live or free.
