@@ -2,7 +2,8 @@
 //! engines hand it: one large image (the dense engine) against batches of
 //! fields whose halo is dropped (`ComputeBackend::forward_interior`, the
 //! sparse engine's step): 16-cell tiles one per field, and strips of 4, 8
-//! (the sparse engine's) and 16 tiles side by side.
+//! (the sparse engine's, with room for one window's halo or two) and 16
+//! tiles side by side.
 //!
 //! `cargo run --release -p backend-candle --example interior_speed -- [threads]`
 //!
@@ -20,12 +21,14 @@ use engine_api::{
 const D: usize = 64;
 /// (fields, rows, columns, margin): the dense engine's 512 x 512 grid; a
 /// chunk of 404 16-cell tiles with a halo of 1 one per field, then in
-/// strips of 4, 8 and 16 tiles.
-const CASES: [(usize, usize, usize, usize); 5] = [
+/// strips of 4, 8 (with room for one halo and for two: 65 Winograd tiles a
+/// row) and 16 tiles.
+const CASES: [(usize, usize, usize, usize); 6] = [
     (1, 512, 512, 0),
     (404, 18, 18, 1),
     (101, 18, 66, 1),
     (50, 18, 130, 1),
+    (50, 18, 132, 1),
     (25, 18, 258, 1),
 ];
 

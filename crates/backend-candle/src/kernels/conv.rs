@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::plan::{plan, target_columns, Dims, Item, SharedOut};
 use super::scratch::with_scratch;
-use super::winograd;
+use super::winograd::{self, Rect, TilePlan};
 
 /// Fewest input and output channels for the Winograd path. Below that the
 /// gemms are too small to gain from doing fewer multiplications, and the
@@ -72,7 +72,7 @@ impl Conv2d {
         } else {
             target_columns(self.depth())
         };
-        self.forward_with(x, d, out, target);
+        self.forward_with(x, d, out, target, winograd::TILE_BLOCK);
     }
 
     /// Whether [`Conv2d::forward_interior`] can run: a 3x3 on the Winograd
@@ -93,46 +93,61 @@ impl Conv2d {
             "forward_interior needs the Winograd path"
         );
         let plane = (d.h - 2 * margin) * (d.w - 2 * margin);
-        self.forward_planned(x, d, margin, out, winograd::target_columns(plane));
+        let target = winograd::target_columns(plane);
+        self.forward_planned(x, d, margin, out, target, winograd::TILE_BLOCK);
     }
 
     fn depth(&self) -> usize {
         self.ci * self.k * self.k
     }
 
-    /// [`Conv2d::forward`] with an explicit work-item width, so tests can
-    /// drive both item kinds on small shapes.
-    pub(crate) fn forward_with(&self, x: &[f32], d: Dims, out: &mut [f32], target: usize) {
-        self.forward_planned(x, d, 0, out, target);
+    /// [`Conv2d::forward`] with an explicit work-item width and Winograd
+    /// column block, so tests can drive every item kind on small shapes.
+    pub(crate) fn forward_with(
+        &self,
+        x: &[f32],
+        d: Dims,
+        out: &mut [f32],
+        target: usize,
+        block: usize,
+    ) {
+        self.forward_planned(x, d, 0, out, target, block);
     }
 
     /// The output's interior without `margin` rows and columns (0: all of
     /// it; more only on the Winograd path), in work items of about `target`
-    /// output columns.
-    fn forward_planned(&self, x: &[f32], d: Dims, margin: usize, out: &mut [f32], target: usize) {
+    /// output columns; on the Winograd path the tile columns past a
+    /// multiple of `block` in items of their own.
+    fn forward_planned(
+        &self,
+        x: &[f32],
+        d: Dims,
+        margin: usize,
+        out: &mut [f32],
+        target: usize,
+        block: usize,
+    ) {
         assert_eq!(d.c, self.ci);
         assert_eq!(x.len(), d.len());
         assert!(margin == 0 || self.winograd.is_some());
         // The output cells: the work items cut these.
         let od = Dims::new(d.b, self.co, d.h - 2 * margin, d.w - 2 * margin);
         assert_eq!(out.len(), od.len());
-        let mut plan = plan(od, target, rayon::current_num_threads());
-        if self.winograd.is_some() {
-            // Winograd tiles are two rows high: an odd band wastes half a tile.
-            plan = plan.even_bands();
-        }
+        let threads = rayon::current_num_threads();
         let dst = SharedOut(out.as_mut_ptr());
+        if let Some(u) = &self.winograd {
+            let plan = TilePlan::new(od, target, threads, block);
+            (0..plan.len())
+                .into_par_iter()
+                .for_each(|i| self.winograd(x, d, margin, &plan.item(i), u, dst));
+            return;
+        }
+        let plan = plan(od, target, threads);
         (0..plan.len())
             .into_par_iter()
-            .for_each(|i| match (plan.item(i), &self.winograd) {
-                (Item::Band { img, r0, r1 }, Some(u)) => {
-                    self.winograd(x, d, margin, img..img + 1, r0, r1, u, dst)
-                }
-                (Item::Images { i0, i1 }, Some(u)) => {
-                    self.winograd(x, d, margin, i0..i1, 0, od.h, u, dst)
-                }
-                (Item::Band { img, r0, r1 }, None) => self.band(x, d, img, r0, r1, dst),
-                (Item::Images { i0, i1 }, None) => self.images(x, d, i0, i1, dst),
+            .for_each(|i| match plan.item(i) {
+                Item::Band { img, r0, r1 } => self.band(x, d, img, r0, r1, dst),
+                Item::Images { i0, i1 } => self.images(x, d, i0, i1, dst),
             });
     }
 
@@ -186,32 +201,18 @@ impl Conv2d {
         });
     }
 
-    /// Output rows `r0..r1` of `images` by Winograd (`winograd::band`),
-    /// without `margin` rows and columns around the output.
-    #[allow(clippy::too_many_arguments)]
-    fn winograd(
-        &self,
-        x: &[f32],
-        d: Dims,
-        margin: usize,
-        images: std::ops::Range<usize>,
-        r0: usize,
-        r1: usize,
-        u: &[f32],
-        out: SharedOut,
-    ) {
-        let ow = d.w - 2 * margin;
-        let (a, b) = winograd::scratch_len(self.ci, self.co, images.len(), r1 - r0, ow);
+    /// The tiles of `rect` by Winograd (`winograd::band`), without `margin`
+    /// rows and columns around the output.
+    fn winograd(&self, x: &[f32], d: Dims, margin: usize, rect: &Rect, u: &[f32], out: SharedOut) {
+        let (a, b) = winograd::scratch_len(self.ci, self.co, rect);
         with_scratch(a, b, |v, rest| {
-            // SAFETY: `plan` gives these rows of these images to this item alone.
+            // SAFETY: the plan gives these tiles to this item alone.
             unsafe {
                 winograd::band(
                     x,
                     d,
                     margin,
-                    images,
-                    r0,
-                    r1,
+                    rect,
                     u,
                     self.co,
                     self.bias.as_deref(),
@@ -442,7 +443,8 @@ mod tests {
         fn fast_conv_equals_naive_conv(
             b in 1usize..=3, ci in 1usize..=6, co in 1usize..=6, h in 1usize..=9, w in 1usize..=9,
             k in prop::sample::select(vec![1usize, 3]), with_bias: bool, winograd: bool,
-            target in prop::sample::select(vec![1usize, 5, 40, 100, 4096]), seed: u64,
+            target in prop::sample::select(vec![1usize, 5, 40, 100, 4096]),
+            block in prop::sample::select(vec![1usize, 2, 3, 16]), seed: u64,
         ) {
             let d = Dims::new(b, ci, h, w);
             let x = values(seed, d.len());
@@ -450,7 +452,7 @@ mod tests {
             let bias = with_bias.then(|| values(seed ^ 2, co));
             let conv = Conv2d::new(co, ci, k, weight.clone(), bias.clone()).with_winograd(winograd);
             let mut out = vec![f32::NAN; d.with_c(co).len()];
-            pool().install(|| conv.forward_with(&x, d, &mut out, target));
+            pool().install(|| conv.forward_with(&x, d, &mut out, target, block));
             let want = naive_conv2d(&x, d, &weight, bias.as_deref(), co, k);
             for (i, (a, e)) in out.iter().zip(&want).enumerate() {
                 prop_assert!((a - e).abs() <= 1e-4, "at {i}: fast {a} naive {e}");
@@ -462,12 +464,14 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(200))]
         /// The interior path computes, for every cell it keeps, what the
         /// whole convolution does there: odd and even sizes, margins up to
-        /// the largest that leaves a cell, both work-item kinds.
+        /// the largest that leaves a cell, both work-item kinds, with and
+        /// without the tile columns past a block apart.
         #[test]
         fn interior_equals_the_naive_convs_interior(
             b in 1usize..=3, ci in 1usize..=5, co in 1usize..=5, h in 3usize..=12, w in 3usize..=12,
             margin_pick in 1usize..=5, with_bias: bool,
-            target in prop::sample::select(vec![1usize, 5, 40, 100, 4096]), seed: u64,
+            target in prop::sample::select(vec![1usize, 5, 40, 100, 4096]),
+            block in prop::sample::select(vec![1usize, 2, 3, 16]), seed: u64,
         ) {
             let margin = margin_pick.min((h.min(w) - 1) / 2);
             let d = Dims::new(b, ci, h, w);
@@ -478,7 +482,7 @@ mod tests {
             prop_assert!(conv.has_interior());
             let (ih, iw) = (h - 2 * margin, w - 2 * margin);
             let mut out = vec![f32::NAN; b * co * ih * iw];
-            pool().install(|| conv.forward_planned(&x, d, margin, &mut out, target));
+            pool().install(|| conv.forward_planned(&x, d, margin, &mut out, target, block));
             let want = naive_conv2d(&x, d, &weight, bias.as_deref(), co, 3);
             for (i, &a) in out.iter().enumerate() {
                 let (plane, y, xx) = (i / (ih * iw), i / iw % ih, i % iw);
@@ -584,6 +588,26 @@ mod tests {
                 );
                 assert!(mean <= 2.0 * torch_mean, "{name} winograd={winograd}: mean error {mean:.3e} > 2 x torch's {torch_mean:.3e}");
             }
+        }
+    }
+
+    /// The sparse engine's strip of 8 tiles with room for two halos (18 x
+    /// 132, margin 1: 65 tiles a row), whose 65th tile column is computed
+    /// in items of its own, through the default plan.
+    #[test]
+    fn a_strip_with_a_tile_column_past_the_block_matches_naive() {
+        let d = Dims::new(3, 16, 18, 132);
+        let x = values(10, d.len());
+        let weight = values(11, 16 * 16 * 9);
+        let bias = values(12, 16);
+        let conv = Conv2d::new(16, 16, 3, weight.clone(), Some(bias.clone()));
+        let mut out = vec![f32::NAN; 3 * 16 * 16 * 130];
+        pool().install(|| conv.forward_interior(&x, d, 1, &mut out));
+        let want = naive_conv2d(&x, d, &weight, Some(&bias), 16, 3);
+        for (i, &a) in out.iter().enumerate() {
+            let (plane, y, xx) = (i / (16 * 130), i / 130 % 16, i % 130);
+            let e = want[(plane * 18 + y + 1) * 132 + xx + 1];
+            assert!((a - e).abs() <= 1e-4, "at {i}: interior {a} naive {e}");
         }
     }
 
